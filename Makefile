@@ -1,0 +1,84 @@
+# egressd - build, run, test, install.
+#
+#   make            build build/rel/egressd
+#   make run        install missing packages, build, run on conf/egressd.ini
+#   make test       install missing packages, build, run every test
+#   make install    PREFIX=/usr/local DESTDIR=
+#   make format     clang-format every source file
+
+CC       ?= cc
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+BUILD    := build
+
+CPPFLAGS := -D_GNU_SOURCE
+CFLAGS   := -std=c11 -Wall -Wextra -Werror -pthread -g -fno-strict-aliasing
+LDLIBS   := $(shell pkg-config --libs inih 2>/dev/null || echo -linih) -pthread
+REL_FLAGS := -O2
+SAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+MODULES  := policy inference proxy
+LIB_SRC  := $(filter-out proxy/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
+MAIN_SRC := proxy/main.c
+UNIT_SRC := $(wildcard tests/unit/*.c)
+HEADERS  := $(wildcard */*.h)
+
+REL_OBJ  := $(LIB_SRC:%.c=$(BUILD)/rel/%.o)
+SAN_OBJ  := $(LIB_SRC:%.c=$(BUILD)/san/%.o)
+
+.PHONY: all run test unit integration smoke deps install clean format check-format
+
+all: $(BUILD)/rel/egressd
+
+$(BUILD)/rel/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(REL_FLAGS) -c $< -o $@
+
+$(BUILD)/san/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -c $< -o $@
+
+$(BUILD)/rel/egressd: $(REL_OBJ) $(BUILD)/rel/proxy/main.o
+	$(CC) $(CFLAGS) $(REL_FLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/san/egressd: $(SAN_OBJ) $(BUILD)/san/proxy/main.o
+	$(CC) $(CFLAGS) $(SAN_FLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/san/unit-tests: $(SAN_OBJ) $(UNIT_SRC:%.c=$(BUILD)/san/%.o)
+	$(CC) $(CFLAGS) $(SAN_FLAGS) $^ -lcriterion $(LDLIBS) -o $@
+
+deps:
+	@scripts/install-deps.sh
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	./$(BUILD)/rel/egressd -c conf/egressd.ini
+
+# Unit tests, then the smoke script and the integration suite against the
+# sanitizer build of the real binary.
+test: deps
+	@$(MAKE) --no-print-directory $(BUILD)/rel/egressd $(BUILD)/san/egressd $(BUILD)/san/unit-tests
+	@$(MAKE) --no-print-directory unit smoke integration
+
+unit: $(BUILD)/san/unit-tests
+	./$(BUILD)/san/unit-tests --jobs 2
+
+smoke: $(BUILD)/san/egressd
+	EGRESSD=$(BUILD)/san/egressd scripts/smoke.sh
+
+integration: $(BUILD)/san/egressd
+	EGRESSD=$(CURDIR)/$(BUILD)/san/egressd /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)/etc/egressd
+	install -m 0755 $(BUILD)/rel/egressd $(DESTDIR)$(PREFIX)/sbin/egressd
+	install -m 0644 conf/egressd.ini $(DESTDIR)/etc/egressd/egressd.ini.example
+
+format:
+	clang-format -i $(LIB_SRC) $(MAIN_SRC) $(UNIT_SRC) $(HEADERS) $(wildcard tests/helpers/*.c)
+
+check-format:
+	clang-format --dry-run -Werror $(LIB_SRC) $(MAIN_SRC) $(UNIT_SRC) $(HEADERS)
+
+clean:
+	rm -rf $(BUILD)

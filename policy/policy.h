@@ -1,0 +1,124 @@
+/*
+ * policy.h - the public face of the policy module.
+ *
+ * A policy is everything egressd reads from its INI file: the [proxy]
+ * settings and the ordered deny/allow rules.  It is loaded and validated as
+ * a whole (every problem reported with its line number), then never changes:
+ * workers share it read-only and hold a reference while they use it, so a
+ * reload can swap in a new one without disturbing connections in flight.
+ *
+ * The module also owns the strict parsing of host names and IP literals and
+ * the address classes of the SSRF check, because "which destinations may be
+ * reached" is one question and should have one answer.
+ */
+#ifndef EGRESSD_POLICY_H
+#define EGRESSD_POLICY_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define POLICY_HOST_MAX 253 /* longest DNS name, without the trailing dot */
+
+enum log_format { LOGF_JSON, LOGF_TEXT };
+enum log_level { LOGL_DEBUG, LOGL_INFO, LOGL_WARN, LOGL_ERROR };
+
+/* The [proxy] section; durations in milliseconds. */
+struct proxy_settings {
+    char listen[64]; /* as written, for logs */
+    struct sockaddr_storage listen_addr;
+    socklen_t listen_len;
+    unsigned workers, max_workers, queue;
+    unsigned header_timeout_ms, connect_timeout_ms, dns_timeout_ms;
+    unsigned idle_timeout_ms, shutdown_timeout_ms;
+    enum log_format log_format;
+    enum log_level log_level;
+    bool unsafe_allow_loopback;
+};
+
+struct policy;
+
+/* Called once per problem found while loading; line is 0 when the problem
+ * concerns the whole file. */
+typedef void (*policy_report_fn)(void *ctx, const char *file, int line, const char *msg);
+
+/* Load and validate; NULL (after reporting every problem) on failure.  The
+ * result holds one reference. */
+struct policy *policy_load_file(const char *path, policy_report_fn report, void *ctx);
+struct policy *policy_load_string(const char *text, policy_report_fn report, void *ctx);
+struct policy *policy_ref(struct policy *p);
+void policy_unref(struct policy *p);
+
+const struct proxy_settings *policy_settings(const struct policy *p);
+size_t policy_rule_count(const struct policy *p);
+
+/* ---- hosts ---------------------------------------------------------- */
+
+enum host_kind { HOST_NAME, HOST_IPV4, HOST_IPV6 };
+
+struct host {
+    enum host_kind kind;
+    char name[POLICY_HOST_MAX + 1]; /* lower case, no trailing dot; IPs canonical, no brackets */
+    union {
+        struct in_addr v4;
+        struct in6_addr v6;
+    } ip;
+};
+
+/* Parse a host as it appears in a request target or Host header (no port).
+ * IPv6 literals come with their brackets here.  Rejects userinfo, percent
+ * escapes, non-ASCII, and the octal, hex and integer spellings of IPv4.
+ * Returns 0, or -1 with *why set to a static explanation. */
+int host_parse(const char *s, size_t len, struct host *out, const char **why);
+
+/* Split "host:port" / "[v6]:port" (port required when default_port is 0). */
+int host_port_parse(const char *s, size_t len, uint16_t default_port, struct host *out,
+                    uint16_t *port, const char **why);
+
+/* ---- decisions ------------------------------------------------------ */
+
+enum policy_action { ACTION_DENY, ACTION_ALLOW, ACTION_INTERCEPT };
+
+struct policy_decision {
+    enum policy_action action;
+    const char *rule;   /* rule name, or NULL for the default deny */
+    const char *reason; /* short, static, for logs and error bodies */
+    int rule_index;     /* -1 when no rule matched */
+};
+
+const char *policy_action_name(enum policy_action a);
+
+void policy_decide(const struct policy *p, const struct host *h, uint16_t port,
+                   struct policy_decision *out);
+
+/* ---- SSRF ----------------------------------------------------------- */
+
+enum addr_class {
+    ADDR_GLOBAL,   /* public: allowed */
+    ADDR_INTERNAL, /* private ranges: only with the rule's allowed_ips */
+    ADDR_LOOPBACK, /* blocked, unless unsafe_allow_loopback (tests) */
+    ADDR_BLOCKED,  /* never */
+};
+
+/* Classify an address, looking through IPv4-mapped, IPv4-compatible,
+ * IPv4-translated, NAT64, 6to4 and Teredo forms.  *what names the range. */
+enum addr_class addr_classify(const struct sockaddr *sa, const char **what);
+
+/* May the decision's rule connect to this resolved address?  Returns true, or
+ * false with *why explaining (a static string). */
+bool policy_address_permitted(const struct policy *p, const struct policy_decision *d,
+                              const struct sockaddr *sa, const char **why);
+
+/* For "egressd --explain": a human description of a decision. */
+void policy_explain(const struct policy *p, const struct host *h, uint16_t port, char *buf,
+                    size_t len);
+
+/* ---- value parsers shared with tests ---------------------------------- */
+
+int parse_duration_ms(const char *s, unsigned *out);
+int parse_size(const char *s, uint64_t *out);
+int parse_sockaddr(const char *s, struct sockaddr_storage *ss, socklen_t *len);
+
+#endif

@@ -1,0 +1,243 @@
+/*
+ * values.c - parsers for the value types of the INI file: durations (ms, s,
+ * m, h), sizes (K, M, G), booleans, bounded integers, comma lists, port
+ * lists with ranges, CIDRs and listen addresses.  Each refuses anything it
+ * does not fully understand; the loader adds the line number.
+ */
+#include "policy_int.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* A plain decimal number with nothing but an optional suffix after it. */
+static int parse_number(const char *s, uint64_t *v, const char **suffix)
+{
+    if (!isdigit((unsigned char)*s))
+        return -1;
+    errno = 0;
+    char *end;
+    unsigned long long n = strtoull(s, &end, 10);
+    if (errno != 0)
+        return -1;
+    *v = n;
+    *suffix = end;
+    return 0;
+}
+
+int parse_duration_ms(const char *s, unsigned *out)
+{
+    static const struct {
+        const char *suffix;
+        uint64_t ms;
+    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}};
+    uint64_t v;
+    const char *suffix;
+    if (parse_number(s, &v, &suffix) != 0)
+        return -1;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcmp(suffix, units[i].suffix) == 0) {
+            if (v > UINT32_MAX / units[i].ms)
+                return -1;
+            *out = (unsigned)(v * units[i].ms);
+            return 0;
+        }
+    }
+    return -1; /* a bare number is ambiguous: seconds or milliseconds? */
+}
+
+int parse_size(const char *s, uint64_t *out)
+{
+    uint64_t v, mult = 1;
+    const char *suffix;
+    if (parse_number(s, &v, &suffix) != 0)
+        return -1;
+    if (*suffix != '\0') {
+        const char *units = "KMG";
+        const char *u = strchr(units, toupper((unsigned char)*suffix));
+        if (u == NULL || suffix[1] != '\0')
+            return -1;
+        mult = 1ull << (10 * (u - units + 1));
+    }
+    if (v > UINT64_MAX / mult)
+        return -1;
+    *out = v * mult;
+    return 0;
+}
+
+int parse_bool(const char *s, bool *out)
+{
+    if (!strcasecmp(s, "yes") || !strcasecmp(s, "true") || !strcmp(s, "1") ||
+        !strcasecmp(s, "on")) {
+        *out = true;
+        return 0;
+    }
+    if (!strcasecmp(s, "no") || !strcasecmp(s, "false") || !strcmp(s, "0") ||
+        !strcasecmp(s, "off")) {
+        *out = false;
+        return 0;
+    }
+    return -1;
+}
+
+int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
+{
+    uint64_t v;
+    const char *suffix;
+    if (parse_number(s, &v, &suffix) != 0 || *suffix != '\0' || v < min || v > max)
+        return -1;
+    *out = (unsigned)v;
+    return 0;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+int list_foreach(char *s, int (*fn)(void *ctx, const char *item), void *ctx)
+{
+    int rc = 0;
+    for (char *item = s; item != NULL;) {
+        char *comma = strchr(item, ',');
+        if (comma != NULL)
+            *comma = '\0';
+        if (fn(ctx, trim(item)) != 0)
+            rc = -1;
+        item = comma ? comma + 1 : NULL;
+    }
+    return rc;
+}
+
+struct ports_ctx {
+    struct port_range *r;
+    size_t n;
+    char *err;
+    size_t errlen;
+};
+
+static int add_port_item(void *vctx, const char *item)
+{
+    struct ports_ctx *c = vctx;
+    unsigned lo, hi;
+    char lo_s[8], hi_s[8], extra;
+    int fields = sscanf(item, "%7[0-9]-%7[0-9]%c", lo_s, hi_s, &extra);
+    if (fields == 1 && strchr(item, '-') == NULL) {
+        strcpy(hi_s, lo_s);
+    } else if (fields != 2) {
+        snprintf(c->err, c->errlen, "invalid port '%s' (expected N or N-M)", item);
+        return -1;
+    }
+    if (parse_uint(lo_s, 1, 65535, &lo) != 0 || parse_uint(hi_s, 1, 65535, &hi) != 0 || lo > hi) {
+        snprintf(c->err, c->errlen, "invalid port '%s' (1-65535, low end first)", item);
+        return -1;
+    }
+    struct port_range *grown = realloc(c->r, (c->n + 1) * sizeof(*grown));
+    if (grown == NULL) {
+        snprintf(c->err, c->errlen, "out of memory");
+        return -1;
+    }
+    c->r = grown;
+    c->r[c->n++] = (struct port_range){(uint16_t)lo, (uint16_t)hi};
+    return 0;
+}
+
+int parse_ports(const char *s, struct port_range **out, size_t *n, char *err, size_t errlen)
+{
+    char *copy = strdup(s);
+    struct ports_ctx c = {NULL, 0, err, errlen};
+    if (copy == NULL)
+        return -1;
+    int rc = list_foreach(copy, add_port_item, &c);
+    free(copy);
+    if (rc != 0) {
+        free(c.r);
+        return -1;
+    }
+    *out = c.r;
+    *n = c.n;
+    return 0;
+}
+
+bool ports_match(const struct port_range *r, size_t n, uint16_t port)
+{
+    for (size_t i = 0; i < n; i++)
+        if (port >= r[i].lo && port <= r[i].hi)
+            return true;
+    return false;
+}
+
+int parse_cidr(const char *s, struct cidr *out, const char **why)
+{
+    char addr[INET6_ADDRSTRLEN + 1];
+    const char *slash = strchr(s, '/');
+    size_t alen = slash ? (size_t)(slash - s) : strlen(s);
+    memset(out, 0, sizeof(*out));
+    if (alen >= sizeof(addr)) {
+        *why = "invalid address";
+        return -1;
+    }
+    memcpy(addr, s, alen);
+    addr[alen] = '\0';
+    if (inet_pton(AF_INET, addr, out->net) == 1) {
+        out->family = AF_INET, out->prefix = 32;
+    } else if (inet_pton(AF_INET6, addr, out->net) == 1) {
+        out->family = AF_INET6, out->prefix = 128;
+    } else {
+        *why = "invalid address (expected an IPv4 or IPv6 address or CIDR)";
+        return -1;
+    }
+    if (slash != NULL &&
+        parse_uint(slash + 1, 0, out->family == AF_INET ? 32 : 128, &out->prefix) != 0) {
+        *why = "invalid prefix length";
+        return -1;
+    }
+    for (unsigned bit = out->prefix; bit < (out->family == AF_INET ? 32u : 128u); bit++) {
+        if (out->net[bit / 8] & (0x80 >> (bit % 8))) {
+            *why = "address has bits set beyond the prefix length";
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int parse_sockaddr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+    struct host h;
+    uint16_t port;
+    const char *why;
+    memset(ss, 0, sizeof(*ss));
+    if (listen_addr_parse(s, &h, &port, &why) != 0)
+        return -1;
+    if (h.kind == HOST_IPV4) {
+        struct sockaddr_in *in = (struct sockaddr_in *)ss;
+        in->sin_family = AF_INET;
+        in->sin_port = htons(port);
+        in->sin_addr = h.ip.v4;
+        *len = sizeof(*in);
+    } else if (h.kind == HOST_IPV6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons(port);
+        in6->sin6_addr = h.ip.v6;
+        *len = sizeof(*in6);
+    } else if (strcmp(h.name, "localhost") == 0) {
+        struct sockaddr_in *in = (struct sockaddr_in *)ss;
+        in->sin_family = AF_INET;
+        in->sin_port = htons(port);
+        in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        *len = sizeof(*in);
+    } else {
+        return -1; /* listen on addresses, not names that may resolve anywhere */
+    }
+    return 0;
+}

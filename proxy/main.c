@@ -1,0 +1,129 @@
+/*
+ * main.c - the command line of egressd (DESIGN section 2).
+ *
+ *   egressd [-c FILE]                   run
+ *   egressd -t [-c FILE]                check the configuration
+ *   egressd --explain HOST:PORT [-c F]  show the decision for a destination
+ *   egressd -V | -h
+ */
+#include "proxy.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_CONFIG "/etc/egressd/egressd.ini"
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: egressd [-c FILE]                 run the proxy\n"
+                 "       egressd -t [-c FILE]              check the configuration\n"
+                 "       egressd --explain HOST:PORT [-c FILE]\n"
+                 "                                         show the policy decision\n"
+                 "       egressd -V | -h                   version | this help\n"
+                 "FILE defaults to " DEFAULT_CONFIG "\n");
+}
+
+static void report_to_stderr(void *ctx, const char *file, int line, const char *msg)
+{
+    int *count = ctx;
+    ++*count;
+    if (line > 0)
+        fprintf(stderr, "%s:%d: %s\n", file, line, msg);
+    else
+        fprintf(stderr, "%s: %s\n", file, msg);
+}
+
+static int explain(struct policy *p, const char *target)
+{
+    struct host h;
+    uint16_t port;
+    const char *why;
+    char out[512];
+    if (host_port_parse(target, strlen(target), 443, &h, &port, &why) != 0) {
+        fprintf(stderr, "egressd: %s: %s\n", target, why);
+        return 2;
+    }
+    policy_explain(p, &h, port, out, sizeof(out));
+    fputs(out, stdout);
+    return 0;
+}
+
+static int run(struct policy *p, const char *path)
+{
+    const struct proxy_settings *set = policy_settings(p);
+    sigset_t sigs;
+    log_configure(set->log_format, set->log_level);
+    /* splice and send to a closed peer must fail with EPIPE, not kill us */
+    signal(SIGPIPE, SIG_IGN);
+    /* every thread inherits this mask: the main thread takes them with sigwait */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    struct server *s = server_start(p, path);
+    if (s == NULL)
+        return 1;
+    log_msg(LOGL_INFO, "server", "egressd %s started with %s (%zu rules)", EGRESSD_VERSION, path,
+            policy_rule_count(p));
+    return server_run(s);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {{"explain", required_argument, NULL, 'e'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {"version", no_argument, NULL, 'V'},
+                                             {NULL, 0, NULL, 0}};
+    const char *path = DEFAULT_CONFIG, *target = NULL;
+    bool check = false;
+    int c;
+    while ((c = getopt_long(argc, argv, "c:thV", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            path = optarg;
+            break;
+        case 't':
+            check = true;
+            break;
+        case 'e':
+            target = optarg;
+            break;
+        case 'V':
+            printf("egressd %s\n", EGRESSD_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "egressd: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    int problems = 0;
+    struct policy *p = policy_load_file(path, report_to_stderr, &problems);
+    if (p == NULL) {
+        fprintf(stderr, "egressd: %s: %d problem%s%s\n", path, problems, problems == 1 ? "" : "s",
+                check || target ? "" : "; not started");
+        return 1;
+    }
+    int rc;
+    if (check) {
+        printf("%s: ok (%zu rules)\n", path, policy_rule_count(p));
+        rc = 0;
+    } else if (target != NULL) {
+        rc = explain(p, target);
+    } else {
+        return run(p, path); /* the server owns the policy from here */
+    }
+    policy_unref(p);
+    return rc;
+}

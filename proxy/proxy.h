@@ -1,0 +1,129 @@
+/*
+ * proxy.h - what the files of the daemon share: the server (listener,
+ * acceptor, worker pool, configuration snapshot), one client connection,
+ * deadline-bounded socket I/O, the error responses egressd writes itself,
+ * and structured logging.
+ */
+#ifndef EGRESSD_PROXY_H
+#define EGRESSD_PROXY_H
+
+#include "../inference/inference.h"
+#include "../policy/policy.h"
+
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#define EGRESSD_VERSION "0.1.0"
+#define VIA_HEADER      "Via: 1.1 egressd\r\n"
+
+/* ---- log.c ---------------------------------------------------------------- */
+
+/* Fields of one structured log line; NULL strings and negative numbers are
+ * left out. */
+struct log_fields {
+    const char *event, *src, *host, *action, *rule, *reason, *detail;
+    long port, status;
+    long long bytes_up, bytes_down, duration_ms;
+};
+#define LOG_FIELDS_INIT                                                                            \
+    {                                                                                              \
+        .port = -1, .status = -1, .bytes_up = -1, .bytes_down = -1, .duration_ms = -1              \
+    }
+
+void log_configure(enum log_format fmt, enum log_level level);
+bool log_enabled(enum log_level level);
+void log_event(enum log_level level, const struct log_fields *f);
+void log_msg(enum log_level level, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* JSON string escaping into dst (always NUL-terminated, cut if needed). */
+size_t json_escape(char *dst, size_t cap, const char *src);
+
+/* ---- io.c ----------------------------------------------------------------- */
+
+int64_t now_ms(void);
+/* 1 when ready, 0 on timeout, -1 on error. */
+int wait_fd(int fd, short events, int timeout_ms);
+/* > 0 bytes, 0 at EOF, -1 on error (errno set), -2 on timeout. */
+ssize_t read_some(int fd, void *buf, size_t len, int timeout_ms);
+/* 0, -1 on error, -2 when no byte could be written for timeout_ms. */
+int write_all(int fd, const void *buf, size_t len, int timeout_ms);
+void set_nodelay(int fd);
+void format_sockaddr(const struct sockaddr *sa, char *buf, size_t len);
+
+enum head_status { HEAD_OK, HEAD_EOF, HEAD_PARTIAL_EOF, HEAD_TIMEOUT, HEAD_TOO_LARGE, HEAD_ERROR };
+/* Read until buf holds a whole head (http_head_length), with an absolute
+ * deadline; *len counts every byte read, which may go past the head. */
+enum head_status read_head(int fd, char *buf, size_t cap, size_t *len, int64_t deadline);
+
+/* ---- respond.c ------------------------------------------------------------ */
+
+struct proxy_error {
+    int status;
+    const char *code;
+};
+extern const struct proxy_error ERR_BAD_REQUEST, ERR_HEADERS_TOO_LARGE, ERR_REQUEST_TIMEOUT,
+    ERR_POLICY_DENIED, ERR_SSRF_DENIED, ERR_DNS_FAILURE, ERR_UPSTREAM_UNREACHABLE,
+    ERR_UPSTREAM_TIMEOUT, ERR_OVERLOADED, ERR_USE_CONNECT, ERR_UPSTREAM_ERROR;
+
+/* Write egressd's own JSON error response; rule may be NULL. */
+void respond_error(int fd, const struct proxy_error *e, const char *detail, const char *rule);
+
+/* ---- server.c ------------------------------------------------------------- */
+
+struct server;
+
+struct server *server_start(struct policy *p, const char *config_path);
+/* Runs the signal loop until SIGTERM/SIGINT, then drains; returns exit code. */
+int server_run(struct server *s);
+/* The current configuration, with a reference the caller drops. */
+struct policy *server_policy(struct server *s);
+
+/* ---- connection handling ---------------------------------------------------- */
+
+struct conn {
+    struct server *srv;
+    struct policy *pol;
+    const struct proxy_settings *set;
+    int fd;
+    char src[INET6_ADDRSTRLEN + 8];
+    char buf[HTTP_HEAD_MAX]; /* client bytes: a head, then what followed it */
+    size_t len;
+    int64_t t0;
+    struct upstream *upstream; /* forward.c: the kept upstream connection */
+};
+
+/* worker.c */
+void conn_serve(struct server *srv, int fd);
+/* Log a decision or an error for this connection and answer with e. */
+void conn_fail(struct conn *c, const struct log_fields *f, const struct proxy_error *e,
+               const char *detail);
+
+/* dial.c: resolve, check every address, connect to a checked one. */
+struct dial_result {
+    int fd;
+    const struct proxy_error *err; /* NULL on success */
+    char detail[320];
+};
+void dial(const struct conn *c, const struct host *h, uint16_t port,
+          const struct policy_decision *d, struct dial_result *r);
+
+/* relay.c: both directions until both have ended, or idle_timeout. */
+struct relay_stats {
+    uint64_t up, down;
+    const char *end; /* why it ended */
+};
+void relay(int client, int upstream, int idle_ms, struct relay_stats *st);
+
+/* tunnel.c: the connection ends with the tunnel. */
+void tunnel_serve(struct conn *c, const struct http_msg *m);
+/* forward.c: true when the client connection may carry another request. */
+bool forward_serve(struct conn *c, const struct http_msg *m);
+void forward_release(struct conn *c);
+
+/* Remove the first n bytes of c->buf (a message that has been handled). */
+void conn_consume(struct conn *c, size_t n);
+
+#endif

@@ -1,0 +1,120 @@
+/*
+ * relay.c - the byte pump of a tunnel.
+ *
+ * One thread moves both directions, so it never blocks on one: it polls
+ * both sockets and moves bytes with splice(2) through a pipe per direction
+ * (kernel to kernel, no copy through user space).  A pipe is made only
+ * when its direction first carries data, so an idle tunnel holds no pipes.
+ * When one side stops sending (EOF), the other side's write half is shut
+ * once everything before the EOF has been delivered, and the tunnel lives
+ * on until both directions have ended: half-closed clients get their whole
+ * response.  No byte either way for idle_timeout ends it.
+ */
+#include "proxy.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#define SPLICE_CHUNK (1 << 20)
+
+struct direction {
+    int src, dst;
+    int pipe[2];
+    size_t in_pipe; /* bytes read from src, not yet written to dst */
+    bool eof, shut;
+    uint64_t bytes;
+};
+
+static int open_pipe(struct direction *d)
+{
+    if (d->pipe[0] >= 0)
+        return 0;
+    return pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC);
+}
+
+/* Move what can be moved now; -1 ends the tunnel (reset, broken pipe). */
+static int pump(struct direction *d, short src_ready, bool *moved)
+{
+    if ((src_ready & (POLLIN | POLLHUP | POLLERR)) && !d->eof) {
+        if (open_pipe(d) != 0)
+            return -1;
+        ssize_t n =
+            splice(d->src, NULL, d->pipe[1], NULL, SPLICE_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+            d->in_pipe += (size_t)n;
+            *moved = true;
+        } else if (n == 0) {
+            d->eof = true;
+        } else if (errno != EAGAIN && errno != EINTR) {
+            return -1;
+        }
+    }
+    /* a non-blocking splice just tries: poll only said when to wake */
+    if (d->in_pipe > 0) {
+        ssize_t n =
+            splice(d->pipe[0], NULL, d->dst, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+            d->in_pipe -= (size_t)n;
+            d->bytes += (uint64_t)n;
+            *moved = true;
+        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+            return -1;
+        }
+    }
+    if (d->eof && d->in_pipe == 0 && !d->shut) {
+        shutdown(d->dst, SHUT_WR);
+        d->shut = true;
+    }
+    return 0;
+}
+
+static short wanted(const struct direction *d, int fd)
+{
+    short ev = 0;
+    if (fd == d->src && !d->eof)
+        ev |= POLLIN;
+    if (fd == d->dst && d->in_pipe > 0)
+        ev |= POLLOUT;
+    return ev;
+}
+
+void relay(int client, int upstream, int idle_ms, struct relay_stats *st)
+{
+    struct direction up = {client, upstream, {-1, -1}, 0, false, false, 0};
+    struct direction down = {upstream, client, {-1, -1}, 0, false, false, 0};
+    int64_t last = now_ms();
+    st->end = "closed";
+    while (!(up.shut && down.shut)) {
+        struct pollfd p[2] = {{client, wanted(&up, client) | wanted(&down, client), 0},
+                              {upstream, wanted(&up, upstream) | wanted(&down, upstream), 0}};
+        int left = (int)(last + idle_ms - now_ms());
+        int rc = left > 0 ? poll(p, 2, left) : 0;
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc <= 0) {
+            st->end = rc == 0 ? "idle timeout" : "poll failed";
+            break;
+        }
+        if ((p[0].revents | p[1].revents) & POLLERR) {
+            st->end = "connection reset";
+            break;
+        }
+        bool moved = false;
+        if (pump(&up, p[0].revents, &moved) != 0 || pump(&down, p[1].revents, &moved) != 0) {
+            st->end = errno == ECONNRESET ? "connection reset" : "connection error";
+            break;
+        }
+        if (moved)
+            last = now_ms();
+    }
+    for (int i = 0; i < 2; i++) {
+        if (up.pipe[i] >= 0)
+            close(up.pipe[i]);
+        if (down.pipe[i] >= 0)
+            close(down.pipe[i]);
+    }
+    st->up = up.bytes;
+    st->down = down.bytes;
+}

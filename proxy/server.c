@@ -1,0 +1,360 @@
+/*
+ * server.c - listener, acceptor, worker pool, configuration snapshot and
+ * signals.
+ *
+ * The acceptor thread only accepts and queues: a bounded queue of sockets,
+ * answered "503 overloaded" when full, so that a flood costs a refusal
+ * rather than memory.  Workers start at `workers`; when sockets wait and no
+ * worker is idle the pool grows, up to `max_workers`, and a worker idle for
+ * POOL_SHRINK_MS above the base count leaves.  Stacks are small: a worker
+ * needs little more than its connection, which lives on the heap.
+ *
+ * The configuration is a refcounted snapshot: a connection takes a
+ * reference when it starts and keeps its snapshot to the end, a reload
+ * swaps the pointer.  Signals are taken synchronously (sigwait) by the main
+ * thread, so no handler ever runs inside a worker.
+ */
+#include "proxy.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#define WORKER_STACK   (256 * 1024)
+#define POOL_SHRINK_MS 30000
+#define ACCEPT_POLL_MS 1000
+#define BACKOFF_MAX_MS 1000
+
+struct server {
+    const char *config_path;
+    pthread_mutex_t cfg_mu;
+    struct policy *cfg;
+    int lfd;
+    pthread_t acceptor;
+
+    pthread_mutex_t mu; /* the queue and the pool counters */
+    pthread_cond_t work, idle_change;
+    int *q;
+    size_t qcap, qhead, qlen;
+    unsigned total, idle, busy, base, max;
+    bool stopping;
+};
+
+struct policy *server_policy(struct server *s)
+{
+    pthread_mutex_lock(&s->cfg_mu);
+    struct policy *p = policy_ref(s->cfg);
+    pthread_mutex_unlock(&s->cfg_mu);
+    return p;
+}
+
+/* ---- pool ------------------------------------------------------------------- */
+
+static void *worker_main(void *arg);
+
+/* Called with s->mu held. */
+static void spawn_worker(struct server *s)
+{
+    pthread_attr_t a;
+    pthread_t t;
+    pthread_attr_init(&a);
+    pthread_attr_setstacksize(&a, WORKER_STACK);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &a, worker_main, s);
+    pthread_attr_destroy(&a);
+    if (rc != 0) {
+        log_msg(LOGL_ERROR, "server", "cannot start a worker thread: %s", strerror(rc));
+        return;
+    }
+    s->total++;
+}
+
+static bool wait_for_work(struct server *s)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += POOL_SHRINK_MS / 1000;
+    while (s->qlen == 0 && !s->stopping) {
+        s->idle++;
+        int rc = pthread_cond_timedwait(&s->work, &s->mu, &dl);
+        s->idle--;
+        if (rc == ETIMEDOUT && s->qlen == 0 && s->total > s->base)
+            return false; /* idle long enough above the base size */
+        if (rc == ETIMEDOUT)
+            dl.tv_sec += POOL_SHRINK_MS / 1000;
+    }
+    return s->qlen > 0;
+}
+
+static void *worker_main(void *arg)
+{
+    struct server *s = arg;
+    pthread_mutex_lock(&s->mu);
+    while (wait_for_work(s)) {
+        int fd = s->q[s->qhead];
+        s->qhead = (s->qhead + 1) % s->qcap;
+        s->qlen--;
+        s->busy++;
+        pthread_mutex_unlock(&s->mu);
+        conn_serve(s, fd);
+        pthread_mutex_lock(&s->mu);
+        s->busy--;
+        pthread_cond_broadcast(&s->idle_change);
+    }
+    s->total--;
+    pthread_cond_broadcast(&s->idle_change);
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+static void reject(int fd, const char *why)
+{
+    char junk[4096];
+    /* read what already arrived, so that closing does not reset the 503 away */
+    while (recv(fd, junk, sizeof(junk), MSG_DONTWAIT) > 0)
+        ;
+    respond_error(fd, &ERR_OVERLOADED, why, NULL);
+    shutdown(fd, SHUT_WR);
+    close(fd);
+}
+
+static void enqueue(struct server *s, int fd)
+{
+    pthread_mutex_lock(&s->mu);
+    if (s->qlen == s->qcap || s->stopping) {
+        bool stopping = s->stopping;
+        pthread_mutex_unlock(&s->mu);
+        log_msg(LOGL_WARN, "connect", "%s",
+                stopping ? "refused: shutting down" : "refused: queue full");
+        reject(fd, stopping ? "egressd is shutting down" : "too many connections waiting; retry");
+        return;
+    }
+    s->q[(s->qhead + s->qlen) % s->qcap] = fd;
+    s->qlen++;
+    if (s->idle < s->qlen && s->total < s->max)
+        spawn_worker(s);
+    pthread_cond_signal(&s->work);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- acceptor --------------------------------------------------------------- */
+
+static bool accept_error_is_transient(int e)
+{
+    return e == EINTR || e == EAGAIN || e == EWOULDBLOCK || e == ECONNABORTED || e == EPROTO ||
+           e == EPERM; /* a firewall said no to this one peer */
+}
+
+static void *acceptor_main(void *arg)
+{
+    struct server *s = arg;
+    int backoff = 0;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        bool stopping = s->stopping;
+        pthread_mutex_unlock(&s->mu);
+        if (stopping)
+            break;
+        if (wait_fd(s->lfd, POLLIN, ACCEPT_POLL_MS) <= 0)
+            continue;
+        int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            backoff = 0;
+            enqueue(s, fd);
+            continue;
+        }
+        if (accept_error_is_transient(errno))
+            continue;
+        /* EMFILE, ENFILE, ENOBUFS, ENOMEM: wait for resources, never give up */
+        backoff = backoff ? (backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2) : 10;
+        log_msg(LOGL_ERROR, "server", "accept failed: %s; retrying in %d ms", strerror(errno),
+                backoff);
+        usleep((useconds_t)backoff * 1000);
+    }
+    return NULL;
+}
+
+static int listen_on(const struct proxy_settings *set)
+{
+    int fd = socket(set->listen_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        bind(fd, (const struct sockaddr *)&set->listen_addr, set->listen_len) != 0 ||
+        listen(fd, SOMAXCONN) != 0) {
+        log_msg(LOGL_ERROR, "server", "cannot listen on %s: %s", set->listen, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof(bound);
+    char addr[INET6_ADDRSTRLEN + 8] = "?";
+    if (getsockname(fd, (struct sockaddr *)&bound, &blen) == 0)
+        format_sockaddr((struct sockaddr *)&bound, addr, sizeof(addr));
+    log_msg(LOGL_INFO, "server", "listening on %s", addr);
+    return fd;
+}
+
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    /* each tunnel holds two sockets and up to two pipes */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            log_msg(LOGL_WARN, "server", "cannot raise the open file limit: %s", strerror(errno));
+    }
+}
+
+struct server *server_start(struct policy *p, const char *config_path)
+{
+    const struct proxy_settings *set = policy_settings(p);
+    struct server *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    s->q = calloc(set->queue, sizeof(int));
+    s->lfd = s->q ? listen_on(set) : -1;
+    if (s->lfd < 0) {
+        free(s->q);
+        free(s);
+        return NULL;
+    }
+    raise_fd_limit();
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->work, &ca);
+    pthread_cond_init(&s->idle_change, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->cfg_mu, NULL);
+    s->config_path = config_path;
+    s->cfg = p;
+    s->qcap = set->queue;
+    s->base = set->workers;
+    s->max = set->max_workers;
+    pthread_mutex_lock(&s->mu);
+    for (unsigned i = 0; i < s->base; i++)
+        spawn_worker(s);
+    pthread_mutex_unlock(&s->mu);
+    int rc = pthread_create(&s->acceptor, NULL, acceptor_main, s);
+    if (rc != 0) {
+        log_msg(LOGL_ERROR, "server", "cannot start the acceptor: %s", strerror(rc));
+        return NULL; /* the process exits: nothing to tidy for */
+    }
+    return s;
+}
+
+static void server_free(struct server *s)
+{
+    pthread_cond_destroy(&s->work);
+    pthread_cond_destroy(&s->idle_change);
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->cfg_mu);
+    policy_unref(s->cfg);
+    free(s->q);
+    free(s);
+}
+
+/* ---- reload and stop ---------------------------------------------------------- */
+
+static void report_to_log(void *ctx, const char *file, int line, const char *msg)
+{
+    (void)ctx;
+    if (line > 0)
+        log_msg(LOGL_ERROR, "config", "%s:%d: %s", file, line, msg);
+    else
+        log_msg(LOGL_ERROR, "config", "%s: %s", file, msg);
+}
+
+static void reload(struct server *s)
+{
+    struct policy *p = policy_load_file(s->config_path, report_to_log, NULL);
+    if (p == NULL) {
+        log_msg(LOGL_ERROR, "config", "reload failed; the running configuration stays in force");
+        return;
+    }
+    const struct proxy_settings *now = policy_settings(s->cfg), *next = policy_settings(p);
+    if (strcmp(now->listen, next->listen) != 0)
+        log_msg(LOGL_WARN, "config", "listen changed to %s: takes effect at restart; still on %s",
+                next->listen, now->listen);
+    if (now->queue != next->queue)
+        log_msg(LOGL_WARN, "config", "queue size changes take effect at restart");
+    pthread_mutex_lock(&s->mu);
+    s->base = next->workers;
+    s->max = next->max_workers;
+    pthread_mutex_unlock(&s->mu);
+    log_configure(next->log_format, next->log_level);
+    pthread_mutex_lock(&s->cfg_mu);
+    struct policy *old = s->cfg;
+    s->cfg = p;
+    pthread_mutex_unlock(&s->cfg_mu);
+    policy_unref(old);
+    log_msg(LOGL_INFO, "config", "reloaded %s: %zu rules", s->config_path, policy_rule_count(p));
+}
+
+static int stop(struct server *s)
+{
+    unsigned timeout_ms = policy_settings(s->cfg)->shutdown_timeout_ms;
+    pthread_mutex_lock(&s->mu);
+    s->stopping = true;
+    pthread_cond_broadcast(&s->work);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->acceptor, NULL);
+    close(s->lfd);
+    log_msg(LOGL_INFO, "server", "stopping: no new connections; waiting up to %u ms", timeout_ms);
+
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+    if (dl.tv_nsec >= 1000000000) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&s->mu);
+    while (s->qlen > 0) { /* accepted but never served: tell them */
+        int fd = s->q[s->qhead];
+        s->qhead = (s->qhead + 1) % s->qcap;
+        s->qlen--;
+        reject(fd, "egressd is shutting down");
+    }
+    /* idle workers leave at once; busy ones when their connection ends */
+    while (s->total > 0 && pthread_cond_timedwait(&s->idle_change, &s->mu, &dl) != ETIMEDOUT)
+        ;
+    unsigned busy = s->busy, total = s->total;
+    pthread_mutex_unlock(&s->mu);
+    if (busy > 0) {
+        log_msg(LOGL_WARN, "server", "exiting with %u connections still open", busy);
+        return 0; /* workers still use s: the process exit reclaims it */
+    }
+    if (total == 0)
+        server_free(s);
+    log_msg(LOGL_INFO, "server", "stopped");
+    return 0;
+}
+
+int server_run(struct server *s)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    for (;;) {
+        int sig;
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGHUP)
+            reload(s);
+        else
+            return stop(s);
+    }
+}

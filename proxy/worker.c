@@ -1,0 +1,139 @@
+/*
+ * worker.c - one client connection, from its first byte to its close.
+ *
+ * The worker takes a reference to the configuration in force, reads the
+ * request head within header_timeout, and hands the request to the CONNECT
+ * (tunnel.c) or absolute-form (forward.c) path.  Whatever happens, the
+ * client gets an answer in egressd's JSON error shape and one log line.
+ */
+#include "proxy.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+void conn_consume(struct conn *c, size_t n)
+{
+    memmove(c->buf, c->buf + n, c->len - n);
+    c->len -= n;
+}
+
+void conn_fail(struct conn *c, const struct log_fields *f, const struct proxy_error *e,
+               const char *detail)
+{
+    struct log_fields l = *f;
+    l.src = c->src;
+    l.status = e->status;
+    l.reason = l.reason ? l.reason : e->code;
+    l.detail = detail;
+    l.duration_ms = now_ms() - c->t0;
+    log_event(e->status >= 500 ? LOGL_WARN : LOGL_INFO, &l);
+    respond_error(c->fd, e, detail, l.rule);
+}
+
+static void head_failed(struct conn *c, enum head_status st)
+{
+    struct log_fields f = LOG_FIELDS_INIT;
+    f.event = "connect";
+    f.action = "deny";
+    switch (st) {
+    case HEAD_TIMEOUT:
+        conn_fail(c, &f, &ERR_REQUEST_TIMEOUT, "request head not received in time");
+        break;
+    case HEAD_TOO_LARGE:
+        conn_fail(c, &f, &ERR_HEADERS_TOO_LARGE, "request head larger than 8 KiB");
+        break;
+    case HEAD_PARTIAL_EOF:
+        f.reason = "client closed mid-head";
+        f.src = c->src;
+        log_event(LOGL_DEBUG, &f);
+        break;
+    default:
+        break; /* connected and left, or reset: nothing to say to anybody */
+    }
+}
+
+static bool target_has_scheme(const struct http_msg *m, const char *scheme)
+{
+    size_t n = strlen(scheme);
+    return m->target_len >= n && strncasecmp(m->target, scheme, n) == 0;
+}
+
+/* One request; true when the connection may carry another. */
+static bool dispatch(struct conn *c, struct http_msg *m)
+{
+    struct log_fields f = LOG_FIELDS_INIT;
+    f.event = "forward";
+    f.action = "deny";
+    if (m->method_len == 7 && memcmp(m->method, "CONNECT", 7) == 0)
+        tunnel_serve(c, m);
+    else if (target_has_scheme(m, "http://"))
+        return forward_serve(c, m);
+    else if (target_has_scheme(m, "https://"))
+        conn_fail(c, &f, &ERR_USE_CONNECT,
+                  "https:// URLs go through CONNECT; set HTTPS_PROXY, not an absolute https URL");
+    else
+        conn_fail(c, &f, &ERR_BAD_REQUEST,
+                  "egressd is a proxy: send CONNECT host:port or an absolute http:// URL");
+    return false;
+}
+
+/* Read and answer requests until one ends the connection.  A kept-alive
+ * connection that sends nothing more within header_timeout is closed
+ * quietly: that is an idle client, not a slow one. */
+static void serve_requests(struct conn *c)
+{
+    for (bool first = true;; first = false) {
+        int64_t start = now_ms();
+        enum head_status st =
+            read_head(c->fd, c->buf, sizeof(c->buf), &c->len, start + c->set->header_timeout_ms);
+        if (st != HEAD_OK) {
+            if (first || c->len > 0)
+                head_failed(c, st);
+            return;
+        }
+        if (!first)
+            c->t0 = now_ms();
+        struct http_msg m;
+        const char *why = NULL;
+        if (http_parse_request(c->buf, c->len, &m, &why) != HTTP_OK) {
+            struct log_fields f = LOG_FIELDS_INIT;
+            f.event = "connect";
+            f.action = "deny";
+            conn_fail(c, &f, &ERR_BAD_REQUEST, why);
+            return;
+        }
+        if (!dispatch(c, &m))
+            return;
+    }
+}
+
+void conn_serve(struct server *srv, int fd)
+{
+    struct conn *c = malloc(sizeof(*c));
+    if (c == NULL) {
+        close(fd);
+        log_msg(LOGL_ERROR, "connect", "out of memory for a new connection");
+        return;
+    }
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof(peer);
+    c->srv = srv;
+    c->pol = server_policy(srv);
+    c->set = policy_settings(c->pol);
+    c->fd = fd;
+    c->len = 0;
+    c->t0 = now_ms();
+    c->upstream = NULL;
+    if (getpeername(fd, (struct sockaddr *)&peer, &plen) == 0)
+        format_sockaddr((struct sockaddr *)&peer, c->src, sizeof(c->src));
+    else
+        strcpy(c->src, "?");
+    set_nodelay(fd);
+    serve_requests(c);
+    forward_release(c);
+    close(fd);
+    policy_unref(c->pol);
+    free(c);
+}

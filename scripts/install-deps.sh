@@ -1,0 +1,25 @@
+#!/bin/sh
+# Install the Debian packages egressd needs to build and test, and only the
+# ones that are missing.  Runs as root, or through sudo when there is one.
+set -eu
+
+PKGS="gcc make pkg-config libinih-dev libcriterion-dev curl openssl iproute2 python3 python3-pytest python3-requests"
+
+missing=""
+for p in $PKGS; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+[ -z "$missing" ] && exit 0
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
+        echo "install-deps: missing packages:$missing (run as root to install them)" >&2
+        exit 1
+    fi
+fi
+echo "install-deps: installing$missing"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
