@@ -337,6 +337,11 @@ static void rule_key(struct loader *L, const char *name, const char *value)
         return;
     }
     L->rule_key_line[k] = L->line;
+    if (value[0] == '\0') {
+        r->has_host |= k == 0; /* said once: not again as "no host" */
+        problem(L, L->line, "'%s' has an empty value", name);
+        return;
+    }
     char *copy = strdup(value);
     struct list_ctx c = {L, r};
     char err[160];
@@ -363,7 +368,7 @@ static int handler(void *user, const char *section, const char *name, const char
 {
     struct loader *L = user;
     (void)section; /* the reader already opened the section this key belongs to */
-    if (value[0] == '\0') {
+    if (value[0] == '\0' && L->sec != SEC_RULE) {
         problem(L, L->line, "'%s' has an empty value", name);
         return 1;
     }

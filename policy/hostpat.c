@@ -277,11 +277,17 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+static void sort_strings(char **arr, size_t n)
+{
+    if (n > 1)
+        qsort(arr, n, sizeof(char *), cmp_str);
+}
+
 void hostset_finish(struct hostset *hs)
 {
-    qsort(hs->exact, hs->n_exact, sizeof(char *), cmp_str);
-    qsort(hs->one, hs->n_one, sizeof(char *), cmp_str);
-    qsort(hs->many, hs->n_many, sizeof(char *), cmp_str);
+    sort_strings(hs->exact, hs->n_exact);
+    sort_strings(hs->one, hs->n_one);
+    sort_strings(hs->many, hs->n_many);
 }
 
 static bool contains(char **arr, size_t n, const char *s)

@@ -125,20 +125,31 @@ struct ports_ctx {
     size_t errlen;
 };
 
+/* "N" or "N-M"; *end is left after the number. */
+static int port_number(const char *s, const char **end, unsigned *out)
+{
+    char digits[8];
+    size_t n = 0;
+    while (isdigit((unsigned char)s[n]) && n < sizeof(digits) - 1) {
+        digits[n] = s[n];
+        n++;
+    }
+    digits[n] = '\0';
+    *end = s + n;
+    return parse_uint(digits, 1, 65535, out);
+}
+
 static int add_port_item(void *vctx, const char *item)
 {
     struct ports_ctx *c = vctx;
     unsigned lo, hi;
-    char lo_s[8], hi_s[8], extra;
-    int fields = sscanf(item, "%7[0-9]-%7[0-9]%c", lo_s, hi_s, &extra);
-    if (fields == 1 && strchr(item, '-') == NULL) {
-        strcpy(hi_s, lo_s);
-    } else if (fields != 2) {
-        snprintf(c->err, c->errlen, "invalid port '%s' (expected N or N-M)", item);
-        return -1;
-    }
-    if (parse_uint(lo_s, 1, 65535, &lo) != 0 || parse_uint(hi_s, 1, 65535, &hi) != 0 || lo > hi) {
-        snprintf(c->err, c->errlen, "invalid port '%s' (1-65535, low end first)", item);
+    const char *p;
+    int rc = port_number(item, &p, &lo);
+    hi = lo;
+    if (rc == 0 && *p == '-')
+        rc = port_number(p + 1, &p, &hi);
+    if (rc != 0 || *p != '\0' || lo > hi) {
+        snprintf(c->err, c->errlen, "invalid port '%s' (N or N-M, from 1 to 65535)", item);
         return -1;
     }
     struct port_range *grown = realloc(c->r, (c->n + 1) * sizeof(*grown));

@@ -1,0 +1,239 @@
+/*
+ * test_config.c - the INI loader: defaults, every value type, and every
+ * error it reports, with the line it reports it at.
+ */
+#include "../../policy/policy_int.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct problems {
+    int n;
+    int lines[32];
+    char msgs[32][256];
+};
+
+static void collect(void *ctx, const char *file, int line, const char *msg)
+{
+    struct problems *p = ctx;
+    (void)file;
+    if (p->n < 32) {
+        p->lines[p->n] = line;
+        snprintf(p->msgs[p->n], sizeof(p->msgs[0]), "%s", msg);
+    }
+    p->n++;
+}
+
+/* Load text that must fail with exactly one problem, on line, saying what. */
+static void expect_error(const char *text, int line, const char *what)
+{
+    struct problems p = {0};
+    struct policy *pol = policy_load_string(text, collect, &p);
+    cr_assert_null(pol, "loaded although bad: %s", text);
+    cr_assert_eq(p.n, 1, "%d problems for %s (first: %s)", p.n, text, p.msgs[0]);
+    cr_assert_eq(p.lines[0], line, "line %d, not %d, for %s: %s", p.lines[0], line, text,
+                 p.msgs[0]);
+    cr_assert(strstr(p.msgs[0], what) != NULL, "'%s' does not say '%s'", p.msgs[0], what);
+}
+
+static struct policy *load_ok(const char *text)
+{
+    struct problems p = {0};
+    struct policy *pol = policy_load_string(text, collect, &p);
+    cr_assert_not_null(pol, "failed: %s (line %d)", p.msgs[0], p.lines[0]);
+    return pol;
+}
+
+Test(config, defaults)
+{
+    struct policy *p = load_ok("");
+    const struct proxy_settings *s = policy_settings(p);
+    cr_assert_str_eq(s->listen, "127.0.0.1:3128");
+    cr_assert_eq(s->workers, 16);
+    cr_assert_eq(s->max_workers, 512);
+    cr_assert_eq(s->queue, 1024);
+    cr_assert_eq(s->header_timeout_ms, 10000);
+    cr_assert_eq(s->dns_timeout_ms, 5000);
+    cr_assert_eq(s->idle_timeout_ms, 600000);
+    cr_assert_eq(s->log_format, LOGF_JSON);
+    cr_assert_not(s->unsafe_allow_loopback);
+    policy_unref(p);
+}
+
+Test(config, every_proxy_key)
+{
+    struct policy *p = load_ok("[proxy]\nlisten = [::1]:0\nworkers = 2\nmax_workers = 3\n"
+                               "queue = 7\nheader_timeout = 250ms\nconnect_timeout = 2s\n"
+                               "dns_timeout = 1m\nidle_timeout = 1h\nshutdown_timeout = 0s\n"
+                               "log_format = text\nlog_level = debug\n"
+                               "unsafe_allow_loopback = yes\n");
+    const struct proxy_settings *s = policy_settings(p);
+    cr_assert_eq(s->listen_addr.ss_family, AF_INET6);
+    cr_assert_eq(s->workers, 2);
+    cr_assert_eq(s->max_workers, 3);
+    cr_assert_eq(s->queue, 7);
+    cr_assert_eq(s->header_timeout_ms, 250);
+    cr_assert_eq(s->connect_timeout_ms, 2000);
+    cr_assert_eq(s->dns_timeout_ms, 60000);
+    cr_assert_eq(s->idle_timeout_ms, 3600000);
+    cr_assert_eq(s->shutdown_timeout_ms, 0);
+    cr_assert_eq(s->log_format, LOGF_TEXT);
+    cr_assert_eq(s->log_level, LOGL_DEBUG);
+    cr_assert(s->unsafe_allow_loopback);
+    policy_unref(p);
+}
+
+Test(config, errors_have_lines)
+{
+    expect_error("[proxy]\nworkers = 0\n", 2, "workers");
+    expect_error("[proxy]\nworkers = many\n", 2, "whole number");
+    expect_error("[proxy]\n\nheader_timeout = 10\n", 3, "duration");
+    expect_error("[proxy]\nheader_timeout = 0s\n", 2, "above zero");
+    expect_error("[proxy]\nidle_timeout = 5 s\n", 2, "duration");
+    expect_error("[proxy]\nlog_format = xml\n", 2, "json or text");
+    expect_error("[proxy]\nlog_level = loud\n", 2, "debug, info");
+    expect_error("[proxy]\nunsafe_allow_loopback = maybe\n", 2, "yes or no");
+    expect_error("[proxy]\nlisten = example.com:80\n", 2, "listen");
+    expect_error("[proxy]\nlisten = 127.0.0.1\n", 2, "listen");
+    expect_error("[proxy]\nlisten = ::1:3128\n", 2, "listen");
+    expect_error("[proxy]\nbogus = 1\n", 2, "unknown key 'bogus'");
+    expect_error("[proxy]\nqueue = 1\nqueue = 2\n", 3, "set twice");
+    expect_error("[proxy]\n[proxy]\n", 2, "duplicate [proxy]");
+    expect_error("[proxy]\nworkers = 8\nmax_workers = 4\n", 3, "below workers");
+    expect_error("workers = 8\n", 1, "outside any section");
+    expect_error("[tunnel x]\nhost = a.com\n", 1, "unknown section");
+    expect_error("[allow]\nhost = a.com\n", 1, "exactly one rule name");
+    expect_error("[allow a b]\nhost = a.com\n", 1, "exactly one rule name");
+    expect_error("[allow a/b]\nhost = a.com\n", 1, "invalid rule name");
+    expect_error("[allow a]\nhost = a.com\n[deny a]\nhost = b.com\n", 3, "duplicate rule name");
+    expect_error("[allow a]\nport = 443\n", 1, "has no host");
+    expect_error("[allow a]\nhost = a.com\nhost = b.com\n", 3, "set twice");
+    expect_error("[allow a]\nhost = a.com\nports = 443\n", 3, "unknown key 'ports'");
+    expect_error("[allow a]\nhost = a.com\nport = 0\n", 3, "invalid port");
+    expect_error("[allow a]\nhost = a.com\nport = 70000\n", 3, "invalid port");
+    expect_error("[allow a]\nhost = a.com\nport = 90-80\n", 3, "invalid port");
+    expect_error("[allow a]\nhost = a.com\nport = 80,,443\n", 3, "invalid port");
+    expect_error("[allow a]\nhost = a.com\nallowed_ips = 10.0.0.1/24\n", 3, "bits set");
+    expect_error("[allow a]\nhost = a.com\nallowed_ips = 10.0.0.0/33\n", 3, "prefix");
+    expect_error("[allow a]\nhost = a.com\nallowed_ips = ten\n", 3, "invalid address");
+    expect_error("[deny a]\nhost = a.com\nallowed_ips = 10.0.0.0/8\n", 3, "deny rule");
+    expect_error("[allow a]\nhost = *\n", 2, "bare wildcard");
+    expect_error("[allow a]\nhost = \n", 2, "empty value");
+    expect_error("[allow a\nhost = a.com\n", 1, "without ']'");
+    expect_error("[proxy]\nthis is not ini\n", 2, "syntax error");
+}
+
+Test(config, every_problem_in_one_run)
+{
+    struct problems p = {0};
+    cr_assert_null(policy_load_string("[proxy]\nworkers = 0\nqueue = x\n[allow a]\nhost = *.com\n",
+                                      collect, &p));
+    cr_assert_eq(p.n, 3);
+    cr_assert_eq(p.lines[0], 2);
+    cr_assert_eq(p.lines[1], 3);
+    cr_assert_eq(p.lines[2], 5);
+}
+
+Test(config, comments_and_case)
+{
+    struct policy *p = load_ok("; a comment\n# another\n[allow a] ; trailing\n"
+                               "host = A.Example.COM. ; the dot and case go\n");
+    struct host h;
+    const char *why;
+    struct policy_decision d;
+    cr_assert_eq(host_parse("a.example.com", 13, &h, &why), 0);
+    policy_decide(p, &h, 443, &d);
+    cr_assert_eq(d.action, ACTION_ALLOW);
+    policy_unref(p);
+}
+
+Test(config, indented_line_is_not_a_continuation)
+{
+    /* multi-line values are off: an indented host cannot extend a list silently */
+    struct problems p = {0};
+    cr_assert_null(
+        policy_load_string("[allow a]\nhost = a.com\n  b.com\n", collect, &p));
+    cr_assert_eq(p.lines[0], 3);
+}
+
+Test(config, thousands_of_hosts_on_one_line)
+{
+    size_t n = 5000, cap = n * 24 + 64;
+    char *text = malloc(cap);
+    size_t off = (size_t)snprintf(text, cap, "[allow many]\nhost = ");
+    for (size_t i = 0; i < n; i++)
+        off += (size_t)snprintf(text + off, cap - off, "%shost%zu.example.org", i ? ", " : "", i);
+    snprintf(text + off, cap - off, "\nport = 443\n[allow after]\nhost = z.org\n");
+    struct policy *p = load_ok(text);
+    free(text);
+    struct host h;
+    const char *why;
+    struct policy_decision d;
+    cr_assert_eq(host_parse("host4999.example.org", 20, &h, &why), 0);
+    policy_decide(p, &h, 443, &d);
+    cr_assert_str_eq(d.rule, "many");
+    cr_assert_eq(host_parse("z.org", 5, &h, &why), 0);
+    policy_decide(p, &h, 443, &d);
+    cr_assert_str_eq(d.rule, "after");
+    policy_unref(p);
+}
+
+Test(config, error_line_after_a_long_line)
+{
+    size_t cap = 20000;
+    char *text = malloc(cap);
+    size_t off = (size_t)snprintf(text, cap, "[allow a]\nhost = ");
+    for (int i = 0; i < 500; i++)
+        off += (size_t)snprintf(text + off, cap - off, "h%d.example.org,", i);
+    snprintf(text + off, cap - off, "x.org\n[proxy]\nworkers = -1\n");
+    expect_error(text, 4, "workers");
+    free(text);
+}
+
+Test(config, nul_byte_is_refused)
+{
+    struct problems p = {0};
+    char text[] = "[proxy]\nworkers = 2\n";
+    /* policy_load_string sees a C string; the file loader checks the whole file */
+    char path[] = "/tmp/egressd-test-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fwrite(text, 1, sizeof(text), f); /* includes the terminating NUL */
+    fclose(f);
+    cr_assert_null(policy_load_file(path, collect, &p));
+    unlink(path);
+    cr_assert(strstr(p.msgs[0], "NUL") != NULL);
+}
+
+Test(config, missing_file)
+{
+    struct problems p = {0};
+    cr_assert_null(policy_load_file("/nonexistent/egressd.ini", collect, &p));
+    cr_assert_eq(p.n, 1);
+    cr_assert(strstr(p.msgs[0], "cannot open") != NULL);
+}
+
+Test(config, values)
+{
+    unsigned ms;
+    uint64_t sz;
+    cr_assert_eq(parse_duration_ms("1500ms", &ms), 0);
+    cr_assert_eq(ms, 1500);
+    cr_assert_eq(parse_duration_ms("2h", &ms), 0);
+    cr_assert_eq(ms, 7200000);
+    cr_assert_neq(parse_duration_ms("10", &ms), 0);
+    cr_assert_neq(parse_duration_ms("-1s", &ms), 0);
+    cr_assert_neq(parse_duration_ms("5000000h", &ms), 0);
+    cr_assert_eq(parse_size("10M", &sz), 0);
+    cr_assert_eq(sz, 10u << 20);
+    cr_assert_eq(parse_size("2k", &sz), 0);
+    cr_assert_eq(sz, 2048);
+    cr_assert_eq(parse_size("77", &sz), 0);
+    cr_assert_eq(sz, 77);
+    cr_assert_neq(parse_size("1T", &sz), 0);
+    cr_assert_neq(parse_size("1MB", &sz), 0);
+}

@@ -1,0 +1,335 @@
+/*
+ * test_policy.c - host parsing, host patterns, ports, decisions and the
+ * SSRF address classes.
+ */
+#include "../../policy/policy_int.h"
+
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+static struct policy *load(const char *text)
+{
+    struct policy *p = policy_load_string(text, NULL, NULL);
+    cr_assert_not_null(p, "policy did not load: %s", text);
+    return p;
+}
+
+/* ---- host parsing ---- */
+
+Test(host, accepted_and_normalised)
+{
+    static const struct {
+        const char *in, *out;
+        enum host_kind kind;
+    } cases[] = {
+        {"Example.COM", "example.com", HOST_NAME},
+        {"example.com.", "example.com", HOST_NAME},
+        {"a-b_c.example.com", "a-b_c.example.com", HOST_NAME},
+        {"10.1.2.3", "10.1.2.3", HOST_IPV4},
+        {"0.0.0.0", "0.0.0.0", HOST_IPV4},
+        {"[::1]", "::1", HOST_IPV6},
+        {"[0:0:0:0:0:0:0:1]", "::1", HOST_IPV6},
+        {"[2001:DB8::1]", "2001:db8::1", HOST_IPV6},
+        {"[::ffff:127.0.0.1]", "::ffff:127.0.0.1", HOST_IPV6},
+        {"xn--bcher-kva.example", "xn--bcher-kva.example", HOST_NAME},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct host h;
+        const char *why = NULL;
+        cr_assert_eq(host_parse(cases[i].in, strlen(cases[i].in), &h, &why), 0, "%s: %s",
+                     cases[i].in, why);
+        cr_assert_str_eq(h.name, cases[i].out);
+        cr_assert_eq(h.kind, cases[i].kind, "%s", cases[i].in);
+    }
+}
+
+Test(host, rejected)
+{
+    static const char *const bad[] = {
+        "0x7f.0.0.1", "0x7f000001", "2130706433", "127.1",  "0177.0.0.1", "127.0.0.01",
+        "1.2.3",      "1.2.3.4.5",  "256.1.1.1",  "::1",    "[::1",       "[fe80::1%eth0]",
+        "user@host",  "a%2eb.com",  "bücher.de",  "a..b",   "-a.com",     "a-.com",
+        "",           ".",          "a b.com",    "a/b.com", "[1.2.3.4]", "example.123",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct host h;
+        const char *why = NULL;
+        cr_assert_neq(host_parse(bad[i], strlen(bad[i]), &h, &why), 0, "accepted '%s'", bad[i]);
+        cr_assert_not_null(why);
+    }
+}
+
+Test(host, with_port)
+{
+    struct host h;
+    uint16_t port;
+    const char *why;
+    cr_assert_eq(host_port_parse("example.com:8443", 16, 0, &h, &port, &why), 0);
+    cr_assert_eq(port, 8443);
+    cr_assert_eq(host_port_parse("[::1]:443", 9, 0, &h, &port, &why), 0);
+    cr_assert_str_eq(h.name, "::1");
+    cr_assert_eq(host_port_parse("example.com", 11, 80, &h, &port, &why), 0);
+    cr_assert_eq(port, 80);
+    cr_assert_neq(host_port_parse("example.com", 11, 0, &h, &port, &why), 0);
+    cr_assert_neq(host_port_parse("example.com:", 12, 0, &h, &port, &why), 0);
+    cr_assert_neq(host_port_parse("example.com:0", 13, 0, &h, &port, &why), 0);
+    cr_assert_neq(host_port_parse("example.com:65536", 17, 0, &h, &port, &why), 0);
+    cr_assert_neq(host_port_parse("example.com:+80", 15, 0, &h, &port, &why), 0);
+    cr_assert_neq(host_port_parse("::1:443", 7, 0, &h, &port, &why), 0);
+    cr_assert_neq(host_port_parse("[::1]x:443", 10, 0, &h, &port, &why), 0);
+    cr_assert_neq(host_port_parse("u:p@example.com:443", 19, 0, &h, &port, &why), 0);
+}
+
+/* ---- patterns ---- */
+
+struct pat_case {
+    const char *pattern, *host;
+    bool match;
+};
+
+Test(patterns, table)
+{
+    static const struct pat_case cases[] = {
+        {"example.com", "example.com", true},
+        {"example.com", "EXAMPLE.com.", true},
+        {"example.com", "www.example.com", false},
+        {"*.example.com", "www.example.com", true},
+        {"*.example.com", "a.b.example.com", false},
+        {"*.example.com", "example.com", false},
+        {"**.example.com", "www.example.com", true},
+        {"**.example.com", "a.b.c.example.com", true},
+        {"**.example.com", "example.com", false},
+        {"**.example.com", "badexample.com", false},
+        {"*.example.com", "wwwexample.com", false},
+        {"10.0.0.1", "10.0.0.1", true},
+        {"10.0.0.1", "10.0.0.2", false},
+        {"::1", "[0::1]", true},
+        {"[2001:db8::1]", "[2001:DB8:0::1]", true},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct hostset hs = {0};
+        struct host h;
+        const char *why = NULL;
+        cr_assert_eq(hostset_add(&hs, cases[i].pattern, &why), 0, "%s: %s", cases[i].pattern,
+                     why);
+        hostset_finish(&hs);
+        cr_assert_eq(host_parse(cases[i].host, strlen(cases[i].host), &h, &why), 0);
+        cr_assert_eq(hostset_match(&hs, &h), cases[i].match, "%s vs %s", cases[i].pattern,
+                     cases[i].host);
+        hostset_free(&hs);
+    }
+}
+
+Test(patterns, rejected)
+{
+    static const char *const bad[] = {"*",         "**",         "*.com",      "**.com",
+                                      "a.*.com",   "*a.com",     "***.a.com",  "www.*",
+                                      "*.*.a.com", "*.10.0.0.1", "bücher.de",  "0x7f.0.0.1",
+                                      "a b.com",   "*.",         "**.a.com.*", "[::1"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct hostset hs = {0};
+        const char *why = NULL;
+        cr_assert_neq(hostset_add(&hs, bad[i], &why), 0, "accepted '%s'", bad[i]);
+        cr_assert_not_null(why);
+        hostset_free(&hs);
+    }
+}
+
+/* ---- ports ---- */
+
+Test(ports, lists_and_ranges)
+{
+    struct port_range *r;
+    size_t n;
+    char err[128];
+    cr_assert_eq(parse_ports("80, 443, 8000-8100", &r, &n, err, sizeof(err)), 0);
+    cr_assert_eq(n, 3);
+    cr_assert(ports_match(r, n, 80));
+    cr_assert(ports_match(r, n, 443));
+    cr_assert(ports_match(r, n, 8000));
+    cr_assert(ports_match(r, n, 8050));
+    cr_assert(ports_match(r, n, 8100));
+    cr_assert_not(ports_match(r, n, 8101));
+    cr_assert_not(ports_match(r, n, 81));
+    free(r);
+    static const char *const bad[] = {"", "0", "65536", "80-", "-80", "a", "80 443", "1-2-3",
+                                      "443,", "100-99", "08x"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert_neq(parse_ports(bad[i], &r, &n, err, sizeof(err)), 0, "accepted '%s'", bad[i]);
+}
+
+/* ---- decisions ---- */
+
+static struct policy_decision decide(struct policy *p, const char *host, uint16_t port)
+{
+    struct host h;
+    const char *why;
+    struct policy_decision d;
+    cr_assert_eq(host_parse(host, strlen(host), &h, &why), 0, "%s", host);
+    policy_decide(p, &h, port, &d);
+    return d;
+}
+
+Test(decide, order)
+{
+    struct policy *p = load("[allow all-github]\nhost = **.github.com, github.com\nport = 443, 22\n"
+                            "[deny gist]\nhost = gist.github.com\n"
+                            "[allow second]\nhost = api.github.com\nport = 443\n"
+                            "[allow web]\nhost = example.com\nport = 80\n");
+    struct policy_decision d = decide(p, "github.com", 443);
+    cr_assert_eq(d.action, ACTION_ALLOW);
+    cr_assert_str_eq(d.rule, "all-github");
+    d = decide(p, "api.github.com", 443); /* first allow in file order */
+    cr_assert_str_eq(d.rule, "all-github");
+    d = decide(p, "gist.github.com", 443); /* deny wins though it comes later */
+    cr_assert_eq(d.action, ACTION_DENY);
+    cr_assert_str_eq(d.rule, "gist");
+    d = decide(p, "gist.github.com", 8080); /* deny rules cover every port by default */
+    cr_assert_eq(d.action, ACTION_DENY);
+    cr_assert_str_eq(d.rule, "gist");
+    d = decide(p, "github.com", 80);
+    cr_assert_eq(d.action, ACTION_DENY);
+    cr_assert_null(d.rule);
+    d = decide(p, "example.com", 443); /* allow rules default to 443 only if no port */
+    cr_assert_eq(d.action, ACTION_DENY);
+    d = decide(p, "example.com", 80);
+    cr_assert_eq(d.action, ACTION_ALLOW);
+    d = decide(p, "nothing.org", 443);
+    cr_assert_eq(d.action, ACTION_DENY);
+    policy_unref(p);
+}
+
+Test(decide, explain)
+{
+    struct policy *p = load("[allow a]\nhost = a.com\n");
+    struct host h;
+    const char *why;
+    char buf[256];
+    host_parse("a.com", 5, &h, &why);
+    policy_explain(p, &h, 443, buf, sizeof(buf));
+    cr_assert(strstr(buf, "allow by [allow a] (line 1)") != NULL, "%s", buf);
+    policy_explain(p, &h, 80, buf, sizeof(buf));
+    cr_assert(strstr(buf, "deny (no rule matches") != NULL, "%s", buf);
+    policy_unref(p);
+}
+
+/* ---- addresses ---- */
+
+static struct sockaddr_storage addr(const char *s)
+{
+    struct sockaddr_storage ss = {0};
+    if (strchr(s, ':') != NULL) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+        in6->sin6_family = AF_INET6;
+        cr_assert_eq(inet_pton(AF_INET6, s, &in6->sin6_addr), 1, "%s", s);
+    } else {
+        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+        in->sin_family = AF_INET;
+        cr_assert_eq(inet_pton(AF_INET, s, &in->sin_addr), 1, "%s", s);
+    }
+    return ss;
+}
+
+Test(addr, classes)
+{
+    static const struct {
+        const char *a;
+        enum addr_class cls;
+    } cases[] = {
+        {"8.8.8.8", ADDR_GLOBAL},
+        {"1.1.1.1", ADDR_GLOBAL},
+        {"2606:4700::1111", ADDR_GLOBAL},
+        {"127.0.0.1", ADDR_LOOPBACK},
+        {"127.255.255.254", ADDR_LOOPBACK},
+        {"::1", ADDR_LOOPBACK},
+        {"0.0.0.0", ADDR_BLOCKED},
+        {"0.1.2.3", ADDR_BLOCKED},
+        {"::", ADDR_BLOCKED},
+        {"169.254.169.254", ADDR_BLOCKED},
+        {"fe80::1", ADDR_BLOCKED},
+        {"febf::1", ADDR_BLOCKED},
+        {"224.0.0.1", ADDR_BLOCKED},
+        {"239.255.255.250", ADDR_BLOCKED},
+        {"ff02::1", ADDR_BLOCKED},
+        {"255.255.255.255", ADDR_BLOCKED},
+        {"240.0.0.1", ADDR_BLOCKED},
+        {"10.0.0.1", ADDR_INTERNAL},
+        {"172.16.0.1", ADDR_INTERNAL},
+        {"172.31.255.255", ADDR_INTERNAL},
+        {"172.32.0.1", ADDR_GLOBAL},
+        {"192.168.1.1", ADDR_INTERNAL},
+        {"100.64.0.1", ADDR_INTERNAL},
+        {"100.127.255.255", ADDR_INTERNAL},
+        {"100.128.0.1", ADDR_GLOBAL},
+        {"192.0.0.8", ADDR_INTERNAL},
+        {"198.18.0.1", ADDR_INTERNAL},
+        {"198.19.255.255", ADDR_INTERNAL},
+        {"198.20.0.1", ADDR_GLOBAL},
+        {"192.0.2.1", ADDR_INTERNAL},
+        {"198.51.100.7", ADDR_INTERNAL},
+        {"203.0.113.9", ADDR_INTERNAL},
+        {"fc00::1", ADDR_INTERNAL},
+        {"fd12:3456::1", ADDR_INTERNAL},
+        /* IPv4 inside IPv6: judged by the IPv4 address */
+        {"::ffff:127.0.0.1", ADDR_LOOPBACK},
+        {"::ffff:169.254.169.254", ADDR_BLOCKED},
+        {"::ffff:10.0.0.1", ADDR_INTERNAL},
+        {"::ffff:8.8.8.8", ADDR_GLOBAL},
+        {"::127.0.0.1", ADDR_LOOPBACK},
+        {"::169.254.169.254", ADDR_BLOCKED},
+        {"::ffff:0:127.0.0.1", ADDR_LOOPBACK},
+        {"64:ff9b::127.0.0.1", ADDR_LOOPBACK},
+        {"64:ff9b::a9fe:a9fe", ADDR_BLOCKED},
+        {"64:ff9b::808:808", ADDR_GLOBAL},
+        {"2002:7f00:1::", ADDR_LOOPBACK},
+        {"2002:a9fe:a9fe::1", ADDR_BLOCKED},
+        {"2002:c0a8:101::1", ADDR_INTERNAL},
+        {"2001:0:4136:e378:8000:63bf:80ff:fffe", ADDR_LOOPBACK}, /* Teredo, client 127.0.0.1 */
+        {"64:ff9b:1::1", ADDR_INTERNAL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct sockaddr_storage ss = addr(cases[i].a);
+        const char *what = NULL;
+        enum addr_class got = addr_classify((struct sockaddr *)&ss, &what);
+        cr_assert_eq(got, cases[i].cls, "%s: got %d (%s), want %d", cases[i].a, got, what,
+                     cases[i].cls);
+        cr_assert_not_null(what);
+    }
+}
+
+Test(addr, permitted)
+{
+    struct policy *p = load("[allow lan]\nhost = lan.test\nallowed_ips = 10.0.5.0/24, fd00::/8\n"
+                            "[allow pub]\nhost = pub.test\n");
+    struct policy_decision lan = decide(p, "lan.test", 443), pub = decide(p, "pub.test", 443);
+    const char *why;
+    struct sockaddr_storage a = addr("10.0.5.7"), b = addr("10.0.6.1"), c = addr("8.8.8.8"),
+                            d = addr("::ffff:10.0.5.9"), e = addr("127.0.0.1"),
+                            f = addr("fd00::5"), g = addr("169.254.169.254");
+    cr_assert(policy_address_permitted(p, &lan, (struct sockaddr *)&a, &why));
+    cr_assert_not(policy_address_permitted(p, &lan, (struct sockaddr *)&b, &why));
+    cr_assert(policy_address_permitted(p, &lan, (struct sockaddr *)&c, &why));
+    cr_assert(policy_address_permitted(p, &lan, (struct sockaddr *)&d, &why));
+    cr_assert(policy_address_permitted(p, &lan, (struct sockaddr *)&f, &why));
+    cr_assert_not(policy_address_permitted(p, &lan, (struct sockaddr *)&e, &why));
+    cr_assert_not(policy_address_permitted(p, &lan, (struct sockaddr *)&g, &why));
+    cr_assert_not(policy_address_permitted(p, &pub, (struct sockaddr *)&a, &why));
+    cr_assert(strstr(why, "private") != NULL, "%s", why);
+    cr_assert(policy_address_permitted(p, &pub, (struct sockaddr *)&c, &why));
+    policy_unref(p);
+}
+
+Test(addr, loopback_only_when_unsafe)
+{
+    struct policy *p =
+        load("[proxy]\nunsafe_allow_loopback = yes\n[allow l]\nhost = localhost\nport = 1-65535\n");
+    struct policy_decision d = decide(p, "localhost", 8080);
+    struct sockaddr_storage lo = addr("127.0.0.1"), lo6 = addr("::1"), ll = addr("169.254.1.1");
+    const char *why;
+    cr_assert(policy_address_permitted(p, &d, (struct sockaddr *)&lo, &why));
+    cr_assert(policy_address_permitted(p, &d, (struct sockaddr *)&lo6, &why));
+    cr_assert_not(policy_address_permitted(p, &d, (struct sockaddr *)&ll, &why));
+    policy_unref(p);
+}
