@@ -13,6 +13,29 @@
 #include <strings.h>
 #include <unistd.h>
 
+#define LINGER_MS    1000
+#define LINGER_BYTES (256 * 1024)
+
+/* Closing a socket with unread input makes the kernel send a reset, which
+ * can destroy the error response the client has not read yet (a client
+ * still sending an oversized head, say).  So: shut our side, then read and
+ * discard for a short, bounded while before closing. */
+static void linger_close(int fd)
+{
+    char junk[16384];
+    size_t total = 0;
+    int64_t deadline = now_ms() + LINGER_MS;
+    shutdown(fd, SHUT_WR);
+    while (total < LINGER_BYTES) {
+        int64_t left = deadline - now_ms();
+        ssize_t n = left > 0 ? read_some(fd, junk, sizeof(junk), (int)left) : -2;
+        if (n <= 0)
+            break;
+        total += (size_t)n;
+    }
+    close(fd);
+}
+
 void conn_consume(struct conn *c, size_t n)
 {
     memmove(c->buf, c->buf + n, c->len - n);
@@ -133,7 +156,7 @@ void conn_serve(struct server *srv, int fd)
     set_nodelay(fd);
     serve_requests(c);
     forward_release(c);
-    close(fd);
+    linger_close(fd);
     policy_unref(c->pol);
     free(c);
 }

@@ -1,0 +1,302 @@
+"""Helpers for the integration tests: run the real egressd binary on a
+free port, and local origins for it to reach (HTTP, HTTPS, raw TCP).
+
+Everything listens on 127.0.0.1 with port 0; egressd logs the port it
+bound, and the tests read it from there.  When egressd stops, its log is
+checked for sanitizer reports, so a memory error fails the test that
+caused it.
+"""
+import hashlib
+import http.server
+import json
+import os
+import random
+import signal
+import socket
+import socketserver
+import subprocess
+import threading
+import time
+
+import pytest
+
+EGRESSD = os.environ.get("EGRESSD", os.path.join(os.path.dirname(__file__), "../../build/san/egressd"))
+
+BLOCK = random.Random(42).randbytes(1 << 20)
+
+
+def pattern_bytes(n):
+    """Yield n deterministic bytes in 1 MiB blocks."""
+    while n > 0:
+        chunk = BLOCK[: min(n, len(BLOCK))]
+        n -= len(chunk)
+        yield chunk
+
+
+def pattern_sha256(n):
+    h = hashlib.sha256()
+    for chunk in pattern_bytes(n):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+class Egressd:
+    def __init__(self, tmp_path, config, name="egressd"):
+        self.tmp = tmp_path
+        self.conf = tmp_path / f"{name}.ini"
+        self.conf.write_text(config)
+        self.logpath = tmp_path / f"{name}.log"
+        self.logfile = open(self.logpath, "wb")
+        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0")
+        self.proc = subprocess.Popen([EGRESSD, "-c", str(self.conf)], stdout=self.logfile,
+                                     stderr=self.logfile, env=env)
+        self.port = self._wait_port()
+
+    def _wait_port(self):
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            for line in self.lines():
+                if "listening on" in line.get("msg", ""):
+                    return int(line["msg"].rsplit(":", 1)[1])
+            if self.proc.poll() is not None:
+                raise RuntimeError("egressd exited: " + self.logpath.read_text())
+            time.sleep(0.02)
+        raise RuntimeError("egressd did not start: " + self.logpath.read_text())
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def raw_lines(self):
+        return self.logpath.read_text(errors="replace").splitlines()
+
+    def lines(self):
+        out = []
+        for raw in self.raw_lines():
+            try:
+                out.append(json.loads(raw))
+            except ValueError:
+                pass
+        return out
+
+    def events(self, event, wait=2.0, count=1, **match):
+        """Log lines of one event whose fields match; waits for count of them."""
+        deadline = time.time() + wait
+        while True:
+            found = [l for l in self.lines() if l.get("event") == event
+                     and all(l.get(k) == v for k, v in match.items())]
+            if len(found) >= count or time.time() > deadline:
+                return found
+            time.sleep(0.02)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("egressd did not stop on SIGTERM")
+        self.logfile.close()
+        text = self.logpath.read_text(errors="replace")
+        assert "ERROR: AddressSanitizer" not in text, text
+        assert "ERROR: LeakSanitizer" not in text, text
+        assert "runtime error:" not in text, text
+        return self.proc.returncode
+
+    def connect(self):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        return s
+
+
+def proxy_config(extra_proxy="", rules="", loopback=True):
+    return (
+        "[proxy]\nlisten = 127.0.0.1:0\nworkers = 4\nmax_workers = 32\n"
+        f"unsafe_allow_loopback = {'yes' if loopback else 'no'}\n{extra_proxy}\n{rules}\n"
+    )
+
+
+@pytest.fixture
+def start_egressd(tmp_path):
+    started = []
+
+    def start(config, name="egressd"):
+        e = Egressd(tmp_path, config, name)
+        started.append(e)
+        return e
+
+    yield start
+    for e in started:
+        assert e.stop() == 0
+
+
+# ---- origins -----------------------------------------------------------------
+
+class OriginHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, body, ctype="text/plain", status=200, extra=()):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in extra:
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _body(self):
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b""):
+                        pass
+                    return data
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length", "0")))
+
+    def do_GET(self):
+        path, _, query = self.path.partition("?")
+        if path == "/hello":
+            self._send(b"hello\n")
+        elif path == "/headers":
+            self._send(json.dumps([[k, v] for k, v in self.headers.items()] + [["__target__", self.path]]).encode(),
+                       "application/json")
+        elif path == "/big":
+            n = int(query)
+            self.send_response(200)
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            for chunk in pattern_bytes(n):
+                self.wfile.write(chunk)
+        elif path == "/chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for piece in (b"one ", b"two ", b"three"):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.write(b"0\r\n\r\n")
+        elif path == "/close":
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"until close")
+            self.close_connection = True
+        else:
+            self._send(b"not found\n", status=404)
+
+    do_HEAD = do_GET
+
+    def do_POST(self):
+        body = self._body()
+        self._send(hashlib.sha256(body).hexdigest().encode() + b" %d" % len(body))
+
+
+class ThreadingServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+@pytest.fixture
+def origin():
+    srv = ThreadingServer(("127.0.0.1", 0), OriginHandler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv.server_address[1]
+    srv.shutdown()
+    srv.server_close()
+
+
+class TcpServer:
+    """A raw TCP server running handler(conn) per connection."""
+
+    def __init__(self, handler, host="127.0.0.1"):
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.handler = handler
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
+
+    def _run(self, conn):
+        try:
+            conn.settimeout(30)
+            self.handler(conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def echo_handler(conn):
+    while True:
+        data = conn.recv(65536)
+        if not data:
+            return
+        conn.sendall(data)
+
+
+@pytest.fixture
+def echo_server():
+    s = TcpServer(echo_handler)
+    yield s.port
+    s.close()
+
+
+def connect_via(proxy_port, target, extra=b""):
+    """Open a CONNECT tunnel; returns (socket, status line, leftover bytes)."""
+    s = socket.create_connection(("127.0.0.1", proxy_port), timeout=10)
+    s.sendall(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target.encode(), target.encode()) + extra)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        data = s.recv(65536)
+        if not data:
+            break
+        head += data
+    status, _, rest = head.partition(b"\r\n\r\n")
+    return s, status.split(b"\r\n")[0].decode(), rest
+
+
+def read_response(s):
+    """Read a whole egressd error response (it always closes)."""
+    data = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            return data
+        data += d
+
+
+def parse_error(raw):
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
+    return status, headers, json.loads(body)
+
+
+def connect_error(proxy_port, target):
+    """CONNECT that must fail: returns (status, headers, JSON body)."""
+    s = socket.create_connection(("127.0.0.1", proxy_port), timeout=10)
+    s.sendall(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target.encode(), target.encode()))
+    return parse_error(read_response(s))
