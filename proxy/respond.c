@@ -22,8 +22,9 @@ const struct proxy_error ERR_OVERLOADED = {503, "overloaded"};
 const struct proxy_error ERR_USE_CONNECT = {400, "use_connect"};
 const struct proxy_error ERR_UPSTREAM_ERROR = {502, "upstream_error"};
 
-#define RESPOND_TIMEOUT_MS 2000 /* an error reply is small; a peer that will not take it loses it  \
-                                 */
+#define RESPOND_TIMEOUT_MS                                                                         \
+    2000 /* an error reply is small; a peer that will not take it loses it                         \
+          */
 
 static const char *reason_phrase(int status)
 {

@@ -366,3 +366,31 @@ def test_check_and_explain(tmp_path):
     assert "deny by [deny meta]" in r.stdout
     r = subprocess.run([EGRESSD, "-V"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("egressd ")
+
+
+# ---- HTTPS through a tunnel, with python requests ---------------------------------
+
+def test_requests_https_through_connect(start_egressd, tmp_path):
+    import http.server
+    import ssl
+    from conftest import OriginHandler, ThreadingServer
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-days", "1", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    srv = ThreadingServer(("127.0.0.1", 0), OriginHandler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port = srv.server_address[1]
+    e = start_egressd(proxy_config(rules=allow_local()))
+    with requests.Session() as sess:
+        sess.proxies = {"https": e.url}
+        for _ in range(2):
+            r = sess.get(f"https://localhost:{port}/hello", verify=str(cert), timeout=10)
+            assert r.status_code == 200 and r.text == "hello\n"
+    r = requests.get(f"https://localhost:{port}/hello", proxies={"https": e.url}, verify=str(cert),
+                     timeout=10)
+    assert r.text == "hello\n"
+    srv.shutdown()

@@ -154,8 +154,7 @@ Test(config, indented_line_is_not_a_continuation)
 {
     /* multi-line values are off: an indented host cannot extend a list silently */
     struct problems p = {0};
-    cr_assert_null(
-        policy_load_string("[allow a]\nhost = a.com\n  b.com\n", collect, &p));
+    cr_assert_null(policy_load_string("[allow a]\nhost = a.com\n  b.com\n", collect, &p));
     cr_assert_eq(p.lines[0], 3);
 }
 

@@ -40,9 +40,9 @@ Test(http, framing_and_connection)
     cr_assert(m.conn_close);
     cr_assert(m.conn_keep_alive);
     cr_assert(m.expect_continue);
-    cr_assert_eq(req("POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n",
-                     &m, &why),
-                 HTTP_OK);
+    cr_assert_eq(
+        req("POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n", &m, &why),
+        HTTP_OK);
     cr_assert_eq(m.framing, BODY_CHUNKED);
     cr_assert_eq(req("GET http://a/ HTTP/1.0\r\n\r\n", &m, &why), HTTP_OK);
     cr_assert_eq(m.minor, 0);
@@ -68,48 +68,48 @@ Test(http, incomplete)
 Test(http, malformed_and_smuggling)
 {
     static const char *const bad[] = {
-        "GET http://a/ HTTP/1.1\nHost: a\n\n",                                   /* bare LF */
-        "GET http://a/ HTTP/1.1\r\nHost: a\n\r\n",                               /* one bare LF */
-        "GET http://a/ HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n",                  /* bare CR */
-        "GET http://a/ HTTP/1.1\r\nHost: a\r\nX: a\r\n  folded\r\n\r\n",         /* obs-fold */
-        "GET http://a/ HTTP/1.1\r\nHost: a\r\nX: a\r\n\tfolded\r\n\r\n",         /* obs-fold tab */
+        "GET http://a/ HTTP/1.1\nHost: a\n\n",                           /* bare LF */
+        "GET http://a/ HTTP/1.1\r\nHost: a\n\r\n",                       /* one bare LF */
+        "GET http://a/ HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n",          /* bare CR */
+        "GET http://a/ HTTP/1.1\r\nHost: a\r\nX: a\r\n  folded\r\n\r\n", /* obs-fold */
+        "GET http://a/ HTTP/1.1\r\nHost: a\r\nX: a\r\n\tfolded\r\n\r\n", /* obs-fold tab */
         "POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
-        "Transfer-Encoding: chunked\r\n\r\n",                                    /* CL + TE */
+        "Transfer-Encoding: chunked\r\n\r\n", /* CL + TE */
         "POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
-        "Content-Length: 5\r\n\r\n",                                             /* TE + CL */
+        "Content-Length: 5\r\n\r\n", /* TE + CL */
         "POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
-        "Content-Length: 6\r\n\r\n",                                             /* two CLs */
+        "Content-Length: 6\r\n\r\n", /* two CLs */
         "POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
-        "Content-Length: 5\r\n\r\n",                                             /* repeated CL */
-        "POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n",   /* CL list */
-        "POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",     /* signed CL */
-        "POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\n",    /* hex CL */
+        "Content-Length: 5\r\n\r\n",                                          /* repeated CL */
+        "POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n", /* CL list */
+        "POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",   /* signed CL */
+        "POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\n",  /* hex CL */
         "POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
-        "POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n",        /* empty CL */
+        "POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n", /* empty CL */
         "POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
         "POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
         "POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
         "POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
-        "Transfer-Encoding: chunked\r\n\r\n",                                    /* two TEs */
-        "POST http://a/ HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",         /* TE in 1.0 */
+        "Transfer-Encoding: chunked\r\n\r\n",                                       /* two TEs */
+        "POST http://a/ HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",            /* TE in 1.0 */
         "GET http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n", /* space */
         "GET http://a/ HTTP/1.1\r\nHost: a\r\n: empty-name\r\n\r\n",
         "GET http://a/ HTTP/1.1\r\nHost: a\r\nBad[Name]: x\r\n\r\n",
         "GET http://a/ HTTP/1.1\r\nHost: a\r\nNoColon\r\n\r\n",
-        "GET http://a/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",                  /* two Hosts */
-        "GET http://a/ HTTP/1.1\r\n\r\n",                                        /* no Host */
-        "GET  http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",                            /* double SP */
+        "GET http://a/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", /* two Hosts */
+        "GET http://a/ HTTP/1.1\r\n\r\n",                       /* no Host */
+        "GET  http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",           /* double SP */
         "GET http://a/  HTTP/1.1\r\nHost: a\r\n\r\n",
         "GET http://a/ HTTP/1.1 \r\nHost: a\r\n\r\n",
-        "GET http://a/\r\nHost: a\r\n\r\n",                                      /* HTTP/0.9 */
+        "GET http://a/\r\nHost: a\r\n\r\n", /* HTTP/0.9 */
         "GET http://a/ HTTP/2.0\r\nHost: a\r\n\r\n",
         "GET http://a/ http/1.1\r\nHost: a\r\n\r\n",
         "GET http://a/ HTTP/1.10\r\nHost: a\r\n\r\n",
-        "G(T http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",                             /* bad method */
-        "GET http://a/\x7f HTTP/1.1\r\nHost: a\r\n\r\n",                         /* DEL in target */
-        "GET http://a/\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n",                     /* raw UTF-8 */
-        "\r\nGET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",                         /* leading CRLF */
-        "GET http://a/ HTTP/1.1\r\nHost: a\r\nX: \x01\r\n\r\n",                  /* control */
+        "G(T http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",            /* bad method */
+        "GET http://a/\x7f HTTP/1.1\r\nHost: a\r\n\r\n",        /* DEL in target */
+        "GET http://a/\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n",    /* raw UTF-8 */
+        "\r\nGET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",        /* leading CRLF */
+        "GET http://a/ HTTP/1.1\r\nHost: a\r\nX: \x01\r\n\r\n", /* control */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct http_msg m;
@@ -165,10 +165,14 @@ Test(http, responses)
     cr_assert_eq(http_parse_response(noreason, strlen(noreason), false, &m, &why), HTTP_OK);
     cr_assert_eq(m.status, 404);
     static const char *const bad[] = {
-        "HTTP/1.1 20 OK\r\n\r\n", "HTTP/1.1 2000 OK\r\n\r\n", "HTTP/1.1  200 OK\r\n\r\n",
-        "ICY 200 OK\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        "HTTP/1.1 20 OK\r\n\r\n",
+        "HTTP/1.1 2000 OK\r\n\r\n",
+        "HTTP/1.1  200 OK\r\n\r\n",
+        "ICY 200 OK\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
         "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
-        "HTTP/1.1 200 OK\nServer: x\n\n", "HTTP/1.1 099 Odd\r\n\r\n"};
+        "HTTP/1.1 200 OK\nServer: x\n\n",
+        "HTTP/1.1 099 Odd\r\n\r\n"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         cr_assert_eq(http_parse_response(bad[i], strlen(bad[i]), false, &m, &why), HTTP_BAD,
                      "accepted %s", bad[i]);
@@ -218,11 +222,20 @@ Test(chunked, valid_in_any_split)
 Test(chunked, malformed)
 {
     static const char *const bad[] = {
-        "5\nhello\r\n0\r\n\r\n",       "5\r\nhello\n0\r\n\r\n",   "5\r\nhelloX\r\n0\r\n\r\n",
-        " 5\r\nhello\r\n0\r\n\r\n",    "5 \r\nhello\r\n0\r\n\r\n", "-5\r\nhello\r\n0\r\n\r\n",
-        "0x5\r\nhello\r\n0\r\n\r\n",   "\r\n",                     "g\r\n",
-        "11111111111111111\r\n",       "5;a\x01\r\nhello\r\n",    "0\r\nX: a\nb\r\n\r\n",
-        "0\r\n\n",                     "0\r\r\n",
+        "5\nhello\r\n0\r\n\r\n",
+        "5\r\nhello\n0\r\n\r\n",
+        "5\r\nhelloX\r\n0\r\n\r\n",
+        " 5\r\nhello\r\n0\r\n\r\n",
+        "5 \r\nhello\r\n0\r\n\r\n",
+        "-5\r\nhello\r\n0\r\n\r\n",
+        "0x5\r\nhello\r\n0\r\n\r\n",
+        "\r\n",
+        "g\r\n",
+        "11111111111111111\r\n",
+        "5;a\x01\r\nhello\r\n",
+        "0\r\nX: a\nb\r\n\r\n",
+        "0\r\n\n",
+        "0\r\r\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         bool done = false;

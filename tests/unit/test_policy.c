@@ -48,10 +48,10 @@ Test(host, accepted_and_normalised)
 Test(host, rejected)
 {
     static const char *const bad[] = {
-        "0x7f.0.0.1", "0x7f000001", "2130706433", "127.1",  "0177.0.0.1", "127.0.0.01",
-        "1.2.3",      "1.2.3.4.5",  "256.1.1.1",  "::1",    "[::1",       "[fe80::1%eth0]",
-        "user@host",  "a%2eb.com",  "bücher.de",  "a..b",   "-a.com",     "a-.com",
-        "",           ".",          "a b.com",    "a/b.com", "[1.2.3.4]", "example.123",
+        "0x7f.0.0.1", "0x7f000001", "2130706433", "127.1",   "0177.0.0.1", "127.0.0.01",
+        "1.2.3",      "1.2.3.4.5",  "256.1.1.1",  "::1",     "[::1",       "[fe80::1%eth0]",
+        "user@host",  "a%2eb.com",  "bücher.de",  "a..b",    "-a.com",     "a-.com",
+        "",           ".",          "a b.com",    "a/b.com", "[1.2.3.4]",  "example.123",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct host h;
@@ -112,8 +112,7 @@ Test(patterns, table)
         struct hostset hs = {0};
         struct host h;
         const char *why = NULL;
-        cr_assert_eq(hostset_add(&hs, cases[i].pattern, &why), 0, "%s: %s", cases[i].pattern,
-                     why);
+        cr_assert_eq(hostset_add(&hs, cases[i].pattern, &why), 0, "%s: %s", cases[i].pattern, why);
         hostset_finish(&hs);
         cr_assert_eq(host_parse(cases[i].host, strlen(cases[i].host), &h, &why), 0);
         cr_assert_eq(hostset_match(&hs, &h), cases[i].match, "%s vs %s", cases[i].pattern,
@@ -154,8 +153,8 @@ Test(ports, lists_and_ranges)
     cr_assert_not(ports_match(r, n, 8101));
     cr_assert_not(ports_match(r, n, 81));
     free(r);
-    static const char *const bad[] = {"", "0", "65536", "80-", "-80", "a", "80 443", "1-2-3",
-                                      "443,", "100-99", "08x"};
+    static const char *const bad[] = {"",       "0",     "65536", "80-",    "-80", "a",
+                                      "80 443", "1-2-3", "443,",  "100-99", "08x"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         cr_assert_neq(parse_ports(bad[i], &r, &n, err, sizeof(err)), 0, "accepted '%s'", bad[i]);
 }
@@ -306,8 +305,8 @@ Test(addr, permitted)
     struct policy_decision lan = decide(p, "lan.test", 443), pub = decide(p, "pub.test", 443);
     const char *why;
     struct sockaddr_storage a = addr("10.0.5.7"), b = addr("10.0.6.1"), c = addr("8.8.8.8"),
-                            d = addr("::ffff:10.0.5.9"), e = addr("127.0.0.1"),
-                            f = addr("fd00::5"), g = addr("169.254.169.254");
+                            d = addr("::ffff:10.0.5.9"), e = addr("127.0.0.1"), f = addr("fd00::5"),
+                            g = addr("169.254.169.254");
     cr_assert(policy_address_permitted(p, &lan, (struct sockaddr *)&a, &why));
     cr_assert_not(policy_address_permitted(p, &lan, (struct sockaddr *)&b, &why));
     cr_assert(policy_address_permitted(p, &lan, (struct sockaddr *)&c, &why));
