@@ -115,14 +115,7 @@ static int resolve(const char *host, int timeout_ms, struct sockaddr_storage *ad
     struct lookup *l = lookup_start(host, why);
     if (l == NULL)
         return -1;
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-    if (dl.tv_nsec >= 1000000000) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000;
-    }
+    struct timespec dl = deadline_in((unsigned)timeout_ms);
     int n = 0;
     pthread_mutex_lock(&l->mu);
     while (!l->done && pthread_cond_timedwait(&l->cv, &l->mu, &dl) != ETIMEDOUT)

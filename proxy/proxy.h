@@ -44,6 +44,8 @@ size_t json_escape(char *dst, size_t cap, const char *src);
 /* ---- io.c ----------------------------------------------------------------- */
 
 int64_t now_ms(void);
+/* A CLOCK_MONOTONIC time ms from now, for condition variables set to that clock. */
+struct timespec deadline_in(unsigned ms);
 /* 1 when ready, 0 on timeout, -1 on error. */
 int wait_fd(int fd, short events, int timeout_ms);
 /* > 0 bytes, 0 at EOF, -1 on error (errno set), -2 on timeout. */

@@ -78,9 +78,7 @@ static void spawn_worker(struct server *s)
 
 static bool wait_for_work(struct server *s)
 {
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += POOL_SHRINK_MS / 1000;
+    struct timespec dl = deadline_in(POOL_SHRINK_MS);
     while (s->qlen == 0 && !s->stopping) {
         s->idle++;
         int rc = pthread_cond_timedwait(&s->work, &s->mu, &dl);
@@ -311,14 +309,7 @@ static int stop(struct server *s)
     close(s->lfd);
     log_msg(LOGL_INFO, "server", "stopping: no new connections; waiting up to %u ms", timeout_ms);
 
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-    if (dl.tv_nsec >= 1000000000) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000;
-    }
+    struct timespec dl = deadline_in((unsigned)timeout_ms);
     pthread_mutex_lock(&s->mu);
     while (s->qlen > 0) { /* accepted but never served: tell them */
         int fd = s->q[s->qhead];
