@@ -32,11 +32,13 @@ all: $(BUILD)/rel/egressd
 
 $(BUILD)/rel/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(REL_FLAGS) -c $< -o $@
+	@echo "CC      $<"
+	@$(CC) $(CPPFLAGS) $(CFLAGS) $(REL_FLAGS) -c $< -o $@
 
 $(BUILD)/san/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -c $< -o $@
+	@echo "CC san  $<"
+	@$(CC) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -c $< -o $@
 
 $(BUILD)/rel/egressd: $(REL_OBJ) $(BUILD)/rel/proxy/main.o
 	$(CC) $(CFLAGS) $(REL_FLAGS) $^ $(LDLIBS) -o $@

@@ -24,34 +24,56 @@
 #define CONFIG_FILE_MAX (64u << 20)
 #define MAX_RULES       4096
 
-enum section { SEC_NONE, SEC_PROXY, SEC_RULE, SEC_BAD };
+enum section { SEC_NONE, SEC_PROXY, SEC_TLS, SEC_INFERENCE, SEC_RULE, SEC_ROUTE, SEC_BAD };
 
-enum vtype { V_LISTEN, V_UINT, V_DURATION, V_BOOL, V_LOGFMT, V_LOGLVL };
+enum vtype { V_LISTEN, V_UINT, V_DURATION, V_BOOL, V_LOGFMT, V_LOGLVL, V_PATH, V_SIZE };
 
-struct proxy_key {
+struct key_spec {
     const char *name;
     enum vtype type;
-    size_t off;
+    size_t off; /* in struct policy */
     unsigned min, max;
 };
 
-#define S(field) offsetof(struct proxy_settings, field)
-static const struct proxy_key proxy_keys[] = {
+#define P(field) offsetof(struct policy, settings.field)
+static const struct key_spec proxy_keys[] = {
     {"listen", V_LISTEN, 0, 0, 0},
-    {"workers", V_UINT, S(workers), 1, 4096},
-    {"max_workers", V_UINT, S(max_workers), 1, 16384},
-    {"queue", V_UINT, S(queue), 1, 1u << 20},
-    {"header_timeout", V_DURATION, S(header_timeout_ms), 1, 0},
-    {"connect_timeout", V_DURATION, S(connect_timeout_ms), 1, 0},
-    {"dns_timeout", V_DURATION, S(dns_timeout_ms), 1, 0},
-    {"idle_timeout", V_DURATION, S(idle_timeout_ms), 1, 0},
-    {"shutdown_timeout", V_DURATION, S(shutdown_timeout_ms), 0, 0},
-    {"log_format", V_LOGFMT, S(log_format), 0, 0},
-    {"log_level", V_LOGLVL, S(log_level), 0, 0},
-    {"unsafe_allow_loopback", V_BOOL, S(unsafe_allow_loopback), 0, 0},
+    {"workers", V_UINT, P(workers), 1, 4096},
+    {"max_workers", V_UINT, P(max_workers), 1, 16384},
+    {"queue", V_UINT, P(queue), 1, 1u << 20},
+    {"header_timeout", V_DURATION, P(header_timeout_ms), 1, 0},
+    {"connect_timeout", V_DURATION, P(connect_timeout_ms), 1, 0},
+    {"dns_timeout", V_DURATION, P(dns_timeout_ms), 1, 0},
+    {"idle_timeout", V_DURATION, P(idle_timeout_ms), 1, 0},
+    {"shutdown_timeout", V_DURATION, P(shutdown_timeout_ms), 0, 0},
+    {"log_format", V_LOGFMT, P(log_format), 0, 0},
+    {"log_level", V_LOGLVL, P(log_level), 0, 0},
+    {"unsafe_allow_loopback", V_BOOL, P(unsafe_allow_loopback), 0, 0},
+    {NULL, 0, 0, 0, 0},
 };
-#undef S
-#define N_PROXY_KEYS (sizeof(proxy_keys) / sizeof(proxy_keys[0]))
+#undef P
+#define T(field) offsetof(struct policy, tls.field)
+static const struct key_spec tls_keys[] = {
+    {"ca_cert", V_PATH, T(ca_cert), 0, 0},
+    {"ca_key", V_PATH, T(ca_key), 0, 0},
+    {"bundle", V_PATH, T(bundle), 0, 0},
+    {"upstream_ca", V_PATH, T(upstream_ca), 0, 0},
+    {"cert_cache", V_UINT, T(cert_cache), 1, 65536},
+    {NULL, 0, 0, 0, 0},
+};
+#undef T
+#define I(field) offsetof(struct policy, inference.field)
+static const struct key_spec inference_keys[] = {
+    {"max_request_body", V_SIZE, I(max_request_body), 1, 0},
+    {"max_response_body", V_SIZE, I(max_response_body), 1, 0},
+    {"stream_idle_timeout", V_DURATION, I(stream_idle_timeout_ms), 1, 0},
+    {"keepalive_timeout", V_DURATION, I(keepalive_timeout_ms), 1, 0},
+    {NULL, 0, 0, 0, 0},
+};
+#undef I
+
+#define MAX_SECTION_KEYS 16
+#define MAX_ROUTES       256
 
 struct loader {
     const char *file;
@@ -65,10 +87,12 @@ struct loader {
     int last_error_line;
     struct policy *p;
     enum section sec;
-    size_t rule;                      /* index of the open rule */
-    int proxy_line;                   /* 0 until [proxy] is seen */
-    int proxy_key_line[N_PROXY_KEYS]; /* where each key was set */
-    int rule_key_line[3];             /* host, port, allowed_ips of the open rule */
+    size_t rule;          /* index of the open rule */
+    size_t route;         /* index of the open route */
+    int section_line[3];  /* [proxy], [tls], [inference]: 0 until seen */
+    int key_line[3][MAX_SECTION_KEYS]; /* where each of their keys was set */
+    int rule_key_line[3]; /* host, port, allowed_ips of the open rule */
+    int route_key_line[8];
 };
 
 static void problem(struct loader *L, int line, const char *fmt, ...)
@@ -100,21 +124,38 @@ static bool valid_rule_name(const char *s)
     return true;
 }
 
-static bool rule_name_taken(const struct policy *p, const char *name)
+static bool name_taken(const struct policy *p, const char *name)
 {
     for (size_t i = 0; i < p->n_rules; i++)
-        if (strcmp(p->rules[i].name, name) == 0)
+        if (p->rules[i].kind != RULE_INTERCEPT && strcmp(p->rules[i].name, name) == 0)
             return true;
     return false;
 }
 
+static bool route_taken(const struct policy *p, const char *name)
+{
+    for (size_t i = 0; i < p->n_routes; i++)
+        if (strcmp(p->routes[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+/* Grow an array of n elements by one zeroed element; NULL when out of memory. */
+static void *grow(void *arr, size_t n, size_t size)
+{
+    char *grown = realloc(arr, (n + 1) * size);
+    if (grown != NULL)
+        memset(grown + n * size, 0, size);
+    return grown;
+}
+
 static void open_rule(struct loader *L, enum rule_kind kind, const char *name)
 {
-    if (!valid_rule_name(name)) {
+    if (kind != RULE_INTERCEPT && !valid_rule_name(name)) {
         problem(L, L->line, "invalid rule name '%s' (letters, digits, '-', '_', '.'; < 64)", name);
         return;
     }
-    if (rule_name_taken(L->p, name)) {
+    if (kind != RULE_INTERCEPT && name_taken(L->p, name)) {
         problem(L, L->line, "duplicate rule name '%s'", name);
         return;
     }
@@ -122,7 +163,7 @@ static void open_rule(struct loader *L, enum rule_kind kind, const char *name)
         problem(L, L->line, "too many rules (at most %d)", MAX_RULES);
         return;
     }
-    struct rule *grown = realloc(L->p->rules, (L->p->n_rules + 1) * sizeof(*grown));
+    struct rule *grown = grow(L->p->rules, L->p->n_rules, sizeof(*grown));
     if (grown == NULL) {
         problem(L, L->line, "out of memory");
         return;
@@ -130,34 +171,80 @@ static void open_rule(struct loader *L, enum rule_kind kind, const char *name)
     L->p->rules = grown;
     L->rule = L->p->n_rules++;
     struct rule *r = &grown[L->rule];
-    memset(r, 0, sizeof(*r));
     r->kind = kind;
     r->line = L->line;
     snprintf(r->name, sizeof(r->name), "%s", name);
     memset(L->rule_key_line, 0, sizeof(L->rule_key_line));
-    L->sec = SEC_RULE;
+    L->sec = kind == RULE_INTERCEPT ? SEC_INFERENCE : SEC_RULE;
+}
+
+static void open_route(struct loader *L, const char *name)
+{
+    if (!valid_rule_name(name)) {
+        problem(L, L->line, "invalid route name '%s' (letters, digits, '-', '_', '.'; < 64)", name);
+        return;
+    }
+    if (route_taken(L->p, name)) {
+        problem(L, L->line, "duplicate route name '%s'", name);
+        return;
+    }
+    if (L->p->n_routes >= MAX_ROUTES) {
+        problem(L, L->line, "too many routes (at most %d)", MAX_ROUTES);
+        return;
+    }
+    struct route *grown = grow(L->p->routes, L->p->n_routes, sizeof(*grown));
+    if (grown == NULL) {
+        problem(L, L->line, "out of memory");
+        return;
+    }
+    L->p->routes = grown;
+    L->route = L->p->n_routes++;
+    snprintf(grown[L->route].name, sizeof(grown[L->route].name), "%s", name);
+    grown[L->route].line = L->line;
+    memset(L->route_key_line, 0, sizeof(L->route_key_line));
+    L->sec = SEC_ROUTE;
+}
+
+/* [proxy], [tls] and [inference]: at most once each. */
+static bool open_single(struct loader *L, int which, enum section sec, const char *name)
+{
+    if (L->section_line[which] != 0) {
+        problem(L, L->line, "duplicate [%s] section (first at line %d)", name,
+                L->section_line[which]);
+        return false;
+    }
+    L->section_line[which] = L->line;
+    L->sec = sec;
+    return true;
 }
 
 static void open_section(struct loader *L, char *head)
 {
     char kind[32] = "", name[256] = "", extra[2];
     int n = sscanf(head, "%31s %255s %1s", kind, name, extra);
+    bool named = strcmp(kind, "deny") == 0 || strcmp(kind, "allow") == 0 ||
+                 strcmp(kind, "route") == 0;
     L->sec = SEC_BAD; /* until proven good: its keys are then not reported again */
     if (n == 1 && strcmp(kind, "proxy") == 0) {
-        if (L->proxy_line != 0) {
-            problem(L, L->line, "duplicate [proxy] section (first at line %d)", L->proxy_line);
-            return;
-        }
-        L->proxy_line = L->line;
-        L->sec = SEC_PROXY;
+        open_single(L, 0, SEC_PROXY, kind);
+    } else if (n == 1 && strcmp(kind, "tls") == 0) {
+        open_single(L, 1, SEC_TLS, kind);
+    } else if (n == 1 && strcmp(kind, "inference") == 0) {
+        if (open_single(L, 2, SEC_INFERENCE, kind))
+            open_rule(L, RULE_INTERCEPT, "inference");
     } else if (n == 2 && strcmp(kind, "deny") == 0) {
         open_rule(L, RULE_DENY, name);
     } else if (n == 2 && strcmp(kind, "allow") == 0) {
         open_rule(L, RULE_ALLOW, name);
-    } else if (n >= 1 && (strcmp(kind, "deny") == 0 || strcmp(kind, "allow") == 0)) {
-        problem(L, L->line, "[%s] needs exactly one rule name: [%s NAME]", kind, kind);
+    } else if (n == 2 && strcmp(kind, "route") == 0) {
+        open_route(L, name);
+    } else if (named) {
+        problem(L, L->line, "[%s] needs exactly one name: [%s NAME]", kind, kind);
     } else {
-        problem(L, L->line, "unknown section [%s] (expected proxy, deny NAME or allow NAME)", head);
+        problem(L, L->line,
+                "unknown section [%s] (expected proxy, tls, inference, deny NAME, allow NAME "
+                "or route NAME)",
+                head);
     }
 }
 
@@ -207,25 +294,26 @@ static char *reader(char *str, int num, void *stream)
 
 /* ---- keys -------------------------------------------------------------- */
 
-static void set_proxy_value(struct loader *L, const struct proxy_key *k, const char *v)
+static void set_value(struct loader *L, const struct key_spec *k, const char *v)
 {
-    struct proxy_settings *s = &L->p->settings;
-    char *field = (char *)s + k->off;
+    struct proxy_settings *ps = &L->p->settings;
+    char *field = (char *)L->p + k->off;
     unsigned u;
+    uint64_t size;
     bool b;
     switch (k->type) {
     case V_LISTEN:
-        if (parse_sockaddr(v, &s->listen_addr, &s->listen_len) != 0 ||
-            strlen(v) >= sizeof(s->listen)) {
+        if (parse_sockaddr(v, &ps->listen_addr, &ps->listen_len) != 0 ||
+            strlen(v) >= sizeof(ps->listen)) {
             problem(L, L->line, "listen: '%s' is not an address (127.0.0.1:3128, [::1]:3128)", v);
             return;
         }
-        snprintf(s->listen, sizeof(s->listen), "%s", v);
+        snprintf(ps->listen, sizeof(ps->listen), "%s", v);
         return;
     case V_UINT:
         if (parse_uint(v, k->min, k->max, &u) != 0) {
-            problem(L, L->line, "%s: '%s' is not a whole number from %u to %u", k->name, v, k->min,
-                    k->max);
+            problem(L, L->line, "%s: '%s' is not a whole number from %u to %u", k->name, v,
+                    k->min, k->max);
             return;
         }
         *(unsigned *)field = u;
@@ -238,6 +326,20 @@ static void set_proxy_value(struct loader *L, const struct proxy_key *k, const c
         }
         *(unsigned *)field = u;
         return;
+    case V_SIZE:
+        if (parse_size(v, &size) != 0 || size < k->min) {
+            problem(L, L->line, "%s: '%s' is not a size (like 512K, 10M, 1G)", k->name, v);
+            return;
+        }
+        *(uint64_t *)field = size;
+        return;
+    case V_PATH:
+        if (v[0] != '/' || strlen(v) >= 256) {
+            problem(L, L->line, "%s: '%s' is not an absolute path (under 256 bytes)", k->name, v);
+            return;
+        }
+        snprintf(field, 256, "%s", v);
+        return;
     case V_BOOL:
         if (parse_bool(v, &b) != 0) {
             problem(L, L->line, "%s: '%s' is not yes or no", k->name, v);
@@ -247,9 +349,9 @@ static void set_proxy_value(struct loader *L, const struct proxy_key *k, const c
         return;
     case V_LOGFMT:
         if (strcmp(v, "json") == 0)
-            s->log_format = LOGF_JSON;
+            ps->log_format = LOGF_JSON;
         else if (strcmp(v, "text") == 0)
-            s->log_format = LOGF_TEXT;
+            ps->log_format = LOGF_TEXT;
         else
             problem(L, L->line, "log_format: '%s' is not json or text", v);
         return;
@@ -257,7 +359,7 @@ static void set_proxy_value(struct loader *L, const struct proxy_key *k, const c
         static const char *const names[] = {"debug", "info", "warn", "error"};
         for (unsigned i = 0; i < 4; i++) {
             if (strcmp(v, names[i]) == 0) {
-                s->log_level = (enum log_level)i;
+                ps->log_level = (enum log_level)i;
                 return;
             }
         }
@@ -267,21 +369,22 @@ static void set_proxy_value(struct loader *L, const struct proxy_key *k, const c
     }
 }
 
-static void proxy_key(struct loader *L, const char *name, const char *value)
+/* A key of [proxy], [tls] or [inference]; false when the table has no such key. */
+static bool table_key(struct loader *L, int which, const struct key_spec *keys, const char *name,
+                      const char *value)
 {
-    for (size_t i = 0; i < N_PROXY_KEYS; i++) {
-        if (strcmp(proxy_keys[i].name, name) != 0)
+    for (size_t i = 0; keys[i].name != NULL; i++) {
+        if (strcmp(keys[i].name, name) != 0)
             continue;
-        if (L->proxy_key_line[i] != 0) {
-            problem(L, L->line, "%s is set twice in [proxy] (first at line %d)", name,
-                    L->proxy_key_line[i]);
-            return;
+        if (L->key_line[which][i] != 0) {
+            problem(L, L->line, "%s is set twice (first at line %d)", name, L->key_line[which][i]);
+            return true;
         }
-        L->proxy_key_line[i] = L->line;
-        set_proxy_value(L, &proxy_keys[i], value);
-        return;
+        L->key_line[which][i] = L->line;
+        set_value(L, &keys[i], value);
+        return true;
     }
-    problem(L, L->line, "unknown key '%s' in [proxy]", name);
+    return false;
 }
 
 struct list_ctx {
@@ -326,9 +429,15 @@ static void rule_key(struct loader *L, const char *name, const char *value)
     size_t k = 0;
     while (k < 3 && strcmp(keys[k], name) != 0)
         k++;
-    if (k == 3) {
-        problem(L, L->line, "unknown key '%s' in [%s %s] (expected host, port, allowed_ips)", name,
-                r->kind == RULE_DENY ? "deny" : "allow", r->name);
+    if (k == 3 || (k == 2 && r->kind == RULE_INTERCEPT)) {
+        if (r->kind == RULE_INTERCEPT)
+            problem(L, L->line,
+                    "unknown key '%s' in [inference] (expected host, port, max_request_body, "
+                    "max_response_body, stream_idle_timeout, keepalive_timeout)",
+                    name);
+        else
+            problem(L, L->line, "unknown key '%s' in [%s %s] (expected host, port, allowed_ips)",
+                    name, r->kind == RULE_DENY ? "deny" : "allow", r->name);
         return;
     }
     if (L->rule_key_line[k] != 0) {
@@ -364,11 +473,144 @@ static void rule_key(struct loader *L, const char *name, const char *value)
     free(copy);
 }
 
+static int set_api_key_file(struct route *r, const char *path, char *err, size_t errlen)
+{
+    char buf[4097];
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "api_key_file: cannot read %s: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    bool too_long = n == sizeof(buf) - 1;
+    fclose(f);
+    buf[n] = '\0';
+    while (n > 0 && isspace((unsigned char)buf[n - 1]))
+        buf[--n] = '\0';
+    if (n == 0 || too_long || strpbrk(buf, "\r\n") != NULL) {
+        snprintf(err, errlen, "api_key_file: %s must hold one key on one line", path);
+        return -1;
+    }
+    r->api_key = strdup(buf);
+    explicit_bzero(buf, sizeof(buf));
+    return r->api_key ? 0 : -1;
+}
+
+static int set_api_key_env(struct route *r, const char *var, char *err, size_t errlen)
+{
+    const char *v = getenv(var);
+    if (v == NULL || *v == '\0' || strpbrk(v, "\r\n") != NULL) {
+        snprintf(err, errlen, "api_key_env: environment variable %s is %s", var,
+                 v == NULL || *v == '\0' ? "not set" : "not one line");
+        return -1;
+    }
+    r->api_key = strdup(v);
+    return r->api_key ? 0 : -1;
+}
+
+struct models_ctx {
+    struct loader *L;
+    struct route *r;
+};
+
+static int add_model_glob(void *vctx, const char *item)
+{
+    struct models_ctx *c = vctx;
+    char **grown = realloc(c->r->models, (c->r->n_models + 1) * sizeof(*grown));
+    if (*item == '\0' || grown == NULL) {
+        problem(c->L, c->L->line, "models: %s", *item ? "out of memory" : "empty pattern");
+        return -1;
+    }
+    c->r->models = grown;
+    c->r->models[c->r->n_models] = strdup(item);
+    return c->r->models[c->r->n_models++] ? 0 : -1;
+}
+
+static void route_value(struct loader *L, struct route *r, size_t k, const char *v)
+{
+    char err[400] = "";
+    const char *why;
+    switch (k) {
+    case 0:
+        if (parse_endpoint(v, r, &why) != 0)
+            snprintf(err, sizeof(err), "endpoint '%s': %s", v, why);
+        break;
+    case 1:
+        if (!strcmp(v, "openai"))
+            r->provider = PROVIDER_OPENAI;
+        else if (!strcmp(v, "anthropic"))
+            r->provider = PROVIDER_ANTHROPIC;
+        else if (!strcmp(v, "nvidia"))
+            r->provider = PROVIDER_NVIDIA;
+        else
+            snprintf(err, sizeof(err), "provider: '%s' is not openai, anthropic or nvidia", v);
+        break;
+    case 2:
+        parse_protocols(v, &r->protocols, err, sizeof(err));
+        break;
+    case 3:
+        if (strlen(v) >= sizeof(r->model) || strpbrk(v, "\"\\") != NULL)
+            snprintf(err, sizeof(err), "model: '%s' is too long or has quotes or backslashes", v);
+        else
+            snprintf(r->model, sizeof(r->model), "%s", v);
+        break;
+    case 4: {
+        char *copy = strdup(v);
+        struct models_ctx c = {L, r};
+        if (copy != NULL)
+            list_foreach(copy, add_model_glob, &c);
+        free(copy);
+        break;
+    }
+    case 5:
+    case 6:
+        if (r->api_key != NULL)
+            snprintf(err, sizeof(err), "give api_key_env or api_key_file, not both");
+        else if (k == 5)
+            set_api_key_env(r, v, err, sizeof(err));
+        else
+            set_api_key_file(r, v, err, sizeof(err));
+        break;
+    case 7:
+        if (parse_duration_ms(v, &r->timeout_ms) != 0 || r->timeout_ms == 0)
+            snprintf(err, sizeof(err), "timeout: '%s' is not a duration above zero", v);
+        break;
+    }
+    if (err[0] != '\0')
+        problem(L, L->line, "%s", err);
+}
+
+static void route_key(struct loader *L, const char *name, const char *value)
+{
+    static const char *const keys[] = {"endpoint", "provider",    "protocols",    "model",
+                                       "models",   "api_key_env", "api_key_file", "timeout"};
+    struct route *r = &L->p->routes[L->route];
+    size_t k = 0;
+    while (k < 8 && strcmp(keys[k], name) != 0)
+        k++;
+    if (k == 8) {
+        problem(L, L->line,
+                "unknown key '%s' in [route %s] (expected endpoint, provider, protocols, model, "
+                "models, api_key_env, api_key_file, timeout)",
+                name, r->name);
+        return;
+    }
+    if (L->route_key_line[k] != 0) {
+        problem(L, L->line, "%s is set twice in route '%s' (first at line %d)", name, r->name,
+                L->route_key_line[k]);
+        return;
+    }
+    L->route_key_line[k] = L->line;
+    route_value(L, r, k, value);
+}
+
 static int handler(void *user, const char *section, const char *name, const char *value)
 {
     struct loader *L = user;
     (void)section; /* the reader already opened the section this key belongs to */
-    if (value[0] == '\0' && L->sec != SEC_RULE) {
+    bool is_rule_key = L->sec == SEC_RULE || (L->sec == SEC_INFERENCE && (!strcmp(name, "host") ||
+                                                                          !strcmp(name, "port")));
+    if (value[0] == '\0' && !is_rule_key) {
         problem(L, L->line, "'%s' has an empty value", name);
         return 1;
     }
@@ -377,7 +619,22 @@ static int handler(void *user, const char *section, const char *name, const char
         problem(L, L->line, "'%s' is outside any section", name);
         break;
     case SEC_PROXY:
-        proxy_key(L, name, value);
+        if (!table_key(L, 0, proxy_keys, name, value))
+            problem(L, L->line, "unknown key '%s' in [proxy]", name);
+        break;
+    case SEC_TLS:
+        if (!table_key(L, 1, tls_keys, name, value))
+            problem(L, L->line,
+                    "unknown key '%s' in [tls] (expected ca_cert, ca_key, bundle, upstream_ca, "
+                    "cert_cache)",
+                    name);
+        break;
+    case SEC_INFERENCE:
+        if (is_rule_key || !table_key(L, 2, inference_keys, name, value))
+            rule_key(L, name, value);
+        break;
+    case SEC_ROUTE:
+        route_key(L, name, value);
         break;
     case SEC_RULE:
         rule_key(L, name, value);
@@ -390,9 +647,18 @@ static int handler(void *user, const char *section, const char *name, const char
 
 /* ---- whole-file checks and entry points --------------------------------- */
 
-static void set_defaults(struct proxy_settings *s)
+static void set_defaults(struct policy *p)
 {
-    memset(s, 0, sizeof(*s));
+    struct proxy_settings *s = &p->settings;
+    snprintf(p->tls.ca_cert, sizeof(p->tls.ca_cert), "/var/lib/egressd/ca.pem");
+    snprintf(p->tls.ca_key, sizeof(p->tls.ca_key), "/var/lib/egressd/ca.key");
+    snprintf(p->tls.bundle, sizeof(p->tls.bundle), "/var/lib/egressd/ca-bundle.pem");
+    snprintf(p->tls.upstream_ca, sizeof(p->tls.upstream_ca), "/etc/ssl/certs/ca-certificates.crt");
+    p->tls.cert_cache = 256;
+    p->inference.max_request_body = 10u << 20;
+    p->inference.max_response_body = 32u << 20;
+    p->inference.stream_idle_timeout_ms = 120000;
+    p->inference.keepalive_timeout_ms = 60000;
     snprintf(s->listen, sizeof(s->listen), "127.0.0.1:3128");
     parse_sockaddr(s->listen, &s->listen_addr, &s->listen_len);
     s->workers = 16;
@@ -407,27 +673,50 @@ static void set_defaults(struct proxy_settings *s)
     s->log_level = LOGL_INFO;
 }
 
+static void finish_route(struct loader *L, struct route *r)
+{
+    static const unsigned openai_protocols =
+        1u << PROTO_OPENAI_CHAT | 1u << PROTO_OPENAI_COMPLETIONS | 1u << PROTO_OPENAI_RESPONSES |
+        1u << PROTO_OPENAI_EMBEDDINGS | 1u << PROTO_MODEL_DISCOVERY;
+    if (r->host[0] == '\0' && r->scheme != ENDPOINT_MOCK)
+        problem(L, r->line, "route '%s' has no endpoint", r->name);
+    if (r->protocols == 0) /* what the provider's API speaks */
+        r->protocols = r->provider == PROVIDER_ANTHROPIC
+                           ? 1u << PROTO_ANTHROPIC_MESSAGES | 1u << PROTO_MODEL_DISCOVERY
+                           : openai_protocols;
+    if (r->timeout_ms == 0)
+        r->timeout_ms = 60000;
+}
+
 static void finish(struct loader *L)
 {
     struct proxy_settings *s = &L->p->settings;
     if (s->max_workers < s->workers) {
-        problem(L, L->proxy_key_line[2] ? L->proxy_key_line[2] : L->proxy_key_line[1],
+        problem(L, L->key_line[0][2] ? L->key_line[0][2] : L->key_line[0][1],
                 "max_workers (%u) is below workers (%u)", s->max_workers, s->workers);
     }
+    for (size_t i = 0; i < L->p->n_routes; i++)
+        finish_route(L, &L->p->routes[i]);
     for (size_t i = 0; i < L->p->n_rules; i++) {
         struct rule *r = &L->p->rules[i];
         if (!r->has_host)
             problem(L, r->line, "rule '%s' has no host", r->name);
         if (!r->has_port) {
-            /* allow rules open HTTPS unless told otherwise; deny rules close every port */
             r->ports = malloc(sizeof(*r->ports));
             if (r->ports == NULL) {
                 problem(L, r->line, "out of memory");
                 continue;
             }
+            /* allow rules: HTTPS; deny rules: every port; [inference]: 443 and 80 */
             r->ports[0] = r->kind == RULE_DENY ? (struct port_range){1, 65535}
                                                : (struct port_range){443, 443};
             r->n_ports = 1;
+            struct port_range *two = r->kind == RULE_INTERCEPT ? realloc(r->ports, 2 * sizeof(*two))
+                                                               : NULL;
+            if (two != NULL) {
+                r->ports = two;
+                r->ports[r->n_ports++] = (struct port_range){80, 80};
+            }
         }
         hostset_finish(&r->hosts);
     }
@@ -441,7 +730,7 @@ static struct policy *load(struct loader *L)
         return NULL;
     }
     atomic_init(&L->p->refs, 1);
-    set_defaults(&L->p->settings);
+    set_defaults(L->p);
     if (memchr(L->text, '\0', L->len) != NULL) {
         problem(L, 0, "the file contains a NUL byte");
         policy_unref(L->p);
@@ -539,6 +828,17 @@ void policy_unref(struct policy *p)
         free(p->rules[i].allowed);
     }
     free(p->rules);
+    for (size_t i = 0; i < p->n_routes; i++) {
+        struct route *r = &p->routes[i];
+        for (size_t j = 0; j < r->n_models; j++)
+            free(r->models[j]);
+        free(r->models);
+        if (r->api_key != NULL) {
+            explicit_bzero(r->api_key, strlen(r->api_key));
+            free(r->api_key);
+        }
+    }
+    free(p->routes);
     free(p);
 }
 
@@ -547,7 +847,35 @@ const struct proxy_settings *policy_settings(const struct policy *p)
     return &p->settings;
 }
 
+const struct tls_settings *policy_tls(const struct policy *p)
+{
+    return &p->tls;
+}
+
+const struct inference_settings *policy_inference(const struct policy *p)
+{
+    return &p->inference;
+}
+
 size_t policy_rule_count(const struct policy *p)
 {
     return p->n_rules;
+}
+
+bool policy_intercepts(const struct policy *p)
+{
+    for (size_t i = 0; i < p->n_rules; i++)
+        if (p->rules[i].kind == RULE_INTERCEPT)
+            return true;
+    return false;
+}
+
+size_t policy_route_count(const struct policy *p)
+{
+    return p->n_routes;
+}
+
+const struct route *policy_route(const struct policy *p, size_t i)
+{
+    return &p->routes[i];
 }

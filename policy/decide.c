@@ -46,6 +46,12 @@ void policy_decide(const struct policy *p, const struct host *h, uint16_t port,
         *out = (struct policy_decision){ACTION_DENY, p->rules[i].name, "denied by rule", i};
         return;
     }
+    i = first_match(p, RULE_INTERCEPT, h, port);
+    if (i >= 0) {
+        *out = (struct policy_decision){ACTION_INTERCEPT, p->rules[i].name,
+                                        "inference host: intercepted", i};
+        return;
+    }
     i = first_match(p, RULE_ALLOW, h, port);
     if (i >= 0) {
         *out = (struct policy_decision){ACTION_ALLOW, p->rules[i].name, "allowed by rule", i};

@@ -38,6 +38,50 @@ struct proxy_settings {
     bool unsafe_allow_loopback;
 };
 
+/* The [tls] section: paths, and the size of the minted-leaf cache. */
+struct tls_settings {
+    char ca_cert[256], ca_key[256], bundle[256], upstream_ca[256];
+    unsigned cert_cache;
+};
+
+/* The [inference] section's limits (its host and port act as a rule). */
+struct inference_settings {
+    uint64_t max_request_body, max_response_body;
+    unsigned stream_idle_timeout_ms, keepalive_timeout_ms;
+};
+
+/* The API shapes egressd recognises inside an intercepted connection. */
+enum protocol {
+    PROTO_OPENAI_CHAT,
+    PROTO_OPENAI_COMPLETIONS,
+    PROTO_OPENAI_RESPONSES,
+    PROTO_OPENAI_EMBEDDINGS,
+    PROTO_ANTHROPIC_MESSAGES,
+    PROTO_MODEL_DISCOVERY,
+    PROTO_COUNT
+};
+const char *protocol_name(enum protocol p);
+
+enum provider { PROVIDER_OPENAI, PROVIDER_ANTHROPIC, PROVIDER_NVIDIA };
+enum endpoint_scheme { ENDPOINT_HTTP, ENDPOINT_HTTPS, ENDPOINT_MOCK };
+
+/* A [route NAME] section: where matching inference requests go. */
+struct route {
+    char name[64];
+    int line;
+    enum endpoint_scheme scheme;
+    char host[POLICY_HOST_MAX + 1]; /* as written in the endpoint (names resolve at dial time) */
+    uint16_t port;
+    char base_path[256]; /* the endpoint's path, no trailing slash ("" or "/v1") */
+    enum provider provider;
+    unsigned protocols; /* bit (1 << enum protocol) */
+    char model[256];    /* rewrite to this; "" keeps the request's */
+    char **models;      /* fnmatch globs; none: any model */
+    size_t n_models;
+    char *api_key; /* secret: never logged, never sent to a client */
+    unsigned timeout_ms;
+};
+
 struct policy;
 
 /* Called once per problem found while loading; line is 0 when the problem
@@ -52,7 +96,13 @@ struct policy *policy_ref(struct policy *p);
 void policy_unref(struct policy *p);
 
 const struct proxy_settings *policy_settings(const struct policy *p);
+const struct tls_settings *policy_tls(const struct policy *p);
+const struct inference_settings *policy_inference(const struct policy *p);
 size_t policy_rule_count(const struct policy *p);
+/* Is there an [inference] section (and so interception, and the CA)? */
+bool policy_intercepts(const struct policy *p);
+size_t policy_route_count(const struct policy *p);
+const struct route *policy_route(const struct policy *p, size_t i);
 
 /* ---- hosts ---------------------------------------------------------- */
 

@@ -30,7 +30,7 @@ struct hostset {
     size_t n_exact, n_one, n_many;
 };
 
-enum rule_kind { RULE_DENY, RULE_ALLOW };
+enum rule_kind { RULE_DENY, RULE_ALLOW, RULE_INTERCEPT };
 
 struct rule {
     enum rule_kind kind;
@@ -47,8 +47,12 @@ struct rule {
 struct policy {
     atomic_int refs;
     struct proxy_settings settings;
-    struct rule *rules;
+    struct tls_settings tls;
+    struct inference_settings inference;
+    struct rule *rules; /* deny, allow, and the [inference] section as an intercept rule */
     size_t n_rules;
+    struct route *routes;
+    size_t n_routes;
 };
 
 /* hostpat.c */
@@ -65,6 +69,8 @@ bool ports_match(const struct port_range *r, size_t n, uint16_t port);
 int parse_cidr(const char *s, struct cidr *out, const char **why);
 bool cidr_contains(const struct cidr *c, const struct sockaddr *sa);
 int parse_bool(const char *s, bool *out);
+int parse_endpoint(const char *s, struct route *r, const char **why);
+int parse_protocols(const char *s, unsigned *mask, char *err, size_t errlen);
 int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out);
 /* Split a comma-separated list in place; calls fn for each trimmed item. */
 int list_foreach(char *s, int (*fn)(void *ctx, const char *item), void *ctx);

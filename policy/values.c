@@ -252,3 +252,93 @@ int parse_sockaddr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
     }
     return 0;
 }
+
+static const char *const protocol_names[PROTO_COUNT] = {
+    [PROTO_OPENAI_CHAT] = "openai_chat_completions",
+    [PROTO_OPENAI_COMPLETIONS] = "openai_completions",
+    [PROTO_OPENAI_RESPONSES] = "openai_responses",
+    [PROTO_OPENAI_EMBEDDINGS] = "openai_embeddings",
+    [PROTO_ANTHROPIC_MESSAGES] = "anthropic_messages",
+    [PROTO_MODEL_DISCOVERY] = "model_discovery",
+};
+
+const char *protocol_name(enum protocol p)
+{
+    return p < PROTO_COUNT ? protocol_names[p] : "unknown";
+}
+
+struct protocols_ctx {
+    unsigned mask;
+    char *err;
+    size_t errlen;
+};
+
+static int add_protocol(void *vctx, const char *item)
+{
+    struct protocols_ctx *c = vctx;
+    for (int i = 0; i < PROTO_COUNT; i++) {
+        if (strcmp(item, protocol_names[i]) == 0) {
+            c->mask |= 1u << i;
+            return 0;
+        }
+    }
+    snprintf(c->err, c->errlen, "protocols: unknown protocol '%s'", item);
+    return -1;
+}
+
+int parse_protocols(const char *s, unsigned *mask, char *err, size_t errlen)
+{
+    char *copy = strdup(s);
+    struct protocols_ctx c = {0, err, errlen};
+    if (copy == NULL)
+        return -1;
+    int rc = list_foreach(copy, add_protocol, &c);
+    free(copy);
+    *mask = c.mask;
+    return rc;
+}
+
+/* http://host[:port][/path], https://..., or mock://anything. */
+int parse_endpoint(const char *s, struct route *r, const char **why)
+{
+    static const struct {
+        const char *prefix;
+        enum endpoint_scheme scheme;
+        uint16_t port;
+    } schemes[] = {{"http://", ENDPOINT_HTTP, 80},
+                   {"https://", ENDPOINT_HTTPS, 443},
+                   {"mock://", ENDPOINT_MOCK, 0}};
+    for (size_t i = 0; i < 3; i++) {
+        size_t n = strlen(schemes[i].prefix);
+        if (strncasecmp(s, schemes[i].prefix, n) != 0)
+            continue;
+        r->scheme = schemes[i].scheme;
+        if (r->scheme == ENDPOINT_MOCK)
+            return 0;
+        const char *auth = s + n, *path = auth + strcspn(auth, "/?#");
+        if (*path == '?' || *path == '#' || strpbrk(path, "?#") != NULL) {
+            *why = "no query or fragment in an endpoint";
+            return -1;
+        }
+        struct host h;
+        if (memchr(auth, '@', (size_t)(path - auth)) != NULL) {
+            *why = "put credentials in api_key_env or api_key_file, not in the URL";
+            return -1;
+        }
+        if (host_port_parse(auth, (size_t)(path - auth), schemes[i].port, &h, &r->port, why) != 0)
+            return -1;
+        size_t plen = strlen(path);
+        while (plen > 0 && path[plen - 1] == '/')
+            plen--;
+        if (plen >= sizeof(r->base_path)) {
+            *why = "path too long";
+            return -1;
+        }
+        memcpy(r->base_path, path, plen);
+        r->base_path[plen] = '\0';
+        snprintf(r->host, sizeof(r->host), "%s", h.name);
+        return 0;
+    }
+    *why = "expected http://, https:// or mock://";
+    return -1;
+}
