@@ -13,11 +13,11 @@ BUILD    := build
 
 CPPFLAGS := -D_GNU_SOURCE
 CFLAGS   := -std=c11 -Wall -Wextra -Werror -pthread -g -fno-strict-aliasing
-LDLIBS   := $(shell pkg-config --libs inih 2>/dev/null || echo -linih) -pthread
+LDLIBS   := $(shell pkg-config --libs inih 2>/dev/null || echo -linih) -lmbedtls -lmbedx509 -lmbedcrypto -pthread
 REL_FLAGS := -O2
 SAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-MODULES  := policy inference proxy
+MODULES  := policy tls inference proxy
 LIB_SRC  := $(filter-out proxy/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
 MAIN_SRC := proxy/main.c
 UNIT_SRC := $(wildcard tests/unit/*.c)

@@ -87,12 +87,13 @@ struct loader {
     int last_error_line;
     struct policy *p;
     enum section sec;
-    size_t rule;          /* index of the open rule */
-    size_t route;         /* index of the open route */
-    int section_line[3];  /* [proxy], [tls], [inference]: 0 until seen */
+    size_t rule;                       /* index of the open rule */
+    size_t route;                      /* index of the open route */
+    int section_line[3];               /* [proxy], [tls], [inference]: 0 until seen */
     int key_line[3][MAX_SECTION_KEYS]; /* where each of their keys was set */
-    int rule_key_line[3]; /* host, port, allowed_ips of the open rule */
+    int rule_key_line[3];              /* host, port, allowed_ips of the open rule */
     int route_key_line[8];
+    bool route_has_endpoint[MAX_ROUTES]; /* said, well or badly: no second complaint */
 };
 
 static void problem(struct loader *L, int line, const char *fmt, ...)
@@ -173,7 +174,7 @@ static void open_rule(struct loader *L, enum rule_kind kind, const char *name)
     struct rule *r = &grown[L->rule];
     r->kind = kind;
     r->line = L->line;
-    snprintf(r->name, sizeof(r->name), "%s", name);
+    snprintf(r->name, sizeof(r->name), "%.63s", name);
     memset(L->rule_key_line, 0, sizeof(L->rule_key_line));
     L->sec = kind == RULE_INTERCEPT ? SEC_INFERENCE : SEC_RULE;
 }
@@ -199,7 +200,7 @@ static void open_route(struct loader *L, const char *name)
     }
     L->p->routes = grown;
     L->route = L->p->n_routes++;
-    snprintf(grown[L->route].name, sizeof(grown[L->route].name), "%s", name);
+    snprintf(grown[L->route].name, sizeof(grown[L->route].name), "%.63s", name);
     grown[L->route].line = L->line;
     memset(L->route_key_line, 0, sizeof(L->route_key_line));
     L->sec = SEC_ROUTE;
@@ -222,8 +223,8 @@ static void open_section(struct loader *L, char *head)
 {
     char kind[32] = "", name[256] = "", extra[2];
     int n = sscanf(head, "%31s %255s %1s", kind, name, extra);
-    bool named = strcmp(kind, "deny") == 0 || strcmp(kind, "allow") == 0 ||
-                 strcmp(kind, "route") == 0;
+    bool named =
+        strcmp(kind, "deny") == 0 || strcmp(kind, "allow") == 0 || strcmp(kind, "route") == 0;
     L->sec = SEC_BAD; /* until proven good: its keys are then not reported again */
     if (n == 1 && strcmp(kind, "proxy") == 0) {
         open_single(L, 0, SEC_PROXY, kind);
@@ -312,8 +313,8 @@ static void set_value(struct loader *L, const struct key_spec *k, const char *v)
         return;
     case V_UINT:
         if (parse_uint(v, k->min, k->max, &u) != 0) {
-            problem(L, L->line, "%s: '%s' is not a whole number from %u to %u", k->name, v,
-                    k->min, k->max);
+            problem(L, L->line, "%s: '%s' is not a whole number from %u to %u", k->name, v, k->min,
+                    k->max);
             return;
         }
         *(unsigned *)field = u;
@@ -601,6 +602,7 @@ static void route_key(struct loader *L, const char *name, const char *value)
         return;
     }
     L->route_key_line[k] = L->line;
+    L->route_has_endpoint[L->route] |= k == 0;
     route_value(L, r, k, value);
 }
 
@@ -608,8 +610,8 @@ static int handler(void *user, const char *section, const char *name, const char
 {
     struct loader *L = user;
     (void)section; /* the reader already opened the section this key belongs to */
-    bool is_rule_key = L->sec == SEC_RULE || (L->sec == SEC_INFERENCE && (!strcmp(name, "host") ||
-                                                                          !strcmp(name, "port")));
+    bool is_rule_key = L->sec == SEC_RULE || (L->sec == SEC_INFERENCE &&
+                                              (!strcmp(name, "host") || !strcmp(name, "port")));
     if (value[0] == '\0' && !is_rule_key) {
         problem(L, L->line, "'%s' has an empty value", name);
         return 1;
@@ -678,7 +680,7 @@ static void finish_route(struct loader *L, struct route *r)
     static const unsigned openai_protocols =
         1u << PROTO_OPENAI_CHAT | 1u << PROTO_OPENAI_COMPLETIONS | 1u << PROTO_OPENAI_RESPONSES |
         1u << PROTO_OPENAI_EMBEDDINGS | 1u << PROTO_MODEL_DISCOVERY;
-    if (r->host[0] == '\0' && r->scheme != ENDPOINT_MOCK)
+    if (!L->route_has_endpoint[r - L->p->routes])
         problem(L, r->line, "route '%s' has no endpoint", r->name);
     if (r->protocols == 0) /* what the provider's API speaks */
         r->protocols = r->provider == PROVIDER_ANTHROPIC
@@ -711,8 +713,8 @@ static void finish(struct loader *L)
             r->ports[0] = r->kind == RULE_DENY ? (struct port_range){1, 65535}
                                                : (struct port_range){443, 443};
             r->n_ports = 1;
-            struct port_range *two = r->kind == RULE_INTERCEPT ? realloc(r->ports, 2 * sizeof(*two))
-                                                               : NULL;
+            struct port_range *two =
+                r->kind == RULE_INTERCEPT ? realloc(r->ports, 2 * sizeof(*two)) : NULL;
             if (two != NULL) {
                 r->ports = two;
                 r->ports[r->n_ports++] = (struct port_range){80, 80};

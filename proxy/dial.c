@@ -172,7 +172,7 @@ static int connect_one(struct sockaddr_storage *ss, uint16_t port, int64_t deadl
         return -1;
     }
     int64_t left = deadline - now_ms();
-    int w = left > 0 ? wait_fd(fd, POLLOUT, (int)left) : 0;
+    int w = left > 0 ? fd_wait(fd, POLLOUT, (int)left) : 0;
     int err = 0;
     socklen_t elen = sizeof(err);
     if (w <= 0)

@@ -187,7 +187,7 @@ static int relay_body(struct stream *src, int dst, const struct http_msg *m, int
     chunked_init(&ch, 0);
     while (!done) {
         if (src->len == 0) {
-            ssize_t n = read_some(src->fd, src->buf, src->cap, io_ms);
+            ssize_t n = fd_read(src->fd, src->buf, src->cap, io_ms);
             if (n == 0 && m->framing == BODY_UNTIL_CLOSE)
                 return 0;
             if (n <= 0) {
@@ -207,7 +207,7 @@ static int relay_body(struct stream *src, int dst, const struct http_msg *m, int
                 return -1;
             take = (size_t)n;
         }
-        if (write_all(dst, src->buf, take, io_ms) != 0) {
+        if (fd_write_all(dst, src->buf, take, io_ms) != 0) {
             *why = "peer stopped reading";
             return -2;
         }
@@ -285,13 +285,13 @@ static int send_request(struct exchange *x, const struct out *o, bool reused)
     struct conn *c = x->c;
     struct upstream *u = c->upstream;
     int io_ms = (int)c->set->idle_timeout_ms;
-    if (write_all(u->s.fd, o->buf, o->n, io_ms) != 0) {
+    if (fd_write_all(u->s.fd, o->buf, o->n, io_ms) != 0) {
         x->why = "upstream closed the connection";
         return reused ? UPSTREAM_STALE : UPSTREAM_FAILED;
     }
     if (x->m->expect_continue && x->m->minor == 1) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        if (write_all(c->fd, cont, sizeof(cont) - 1, io_ms) != 0) {
+        if (fd_write_all(c->fd, cont, sizeof(cont) - 1, io_ms) != 0) {
             x->why = "client went away";
             return CLIENT_FAILED;
         }
@@ -345,7 +345,7 @@ static bool relay_response(struct exchange *x, const struct http_msg *r, struct 
     int io_ms = (int)c->set->idle_timeout_ms;
     bool upstream_keep = r->minor == 1 && !r->conn_close && r->framing != BODY_UNTIL_CLOSE;
     stream_consume(s, r->head_len);
-    if (write_all(c->fd, o->buf, o->n, io_ms) != 0 ||
+    if (fd_write_all(c->fd, o->buf, o->n, io_ms) != 0 ||
         relay_body(s, c->fd, r, io_ms, &x->down_bytes, &x->why) != 0 || s->len > 0)
         return false;
     if (!upstream_keep)

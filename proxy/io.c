@@ -1,9 +1,7 @@
 /*
- * io.c - socket I/O with deadlines.
- *
- * Every socket egressd holds is non-blocking; a worker blocks in poll(2)
- * with a timeout instead of in read or write, so that no wait is without a
- * deadline and a slow peer costs a sleeping thread, never a stuck one.
+ * io.c - clocks, socket options and addresses, and reading a request head
+ * with a deadline (the deadline-bounded reads and writes themselves are the
+ * tls module's fd_* functions, shared with TLS streams).
  */
 #include "proxy.h"
 
@@ -33,65 +31,6 @@ struct timespec deadline_in(unsigned ms)
         ts.tv_nsec -= 1000000000;
     }
     return ts;
-}
-
-int wait_fd(int fd, short events, int timeout_ms)
-{
-    struct pollfd p = {.fd = fd, .events = events};
-    int64_t deadline = now_ms() + timeout_ms;
-    for (;;) {
-        int rc = poll(&p, 1, timeout_ms);
-        if (rc > 0)
-            return 1;
-        if (rc == 0)
-            return 0;
-        if (errno != EINTR)
-            return -1;
-        timeout_ms = (int)(deadline - now_ms());
-        if (timeout_ms < 0)
-            return 0;
-    }
-}
-
-ssize_t read_some(int fd, void *buf, size_t len, int timeout_ms)
-{
-    for (;;) {
-        ssize_t n = recv(fd, buf, len, 0);
-        if (n >= 0)
-            return n;
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return -1;
-        int w = wait_fd(fd, POLLIN, timeout_ms);
-        if (w == 0)
-            return -2;
-        if (w < 0)
-            return -1;
-    }
-}
-
-int write_all(int fd, const void *buf, size_t len, int timeout_ms)
-{
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-        if (n > 0) {
-            p += n;
-            len -= (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-            return -1;
-        int w = wait_fd(fd, POLLOUT, timeout_ms);
-        if (w == 0)
-            return -2;
-        if (w < 0)
-            return -1;
-    }
-    return 0;
 }
 
 void set_nodelay(int fd)
@@ -126,7 +65,7 @@ enum head_status read_head(int fd, char *buf, size_t cap, size_t *len, int64_t d
         int64_t left = deadline - now_ms();
         if (left <= 0)
             return HEAD_TIMEOUT;
-        ssize_t n = read_some(fd, buf + *len, cap - *len, (int)left);
+        ssize_t n = fd_read(fd, buf + *len, cap - *len, (int)left);
         if (n == -2)
             return HEAD_TIMEOUT;
         if (n < 0)

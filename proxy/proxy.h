@@ -9,6 +9,7 @@
 
 #include "../inference/inference.h"
 #include "../policy/policy.h"
+#include "../tls/tls.h"
 
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -46,12 +47,6 @@ size_t json_escape(char *dst, size_t cap, const char *src);
 int64_t now_ms(void);
 /* A CLOCK_MONOTONIC time ms from now, for condition variables set to that clock. */
 struct timespec deadline_in(unsigned ms);
-/* 1 when ready, 0 on timeout, -1 on error. */
-int wait_fd(int fd, short events, int timeout_ms);
-/* > 0 bytes, 0 at EOF, -1 on error (errno set), -2 on timeout. */
-ssize_t read_some(int fd, void *buf, size_t len, int timeout_ms);
-/* 0, -1 on error, -2 when no byte could be written for timeout_ms. */
-int write_all(int fd, const void *buf, size_t len, int timeout_ms);
 void set_nodelay(int fd);
 void format_sockaddr(const struct sockaddr *sa, char *buf, size_t len);
 

@@ -160,7 +160,7 @@ static void *acceptor_main(void *arg)
         pthread_mutex_unlock(&s->mu);
         if (stopping)
             break;
-        if (wait_fd(s->lfd, POLLIN, ACCEPT_POLL_MS) <= 0)
+        if (fd_wait(s->lfd, POLLIN, ACCEPT_POLL_MS) <= 0)
             continue;
         int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {

@@ -28,7 +28,7 @@ static void linger_close(int fd)
     shutdown(fd, SHUT_WR);
     while (total < LINGER_BYTES) {
         int64_t left = deadline - now_ms();
-        ssize_t n = left > 0 ? read_some(fd, junk, sizeof(junk), (int)left) : -2;
+        ssize_t n = left > 0 ? fd_read(fd, junk, sizeof(junk), (int)left) : -2;
         if (n <= 0)
             break;
         total += (size_t)n;

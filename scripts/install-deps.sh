@@ -3,7 +3,7 @@
 # ones that are missing.  Runs as root, or through sudo when there is one.
 set -eu
 
-PKGS="gcc make pkg-config libinih-dev libcriterion-dev curl openssl iproute2 python3 python3-pytest python3-requests"
+PKGS="gcc make pkg-config libinih-dev libmbedtls-dev libcriterion-dev ca-certificates curl openssl iproute2 python3 python3-pytest python3-requests"
 
 missing=""
 for p in $PKGS; do

@@ -105,8 +105,8 @@ Test(config, errors_have_lines)
     expect_error("[proxy]\nworkers = 8\nmax_workers = 4\n", 3, "below workers");
     expect_error("workers = 8\n", 1, "outside any section");
     expect_error("[tunnel x]\nhost = a.com\n", 1, "unknown section");
-    expect_error("[allow]\nhost = a.com\n", 1, "exactly one rule name");
-    expect_error("[allow a b]\nhost = a.com\n", 1, "exactly one rule name");
+    expect_error("[allow]\nhost = a.com\n", 1, "exactly one name");
+    expect_error("[allow a b]\nhost = a.com\n", 1, "exactly one name");
     expect_error("[allow a/b]\nhost = a.com\n", 1, "invalid rule name");
     expect_error("[allow a]\nhost = a.com\n[deny a]\nhost = b.com\n", 3, "duplicate rule name");
     expect_error("[allow a]\nport = 443\n", 1, "has no host");
@@ -235,4 +235,118 @@ Test(config, values)
     cr_assert_eq(sz, 77);
     cr_assert_neq(parse_size("1T", &sz), 0);
     cr_assert_neq(parse_size("1MB", &sz), 0);
+}
+
+/* ---- [tls], [inference], [route] ---- */
+
+Test(config, inference_sections)
+{
+    setenv("EGRESSD_TEST_KEY", "sk-test-123", 1);
+    struct policy *p = load_ok("[tls]\nca_cert = /x/ca.pem\ncert_cache = 9\n"
+                               "[inference]\nhost = inference.local, api.openai.com\n"
+                               "max_request_body = 1M\nstream_idle_timeout = 5s\n"
+                               "[route local]\nendpoint = http://127.0.0.1:8000/v1/\n"
+                               "provider = openai\nmodel = llama\nmodels = gpt-4*, llama*\n"
+                               "api_key_env = EGRESSD_TEST_KEY\ntimeout = 30s\n"
+                               "[route claude]\nendpoint = https://api.anthropic.com\n"
+                               "provider = anthropic\n"
+                               "[route canned]\nendpoint = mock://x\n"
+                               "protocols = openai_embeddings, model_discovery\n");
+    cr_assert(policy_intercepts(p));
+    cr_assert_str_eq(policy_tls(p)->ca_cert, "/x/ca.pem");
+    cr_assert_str_eq(policy_tls(p)->ca_key, "/var/lib/egressd/ca.key");
+    cr_assert_eq(policy_tls(p)->cert_cache, 9);
+    cr_assert_eq(policy_inference(p)->max_request_body, 1u << 20);
+    cr_assert_eq(policy_inference(p)->max_response_body, 32u << 20);
+    cr_assert_eq(policy_inference(p)->stream_idle_timeout_ms, 5000);
+    cr_assert_eq(policy_route_count(p), 3);
+    const struct route *r = policy_route(p, 0);
+    cr_assert_eq(r->scheme, ENDPOINT_HTTP);
+    cr_assert_str_eq(r->host, "127.0.0.1");
+    cr_assert_eq(r->port, 8000);
+    cr_assert_str_eq(r->base_path, "/v1");
+    cr_assert_str_eq(r->model, "llama");
+    cr_assert_eq(r->n_models, 2);
+    cr_assert_str_eq(r->api_key, "sk-test-123");
+    cr_assert_eq(r->timeout_ms, 30000);
+    cr_assert(r->protocols & (1u << PROTO_OPENAI_CHAT));
+    cr_assert_not(r->protocols & (1u << PROTO_ANTHROPIC_MESSAGES));
+    r = policy_route(p, 1);
+    cr_assert_eq(r->scheme, ENDPOINT_HTTPS);
+    cr_assert_eq(r->port, 443);
+    cr_assert_str_eq(r->base_path, "");
+    cr_assert_eq(r->protocols, (1u << PROTO_ANTHROPIC_MESSAGES) | (1u << PROTO_MODEL_DISCOVERY));
+    cr_assert_null(r->api_key);
+    r = policy_route(p, 2);
+    cr_assert_eq(r->scheme, ENDPOINT_MOCK);
+    cr_assert_eq(r->protocols, (1u << PROTO_OPENAI_EMBEDDINGS) | (1u << PROTO_MODEL_DISCOVERY));
+
+    struct host h;
+    const char *why;
+    struct policy_decision d;
+    host_parse("inference.local", 15, &h, &why);
+    policy_decide(p, &h, 443, &d);
+    cr_assert_eq(d.action, ACTION_INTERCEPT);
+    policy_decide(p, &h, 80, &d);
+    cr_assert_eq(d.action, ACTION_INTERCEPT, "[inference] covers 443 and 80 by default");
+    policy_decide(p, &h, 8443, &d);
+    cr_assert_eq(d.action, ACTION_DENY);
+    policy_unref(p);
+}
+
+Test(config, deny_beats_inference)
+{
+    struct policy *p =
+        load_ok("[inference]\nhost = api.openai.com\n[deny no]\nhost = api.openai.com\n");
+    struct host h;
+    const char *why;
+    struct policy_decision d;
+    host_parse("api.openai.com", 14, &h, &why);
+    policy_decide(p, &h, 443, &d);
+    cr_assert_eq(d.action, ACTION_DENY);
+    cr_assert_str_eq(d.rule, "no");
+    policy_unref(p);
+}
+
+Test(config, api_key_file)
+{
+    char path[] = "/tmp/egressd-key-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(write(fd, "sk-from-file\n", 13) == 13);
+    close(fd);
+    char text[256];
+    snprintf(text, sizeof(text), "[route r]\nendpoint = http://h:1\napi_key_file = %s\n", path);
+    struct policy *p = load_ok(text);
+    cr_assert_str_eq(policy_route(p, 0)->api_key, "sk-from-file");
+    policy_unref(p);
+    unlink(path);
+    expect_error(text, 3, "cannot read");
+}
+
+Test(config, inference_errors)
+{
+    unsetenv("EGRESSD_NO_SUCH_KEY");
+    expect_error("[tls]\nca_cert = relative.pem\n", 2, "absolute path");
+    expect_error("[tls]\ncert_cache = 0\n", 2, "cert_cache");
+    expect_error("[tls]\nca = /x\n", 2, "unknown key 'ca'");
+    expect_error("[tls]\n[tls]\n", 2, "duplicate [tls]");
+    expect_error("[inference]\nhost = a.com\nmax_request_body = 10X\n", 3, "size");
+    expect_error("[inference]\nhost = a.com\nallowed_ips = 10.0.0.0/8\n", 3, "unknown key");
+    expect_error("[inference]\nmax_request_body = 1M\n", 1, "has no host");
+    expect_error("[inference]\nhost = a.com\n[inference]\nhost = b.com\n", 3, "duplicate");
+    expect_error("[route r]\nendpoint = ftp://h/\n", 2, "expected http://");
+    expect_error("[route r]\nendpoint = http://user:pw@h/\n", 2, "credentials");
+    expect_error("[route r]\nendpoint = http://h/v1?x=1\n", 2, "query");
+    expect_error("[route r]\nendpoint = http://h:99999/\n", 2, "endpoint");
+    expect_error("[route r]\nprovider = openai\n", 1, "no endpoint");
+    expect_error("[route r]\nendpoint = http://h\nprovider = google\n", 3, "provider");
+    expect_error("[route r]\nendpoint = http://h\nprotocols = openai_chat, x\n", 3,
+                 "unknown protocol");
+    expect_error("[route r]\nendpoint = http://h\napi_key_env = EGRESSD_NO_SUCH_KEY\n", 3,
+                 "not set");
+    expect_error("[route r]\nendpoint = http://h\nmodel = a\"b\n", 3, "quotes");
+    expect_error("[route r]\nendpoint = http://h\ntimeout = 0s\n", 3, "timeout");
+    expect_error("[route r]\nendpoint = http://h\nbogus = 1\n", 3, "unknown key 'bogus'");
+    expect_error("[route r]\nendpoint = http://h\n[route r]\nendpoint = http://h\n", 3,
+                 "duplicate route");
 }

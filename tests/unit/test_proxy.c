@@ -32,7 +32,7 @@ static void read_all(int fd, char *buf, size_t cap)
 {
     size_t n = 0;
     ssize_t r;
-    while (n < cap - 1 && (r = read_some(fd, buf + n, cap - 1 - n, 2000)) > 0)
+    while (n < cap - 1 && (r = fd_read(fd, buf + n, cap - 1 - n, 2000)) > 0)
         n += (size_t)r;
     buf[n] = '\0';
 }
