@@ -109,11 +109,21 @@ static int step(struct chunked *c, unsigned char ch, const char **why)
 
 ssize_t chunked_scan(struct chunked *c, const char *p, size_t len, bool *done, const char **why)
 {
+    return chunked_decode(c, p, len, done, why, NULL, NULL);
+}
+
+ssize_t chunked_decode(struct chunked *c, const char *p, size_t len, bool *done, const char **why,
+                       chunk_data_fn on_data, void *ctx)
+{
     size_t i = 0;
     *done = c->state == S_DONE;
     while (i < len && c->state != S_DONE) {
         if (c->state == S_DATA) {
             uint64_t take = len - i < c->remaining ? len - i : c->remaining;
+            if (on_data != NULL && on_data(ctx, p + i, (size_t)take) != 0) {
+                *why = "body consumer failed";
+                return -1;
+            }
             i += take;
             c->remaining -= take;
             if (c->remaining == 0)

@@ -292,3 +292,24 @@ bool http_list_has(const char *value, size_t len, const char *token)
     }
     return false;
 }
+
+enum head_status http_read_head(struct stream *s, char *buf, size_t cap, size_t *len,
+                                int64_t deadline)
+{
+    while (http_head_length(buf, *len) == 0) {
+        if (*len >= cap)
+            return HEAD_TOO_LARGE;
+        int64_t left = deadline - now_ms();
+        if (left <= 0)
+            return HEAD_TIMEOUT;
+        ssize_t n = stream_read(s, buf + *len, cap - *len, (int)left);
+        if (n == -2)
+            return HEAD_TIMEOUT;
+        if (n < 0)
+            return HEAD_ERROR;
+        if (n == 0)
+            return *len ? HEAD_PARTIAL_EOF : HEAD_EOF;
+        *len += (size_t)n;
+    }
+    return HEAD_OK;
+}

@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "../tls/tls.h"
+
 #define HTTP_HEAD_MAX    8192 /* request or response head, terminator included */
 #define HTTP_MAX_HEADERS 100
 
@@ -65,6 +67,13 @@ bool http_name_is(const struct http_header *h, const char *name);
 /* Does a comma-separated header value (like Connection) list this token? */
 bool http_list_has(const char *value, size_t len, const char *token);
 
+enum head_status { HEAD_OK, HEAD_EOF, HEAD_PARTIAL_EOF, HEAD_TIMEOUT, HEAD_TOO_LARGE, HEAD_ERROR };
+/* Read from s until buf holds a whole head (http_head_length) or the
+ * deadline (now_ms() clock) passes; *len counts every byte read, which may
+ * go past the head. */
+enum head_status http_read_head(struct stream *s, char *buf, size_t cap, size_t *len,
+                                int64_t deadline);
+
 /* Incremental scanner of a chunked body: it validates the framing and says
  * where the body ends, so that bytes can be relayed as they are. */
 struct chunked {
@@ -80,5 +89,9 @@ void chunked_init(struct chunked *c, uint64_t max_chunks);
  * when the body ended inside them: then *done is true), or -1 on a framing
  * error (*why set). */
 ssize_t chunked_scan(struct chunked *c, const char *p, size_t len, bool *done, const char **why);
+/* The same, handing each piece of data to on_data (non-zero return: stop). */
+typedef int (*chunk_data_fn)(void *ctx, const char *p, size_t n);
+ssize_t chunked_decode(struct chunked *c, const char *p, size_t len, bool *done, const char **why,
+                       chunk_data_fn on_data, void *ctx);
 
 #endif

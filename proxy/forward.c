@@ -23,14 +23,16 @@
 #define RESP_HEAD_MAX (32 * 1024)
 #define OUT_HEAD_MAX  (RESP_HEAD_MAX + 512)
 
-struct stream {
+/* A socket with the bytes read from it but not yet used. */
+struct bufsock {
     int fd;
+    struct stream *st; /* the same socket, for http_read_head */
     char *buf;
     size_t cap, len;
 };
 
 struct upstream {
-    struct stream s;
+    struct bufsock s;
     char key[POLICY_HOST_MAX + 8]; /* host:port it is connected to */
     char buf[UP_BUF_SIZE];
 };
@@ -170,7 +172,7 @@ static void build_response(struct out *o, const char *status_line, size_t sl_len
 
 /* ---- bodies ----------------------------------------------------------------- */
 
-static void stream_consume(struct stream *s, size_t n)
+static void bufsock_consume(struct bufsock *s, size_t n)
 {
     memmove(s->buf, s->buf + n, s->len - n);
     s->len -= n;
@@ -178,7 +180,7 @@ static void stream_consume(struct stream *s, size_t n)
 
 /* Move one message body from src (buffered bytes first) to dst.  Returns 0,
  * -1 when src failed or broke the framing (*why), -2 when dst failed. */
-static int relay_body(struct stream *src, int dst, const struct http_msg *m, int io_ms,
+static int relay_body(struct bufsock *src, int dst, const struct http_msg *m, int io_ms,
                       uint64_t *moved, const char **why)
 {
     uint64_t remaining = m->content_length;
@@ -212,7 +214,7 @@ static int relay_body(struct stream *src, int dst, const struct http_msg *m, int
             return -2;
         }
         *moved += take;
-        stream_consume(src, take);
+        bufsock_consume(src, take);
     }
     return 0;
 }
@@ -234,8 +236,10 @@ struct exchange {
 static void upstream_close(struct conn *c)
 {
     if (c->upstream != NULL && c->upstream->s.fd >= 0) {
+        stream_free(c->upstream->s.st);
         close(c->upstream->s.fd);
         c->upstream->s.fd = -1;
+        c->upstream->s.st = NULL;
     }
 }
 
@@ -258,7 +262,7 @@ static const struct proxy_error *upstream_get(struct exchange *x, bool *reused)
             snprintf(x->detail, sizeof(x->detail), "out of memory");
             return &ERR_UPSTREAM_ERROR;
         }
-        c->upstream->s = (struct stream){-1, c->upstream->buf, UP_BUF_SIZE, 0};
+        c->upstream->s = (struct bufsock){-1, NULL, c->upstream->buf, UP_BUF_SIZE, 0};
     }
     struct upstream *u = c->upstream;
     *reused = u->s.fd >= 0 && strcmp(u->key, key) == 0;
@@ -270,6 +274,12 @@ static const struct proxy_error *upstream_get(struct exchange *x, bool *reused)
     if (r.err != NULL) {
         snprintf(x->detail, sizeof(x->detail), "%s", r.detail);
         return r.err;
+    }
+    u->s.st = stream_plain(r.fd);
+    if (u->s.st == NULL) {
+        close(r.fd);
+        snprintf(x->detail, sizeof(x->detail), "out of memory");
+        return &ERR_UPSTREAM_ERROR;
     }
     u->s.fd = r.fd;
     u->s.len = 0;
@@ -296,7 +306,7 @@ static int send_request(struct exchange *x, const struct out *o, bool reused)
             return CLIENT_FAILED;
         }
     }
-    struct stream cs = {c->fd, c->buf, sizeof(c->buf), c->len};
+    struct bufsock cs = {c->fd, c->cs, c->buf, sizeof(c->buf), c->len};
     int rc = relay_body(&cs, u->s.fd, x->m, io_ms, &x->up_bytes, &x->why);
     c->len = cs.len;
     return rc == 0 ? SENT : rc == -1 ? CLIENT_FAILED : UPSTREAM_FAILED;
@@ -306,11 +316,11 @@ static int send_request(struct exchange *x, const struct out *o, bool reused)
 static const struct proxy_error *read_response(struct exchange *x, struct http_msg *r, bool is_head,
                                                bool *stale)
 {
-    struct stream *s = &x->c->upstream->s;
+    struct bufsock *s = &x->c->upstream->s;
     *stale = false;
     for (;;) {
         int64_t deadline = now_ms() + x->c->set->idle_timeout_ms;
-        enum head_status st = read_head(s->fd, s->buf, RESP_HEAD_MAX, &s->len, deadline);
+        enum head_status st = http_read_head(s->st, s->buf, RESP_HEAD_MAX, &s->len, deadline);
         if (st != HEAD_OK) {
             *stale = st == HEAD_EOF || st == HEAD_ERROR;
             x->why = st == HEAD_TIMEOUT     ? "upstream sent no response in time"
@@ -326,7 +336,7 @@ static const struct proxy_error *read_response(struct exchange *x, struct http_m
         }
         if (r->status >= 200)
             return NULL;
-        stream_consume(s, r->head_len); /* 1xx: informational, not forwarded */
+        bufsock_consume(s, r->head_len); /* 1xx: informational, not forwarded */
     }
 }
 
@@ -334,7 +344,7 @@ static const struct proxy_error *read_response(struct exchange *x, struct http_m
 static bool relay_response(struct exchange *x, const struct http_msg *r, struct out *o)
 {
     struct conn *c = x->c;
-    struct stream *s = &c->upstream->s;
+    struct bufsock *s = &c->upstream->s;
     bool keep = x->m->minor == 1 && !x->m->conn_close && r->framing != BODY_UNTIL_CLOSE;
     const char *lf = memchr(s->buf, '\n', r->head_len);
     build_response(o, s->buf, (size_t)(lf + 1 - s->buf), r, keep);
@@ -344,7 +354,7 @@ static bool relay_response(struct exchange *x, const struct http_msg *r, struct 
     }
     int io_ms = (int)c->set->idle_timeout_ms;
     bool upstream_keep = r->minor == 1 && !r->conn_close && r->framing != BODY_UNTIL_CLOSE;
-    stream_consume(s, r->head_len);
+    bufsock_consume(s, r->head_len);
     if (fd_write_all(c->fd, o->buf, o->n, io_ms) != 0 ||
         relay_body(s, c->fd, r, io_ms, &x->down_bytes, &x->why) != 0 || s->len > 0)
         return false;

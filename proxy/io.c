@@ -1,7 +1,8 @@
 /*
- * io.c - clocks, socket options and addresses, and reading a request head
- * with a deadline (the deadline-bounded reads and writes themselves are the
- * tls module's fd_* functions, shared with TLS streams).
+ * io.c - deadlines for condition variables, socket options, addresses.
+ * (Deadline-bounded reads and writes are the tls module's fd_* and stream_*
+ * functions, shared with TLS streams; heads are read by the inference
+ * module's http_read_head.)
  */
 #include "proxy.h"
 
@@ -12,13 +13,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-
-int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 struct timespec deadline_in(unsigned ms)
 {
@@ -55,24 +49,4 @@ void format_sockaddr(const struct sockaddr *sa, char *buf, size_t len)
     } else {
         snprintf(buf, len, "?");
     }
-}
-
-enum head_status read_head(int fd, char *buf, size_t cap, size_t *len, int64_t deadline)
-{
-    while (http_head_length(buf, *len) == 0) {
-        if (*len >= cap)
-            return HEAD_TOO_LARGE;
-        int64_t left = deadline - now_ms();
-        if (left <= 0)
-            return HEAD_TIMEOUT;
-        ssize_t n = fd_read(fd, buf + *len, cap - *len, (int)left);
-        if (n == -2)
-            return HEAD_TIMEOUT;
-        if (n < 0)
-            return HEAD_ERROR;
-        if (n == 0)
-            return *len ? HEAD_PARTIAL_EOF : HEAD_EOF;
-        *len += (size_t)n;
-    }
-    return HEAD_OK;
 }

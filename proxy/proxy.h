@@ -44,16 +44,10 @@ size_t json_escape(char *dst, size_t cap, const char *src);
 
 /* ---- io.c ----------------------------------------------------------------- */
 
-int64_t now_ms(void);
 /* A CLOCK_MONOTONIC time ms from now, for condition variables set to that clock. */
 struct timespec deadline_in(unsigned ms);
 void set_nodelay(int fd);
 void format_sockaddr(const struct sockaddr *sa, char *buf, size_t len);
-
-enum head_status { HEAD_OK, HEAD_EOF, HEAD_PARTIAL_EOF, HEAD_TIMEOUT, HEAD_TOO_LARGE, HEAD_ERROR };
-/* Read until buf holds a whole head (http_head_length), with an absolute
- * deadline; *len counts every byte read, which may go past the head. */
-enum head_status read_head(int fd, char *buf, size_t cap, size_t *len, int64_t deadline);
 
 /* ---- respond.c ------------------------------------------------------------ */
 
@@ -85,6 +79,7 @@ struct conn {
     struct policy *pol;
     const struct proxy_settings *set;
     int fd;
+    struct stream *cs; /* fd as a plain stream, for head reading */
     char src[INET6_ADDRSTRLEN + 8];
     char buf[HTTP_HEAD_MAX]; /* client bytes: a head, then what followed it */
     size_t len;

@@ -109,8 +109,8 @@ static void serve_requests(struct conn *c)
 {
     for (bool first = true;; first = false) {
         int64_t start = now_ms();
-        enum head_status st =
-            read_head(c->fd, c->buf, sizeof(c->buf), &c->len, start + c->set->header_timeout_ms);
+        enum head_status st = http_read_head(c->cs, c->buf, sizeof(c->buf), &c->len,
+                                             start + c->set->header_timeout_ms);
         if (st != HEAD_OK) {
             if (first || c->len > 0)
                 head_failed(c, st);
@@ -135,7 +135,10 @@ static void serve_requests(struct conn *c)
 void conn_serve(struct server *srv, int fd)
 {
     struct conn *c = malloc(sizeof(*c));
-    if (c == NULL) {
+    struct stream *cs = stream_plain(fd);
+    if (c == NULL || cs == NULL) {
+        free(c);
+        stream_free(cs);
         close(fd);
         log_msg(LOGL_ERROR, "connect", "out of memory for a new connection");
         return;
@@ -146,6 +149,7 @@ void conn_serve(struct server *srv, int fd)
     c->pol = server_policy(srv);
     c->set = policy_settings(c->pol);
     c->fd = fd;
+    c->cs = cs;
     c->len = 0;
     c->t0 = now_ms();
     c->upstream = NULL;
@@ -156,6 +160,7 @@ void conn_serve(struct server *srv, int fd)
     set_nodelay(fd);
     serve_requests(c);
     forward_release(c);
+    stream_free(c->cs);
     linger_close(fd);
     policy_unref(c->pol);
     free(c);

@@ -24,6 +24,9 @@
 
 /* ---- socket I/O with deadlines (every socket is non-blocking) ---- */
 
+/* Milliseconds of CLOCK_MONOTONIC: for deadlines. */
+int64_t now_ms(void);
+
 /* 1 when ready, 0 on timeout, -1 on error. */
 int fd_wait(int fd, short events, int timeout_ms);
 /* > 0 bytes, 0 at EOF, -1 on error (errno set), -2 on timeout. */

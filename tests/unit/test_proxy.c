@@ -64,21 +64,23 @@ Test(io, read_head_outcomes)
     char buf[64];
     size_t len = 0;
     cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
-    cr_assert_eq(read_head(sv[1], buf, sizeof(buf), &len, now_ms() + 50), HEAD_TIMEOUT);
+    struct stream *st = stream_plain(sv[1]);
+    cr_assert_eq(http_read_head(st, buf, sizeof(buf), &len, now_ms() + 50), HEAD_TIMEOUT);
     write(sv[0], "GET / HTTP/1.1\r\n\r\nbody", 22);
-    cr_assert_eq(read_head(sv[1], buf, sizeof(buf), &len, now_ms() + 1000), HEAD_OK);
+    cr_assert_eq(http_read_head(st, buf, sizeof(buf), &len, now_ms() + 1000), HEAD_OK);
     cr_assert_eq(len, 22);
     len = 0;
     char big[100];
     memset(big, 'a', sizeof(big));
     write(sv[0], big, sizeof(big));
-    cr_assert_eq(read_head(sv[1], buf, sizeof(buf), &len, now_ms() + 1000), HEAD_TOO_LARGE);
+    cr_assert_eq(http_read_head(st, buf, sizeof(buf), &len, now_ms() + 1000), HEAD_TOO_LARGE);
     close(sv[0]);
     len = 0;
     char rest[64];
     while (read(sv[1], rest, sizeof(rest)) > 0)
         ;
-    cr_assert_eq(read_head(sv[1], buf, sizeof(buf), &len, now_ms() + 1000), HEAD_EOF);
+    cr_assert_eq(http_read_head(st, buf, sizeof(buf), &len, now_ms() + 1000), HEAD_EOF);
+    stream_free(st);
     close(sv[1]);
 }
 
