@@ -94,4 +94,98 @@ typedef int (*chunk_data_fn)(void *ctx, const char *p, size_t n);
 ssize_t chunked_decode(struct chunked *c, const char *p, size_t len, bool *done, const char **why,
                        chunk_data_fn on_data, void *ctx);
 
+/* ---- api.c ---- */
+
+/* What the first bytes of an intercepted tunnel are. */
+enum peek_kind {
+    PEEK_TLS,   /* a TLS handshake record: 16 03 00..04 */
+    PEEK_HTTP,  /* an HTTP method token and a space */
+    PEEK_MORE,  /* a prefix of either: wait for more */
+    PEEK_OTHER, /* neither: not served */
+};
+enum peek_kind peek_classify(const unsigned char *p, size_t n);
+
+/* The protocol of a call (method and origin-form path), or -1 when egressd
+ * does not serve it. */
+int api_match(const char *method, size_t mlen, const char *path, size_t plen, enum protocol *proto);
+/* Streamed protocols relay the answer as it comes; the others buffer it. */
+bool api_is_streamed(enum protocol proto);
+/* The first route serving proto whose models filter admits model (NULL: the
+ * request named none). */
+const struct route *route_select(const struct policy *p, enum protocol proto, const char *model);
+/* The backend path: base (the endpoint's path) + path, one "/v1" where both
+ * have it.  0, or -1 when it does not fit. */
+int path_join(char *out, size_t cap, const char *base, const char *path, size_t plen);
+/* Is this client header one the backend may see? */
+bool header_forwardable(const struct http_header *h);
+
+enum err_style { STYLE_OPENAI, STYLE_ANTHROPIC };
+/* An error body in the shape the API's SDKs show; its length or -1. */
+int api_error_body(char *out, size_t cap, enum err_style style, const char *code,
+                   const char *message);
+/* The one SSE event that tells a client its stream was cut; length or -1. */
+int sse_error_event(char *out, size_t cap, const char *why);
+
+struct usage {
+    long long in, out; /* -1: not reported */
+};
+void usage_scan(struct usage *u, const char *p, size_t n);
+
+/* ---- serving intercepted connections (serve.c, backend.c, mock.c) ---- */
+
+struct backend_pool;
+/* Idle keep-alive connections to backends, at most max_idle of them. */
+struct backend_pool *backend_pool_new(size_t max_idle);
+void backend_pool_free(struct backend_pool *bp);
+
+/* One inference request, as logged. */
+struct inference_record {
+    const char *route, *protocol, *error;
+    char model[128];
+    char detail[200]; /* for the log only: may name what the client must not see */
+    int status;
+    uint64_t bytes_up, bytes_down;
+    long long duration_ms;
+    struct usage usage;
+};
+
+struct inference_env {
+    const struct policy *pol;
+    struct tls_client *tls; /* toward https:// backends; NULL when it could not load */
+    struct backend_pool *pool;
+    /* connect to a backend: a connected non-blocking fd, or -1 with err */
+    int (*dial)(void *ctx, const char *host, uint16_t port, char *err, size_t errlen);
+    void *dial_ctx;
+    void (*log)(void *ctx, const struct inference_record *r);
+    void *log_ctx;
+};
+
+/* The client side of an intercepted connection: its stream, and a buffer
+ * holding what was read from it and not yet used (a head, then leftovers). */
+struct inference_client {
+    struct stream *s;
+    char *buf;
+    size_t cap, len;
+};
+
+/* Serve the request whose head m was parsed from cl->buf; true when the
+ * connection may carry another. */
+bool inference_serve_request(const struct inference_env *env, struct inference_client *cl,
+                             const struct http_msg *m);
+/* Read and serve requests until the client leaves, errs or idles out; the
+ * first head must come within first_wait_ms. */
+void inference_serve(const struct inference_env *env, struct inference_client *cl,
+                     int first_wait_ms);
+
+/* ---- json.c ---- */
+
+/* The byte span [*vstart, *vend) of the value of a top-level member of the
+ * JSON object in js; 0, or -1 when absent or js is not a valid object. */
+int json_member(const char *js, size_t len, const char *key, size_t *vstart, size_t *vend);
+/* Decode a JSON string token (quotes included) to UTF-8; its length, or -1
+ * when it is not a string or does not fit. */
+int json_string(const char *tok, size_t len, char *out, size_t cap);
+/* JSON string escaping into dst (always NUL-terminated, cut if needed). */
+size_t json_escape(char *dst, size_t cap, const char *src);
+
 #endif

@@ -196,14 +196,38 @@ static void fail(struct dial_result *r, const struct proxy_error *e, const char 
     snprintf(r->detail, sizeof(r->detail), fmt, a, b);
 }
 
+/* Addresses of h: itself when it is an IP literal, else resolved. */
+static int addresses(const struct host *h, int dns_ms, struct sockaddr_storage *addrs,
+                     const char **why)
+{
+    return h->kind == HOST_NAME ? resolve(h->name, dns_ms, addrs, why) : literal_address(h, addrs);
+}
+
+/* Connect to the first address that answers within one deadline for all;
+ * fd, or -1 with errno (ETIMEDOUT when the deadline passed). */
+static int connect_any(struct sockaddr_storage *addrs, int n, uint16_t port, unsigned timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+    int last_errno = ECONNREFUSED;
+    for (int i = 0; i < n; i++) {
+        int fd = connect_one(&addrs[i], port, deadline);
+        if (fd >= 0)
+            return fd;
+        last_errno = errno;
+        if (errno == ETIMEDOUT)
+            break;
+    }
+    errno = last_errno;
+    return -1;
+}
+
 void dial(const struct conn *c, const struct host *h, uint16_t port,
           const struct policy_decision *d, struct dial_result *r)
 {
     struct sockaddr_storage addrs[MAX_ADDRS];
     const char *why = NULL;
     char ip[INET6_ADDRSTRLEN + 8];
-    int n = h->kind == HOST_NAME ? resolve(h->name, (int)c->set->dns_timeout_ms, addrs, &why)
-                                 : literal_address(h, &addrs[0]);
+    int n = addresses(h, (int)c->set->dns_timeout_ms, addrs, &why);
     if (n < 0)
         return fail(r, &ERR_DNS_FAILURE, "%s: %s", h->name, why);
     for (int i = 0; i < n; i++) {
@@ -213,20 +237,34 @@ void dial(const struct conn *c, const struct host *h, uint16_t port,
             return fail(r, &ERR_SSRF_DENIED, "%s resolves to a %s", ip, why);
         }
     }
-    int64_t deadline = now_ms() + c->set->connect_timeout_ms;
-    int last_errno = ECONNREFUSED;
-    for (int i = 0; i < n; i++) {
-        int fd = connect_one(&addrs[i], port, deadline);
-        if (fd >= 0) {
-            r->fd = fd;
-            r->err = NULL;
-            return;
-        }
-        last_errno = errno;
-        if (errno == ETIMEDOUT)
-            break; /* the deadline covers all addresses */
-    }
-    if (last_errno == ETIMEDOUT)
+    r->fd = connect_any(addrs, n, port, c->set->connect_timeout_ms);
+    r->err = NULL;
+    if (r->fd >= 0)
+        return;
+    if (errno == ETIMEDOUT)
         return fail(r, &ERR_UPSTREAM_TIMEOUT, "connect to %s timed out%s", h->name, "");
-    fail(r, &ERR_UPSTREAM_UNREACHABLE, "connect to %s: %s", h->name, strerror(last_errno));
+    fail(r, &ERR_UPSTREAM_UNREACHABLE, "connect to %s: %s", h->name, strerror(errno));
+}
+
+/* Backends are the operator's own choice (often on loopback or a private
+ * network), so they get no address check: only the connect itself. */
+int dial_backend(const struct proxy_settings *set, const char *host, uint16_t port, char *err,
+                 size_t errlen)
+{
+    struct sockaddr_storage addrs[MAX_ADDRS];
+    struct host h;
+    const char *why = NULL;
+    char bracketed[POLICY_HOST_MAX + 3];
+    snprintf(bracketed, sizeof(bracketed), strchr(host, ':') ? "[%s]" : "%s", host);
+    int n = host_parse(bracketed, strlen(bracketed), &h, &why) == 0
+                ? addresses(&h, (int)set->dns_timeout_ms, addrs, &why)
+                : -1;
+    if (n < 0) {
+        snprintf(err, errlen, "backend %s: %s", host, why);
+        return -1;
+    }
+    int fd = connect_any(addrs, n, port, set->connect_timeout_ms);
+    if (fd < 0)
+        snprintf(err, errlen, "backend %s:%u: %s", host, port, strerror(errno));
+    return fd;
 }

@@ -418,10 +418,12 @@ bool forward_serve(struct conn *c, const struct http_msg *m)
     policy_decide(c->pol, &x.t.h, x.t.port, &x.d);
     x.f.rule = x.d.rule;
     x.f.reason = x.d.reason;
-    if (x.d.action != ACTION_ALLOW) {
+    if (x.d.action == ACTION_DENY) {
         conn_fail(c, &x.f, &ERR_POLICY_DENIED, x.d.reason);
         return false;
     }
+    if (x.d.action == ACTION_INTERCEPT) /* what curl and requests send for http:// base URLs */
+        return intercept_forward(c, m, &x.t.h, x.t.port);
     struct out *o = malloc(sizeof(*o));
     if (o == NULL) {
         conn_fail(c, &x.f, &ERR_UPSTREAM_ERROR, "out of memory");

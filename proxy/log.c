@@ -34,24 +34,6 @@ bool log_enabled(enum log_level level)
     return (int)level >= atomic_load_explicit(&log_level_now, memory_order_relaxed);
 }
 
-size_t json_escape(char *dst, size_t cap, const char *src)
-{
-    size_t n = 0;
-    for (const unsigned char *p = (const unsigned char *)src; *p && n + 7 < cap; p++) {
-        if (*p == '"' || *p == '\\') {
-            dst[n++] = '\\';
-            dst[n++] = (char)*p;
-        } else if (*p < 0x20 || *p == 0x7f) {
-            n += (size_t)snprintf(dst + n, cap - n, "\\u%04x", *p);
-        } else {
-            dst[n++] = (char)*p;
-        }
-    }
-    if (cap > 0)
-        dst[n < cap ? n : cap - 1] = '\0';
-    return n;
-}
-
 struct line {
     char buf[LOG_LINE_MAX];
     size_t n;
@@ -137,10 +119,15 @@ void log_event(enum log_level level, const struct log_fields *f)
     put_str(&l, "rule", f->rule);
     put_str(&l, "reason", f->reason);
     put_str(&l, "detail", f->detail);
+    put_str(&l, "route", f->route);
+    put_str(&l, "protocol", f->protocol);
+    put_str(&l, "model", f->model);
     put_num(&l, "status", f->status);
     put_num(&l, "bytes_up", f->bytes_up);
     put_num(&l, "bytes_down", f->bytes_down);
     put_num(&l, "duration_ms", f->duration_ms);
+    put_num(&l, "tokens_in", f->tokens_in);
+    put_num(&l, "tokens_out", f->tokens_out);
     finish(&l);
 }
 

@@ -26,12 +26,14 @@
  * left out. */
 struct log_fields {
     const char *event, *src, *host, *action, *rule, *reason, *detail;
+    const char *route, *protocol, *model;
     long port, status;
-    long long bytes_up, bytes_down, duration_ms;
+    long long bytes_up, bytes_down, duration_ms, tokens_in, tokens_out;
 };
 #define LOG_FIELDS_INIT                                                                            \
     {                                                                                              \
-        .port = -1, .status = -1, .bytes_up = -1, .bytes_down = -1, .duration_ms = -1              \
+        .port = -1, .status = -1, .bytes_up = -1, .bytes_down = -1, .duration_ms = -1,             \
+        .tokens_in = -1, .tokens_out = -1                                                          \
     }
 
 void log_configure(enum log_format fmt, enum log_level level);
@@ -39,8 +41,6 @@ bool log_enabled(enum log_level level);
 void log_event(enum log_level level, const struct log_fields *f);
 void log_msg(enum log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* JSON string escaping into dst (always NUL-terminated, cut if needed). */
-size_t json_escape(char *dst, size_t cap, const char *src);
 
 /* ---- io.c ----------------------------------------------------------------- */
 
@@ -66,7 +66,15 @@ void respond_error(int fd, const struct proxy_error *e, const char *detail, cons
 
 struct server;
 
+/* What interception needs, made at start when the policy has [inference]. */
+struct intercept {
+    struct tls_server *tls_server;
+    struct tls_client *tls_client; /* NULL when upstream_ca could not be read */
+    struct backend_pool *pool;
+};
+
 struct server *server_start(struct policy *p, const char *config_path);
+const struct intercept *server_intercept(struct server *s);
 /* Runs the signal loop until SIGTERM/SIGINT, then drains; returns exit code. */
 int server_run(struct server *s);
 /* The current configuration, with a reference the caller drops. */
@@ -84,7 +92,9 @@ struct conn {
     char buf[HTTP_HEAD_MAX]; /* client bytes: a head, then what followed it */
     size_t len;
     int64_t t0;
-    struct upstream *upstream; /* forward.c: the kept upstream connection */
+    struct upstream *upstream;  /* forward.c: the kept upstream connection */
+    const char *intercept_host; /* intercept.c: for the inference log lines */
+    long intercept_port;
 };
 
 /* worker.c */
@@ -101,6 +111,16 @@ struct dial_result {
 };
 void dial(const struct conn *c, const struct host *h, uint16_t port,
           const struct policy_decision *d, struct dial_result *r);
+
+/* Connect to an inference backend (no address check: the operator chose it). */
+int dial_backend(const struct proxy_settings *set, const char *host, uint16_t port, char *err,
+                 size_t errlen);
+
+/* intercept.c: after the decision to intercept a CONNECT to h. */
+void intercept_tunnel(struct conn *c, const struct host *h, struct log_fields *f);
+/* intercept.c: an absolute-form request to an inference host; true: keep-alive. */
+bool intercept_forward(struct conn *c, const struct http_msg *m, const struct host *h,
+                       uint16_t port);
 
 /* relay.c: both directions until both have ended, or idle_timeout. */
 struct relay_stats {

@@ -34,6 +34,7 @@
 
 struct server {
     const char *config_path;
+    struct intercept intercept;
     pthread_mutex_t cfg_mu;
     struct policy *cfg;
     int lfd;
@@ -46,6 +47,46 @@ struct server {
     unsigned total, idle, busy, base, max;
     bool stopping;
 };
+
+const struct intercept *server_intercept(struct server *s)
+{
+    return &s->intercept;
+}
+
+#define BACKEND_POOL_IDLE 64
+
+/* Interception's CA, TLS contexts and backend pool, made when a policy first
+ * has [inference] (at start, or by a reload that adds it). */
+static int intercept_init(struct intercept *ic, const struct policy *p)
+{
+    char err[400];
+    if (!policy_intercepts(p) || ic->tls_server != NULL)
+        return 0;
+    const struct tls_settings *t = policy_tls(p);
+    ic->tls_server = tls_server_new(t, err, sizeof(err));
+    if (ic->tls_server == NULL) {
+        log_msg(LOGL_ERROR, "config", "interception needs its CA: %s", err);
+        return -1;
+    }
+    log_msg(LOGL_INFO, "config", "interception CA %s; trust bundle written to %s", t->ca_cert,
+            t->bundle);
+    ic->tls_client = tls_client_new(t->upstream_ca, err, sizeof(err));
+    if (ic->tls_client == NULL)
+        log_msg(LOGL_WARN, "config", "https:// backends unavailable: %s", err);
+    ic->pool = backend_pool_new(BACKEND_POOL_IDLE);
+    if (ic->pool == NULL) {
+        log_msg(LOGL_ERROR, "config", "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static void intercept_free(struct intercept *ic)
+{
+    tls_server_free(ic->tls_server);
+    tls_client_free(ic->tls_client);
+    backend_pool_free(ic->pool);
+}
 
 struct policy *server_policy(struct server *s)
 {
@@ -218,8 +259,9 @@ struct server *server_start(struct policy *p, const char *config_path)
     if (s == NULL)
         return NULL;
     s->q = calloc(set->queue, sizeof(int));
-    s->lfd = s->q ? listen_on(set) : -1;
-    if (s->lfd < 0) {
+    s->lfd = -1;
+    if (s->q == NULL || intercept_init(&s->intercept, p) != 0 || (s->lfd = listen_on(set)) < 0) {
+        intercept_free(&s->intercept);
         free(s->q);
         free(s);
         return NULL;
@@ -257,6 +299,7 @@ static void server_free(struct server *s)
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->cfg_mu);
     policy_unref(s->cfg);
+    intercept_free(&s->intercept);
     free(s->q);
     free(s);
 }
@@ -277,6 +320,11 @@ static void reload(struct server *s)
     struct policy *p = policy_load_file(s->config_path, report_to_log, NULL);
     if (p == NULL) {
         log_msg(LOGL_ERROR, "config", "reload failed; the running configuration stays in force");
+        return;
+    }
+    if (intercept_init(&s->intercept, p) != 0) {
+        log_msg(LOGL_ERROR, "config", "reload failed; the running configuration stays in force");
+        policy_unref(p);
         return;
     }
     const struct proxy_settings *now = policy_settings(s->cfg), *next = policy_settings(p);

@@ -32,8 +32,12 @@ void tunnel_serve(struct conn *c, const struct http_msg *m)
     policy_decide(c->pol, &h, port, &d);
     f.rule = d.rule;
     f.reason = d.reason;
-    if (d.action != ACTION_ALLOW)
+    if (d.action == ACTION_DENY)
         return conn_fail(c, &f, &ERR_POLICY_DENIED, d.reason);
+    if (d.action == ACTION_INTERCEPT) {
+        conn_consume(c, m->head_len);
+        return intercept_tunnel(c, &h, &f);
+    }
 
     struct dial_result r;
     dial(c, &h, port, &d, &r);

@@ -1,0 +1,150 @@
+/*
+ * intercept.c - CONNECT tunnels and plain requests to inference hosts.
+ *
+ * After "200 Connection Established" the client may speak TLS (an https://
+ * base URL) or plain HTTP (an http:// base URL behind HTTPS_PROXY-style
+ * tunnelling).  The first bytes are peeked with recv(MSG_PEEK), never
+ * consumed, so that whichever side reads next sees them whole: mbedTLS for
+ * a ClientHello, the inference loop for a request line.  Bytes that came
+ * with the CONNECT head were already read; they are classified first and
+ * handed on with the stream.
+ */
+#include "proxy.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define ESTABLISHED     "HTTP/1.1 200 Connection Established\r\n\r\n"
+#define PARTIAL_WAIT_MS 100 /* a prefix of TLS or HTTP: wait this long for the rest */
+#define PEEK_BYTES      16
+
+static void log_inference(void *ctx, const struct inference_record *r)
+{
+    struct conn *c = ctx;
+    struct log_fields f = LOG_FIELDS_INIT;
+    f.event = "inference";
+    f.src = c->src;
+    f.action = "intercept";
+    f.host = c->intercept_host;
+    f.port = c->intercept_port;
+    f.route = r->route;
+    f.protocol = r->protocol;
+    f.model = r->model[0] ? r->model : NULL;
+    f.status = r->status;
+    f.reason = r->error ? r->error : "routed";
+    f.detail = r->detail[0] ? r->detail : NULL;
+    f.bytes_up = (long long)r->bytes_up;
+    f.bytes_down = (long long)r->bytes_down;
+    f.duration_ms = r->duration_ms;
+    f.tokens_in = r->usage.in;
+    f.tokens_out = r->usage.out;
+    log_event(r->status >= 500 ? LOGL_WARN : LOGL_INFO, &f);
+}
+
+static int dial_cb(void *ctx, const char *host, uint16_t port, char *err, size_t errlen)
+{
+    struct conn *c = ctx;
+    return dial_backend(c->set, host, port, err, errlen);
+}
+
+static void make_env(struct conn *c, struct inference_env *env)
+{
+    const struct intercept *ic = server_intercept(c->srv);
+    *env = (struct inference_env){.pol = c->pol,
+                                  .tls = ic->tls_client,
+                                  .pool = ic->pool,
+                                  .dial = dial_cb,
+                                  .dial_ctx = c,
+                                  .log = log_inference,
+                                  .log_ctx = c};
+}
+
+/* Classify the first bytes: those read with the head, then peeked ones. */
+static enum peek_kind peek_first(struct conn *c, const char **why)
+{
+    unsigned char look[sizeof(c->buf) + PEEK_BYTES];
+    size_t have = c->len < sizeof(c->buf) ? c->len : sizeof(c->buf);
+    memcpy(look, c->buf, have);
+    enum peek_kind k = peek_classify(look, have);
+    int64_t deadline = now_ms() + c->set->header_timeout_ms, partial_deadline = 0;
+    while (k == PEEK_MORE) {
+        int64_t left = (partial_deadline ? partial_deadline : deadline) - now_ms();
+        if (left <= 0 || fd_wait(c->fd, POLLIN, (int)left) <= 0) {
+            *why = partial_deadline ? "a partial first message" : "no bytes after the 200";
+            return PEEK_OTHER;
+        }
+        ssize_t n = recv(c->fd, look + have, PEEK_BYTES, MSG_PEEK);
+        if (n <= 0) {
+            *why = n == 0 ? "client closed the tunnel" : "peek failed";
+            return PEEK_OTHER;
+        }
+        k = peek_classify(look, have + (size_t)n);
+        if (k == PEEK_MORE) {
+            if (partial_deadline == 0)
+                partial_deadline = now_ms() + PARTIAL_WAIT_MS;
+            usleep(5000); /* the bytes so far stay readable: poll would not wait */
+        }
+    }
+    *why = "unsupported_protocol";
+    return k;
+}
+
+void intercept_tunnel(struct conn *c, const struct host *h, struct log_fields *f)
+{
+    const struct intercept *ic = server_intercept(c->srv);
+    const char *why = NULL;
+    char err[256];
+    c->intercept_host = h->name;
+    c->intercept_port = (long)f->port;
+    if (fd_write_all(c->fd, ESTABLISHED, sizeof(ESTABLISHED) - 1, (int)c->set->header_timeout_ms))
+        return;
+    f->action = "intercept";
+    f->src = c->src;
+    f->status = 200;
+    log_event(LOGL_INFO, f);
+    enum peek_kind k = peek_first(c, &why);
+    struct inference_client cl = {.s = c->cs, .buf = c->buf, .cap = sizeof(c->buf), .len = c->len};
+    struct stream *tls = NULL;
+    f->event = "close";
+    if (k == PEEK_TLS) {
+        tls = tls_server_accept(ic->tls_server, c->fd, h->name, c->buf, c->len,
+                                (int)c->set->header_timeout_ms, err, sizeof(err));
+        if (tls == NULL) {
+            f->reason = "tls_handshake_failed";
+            f->detail = err;
+            log_event(LOGL_INFO, f);
+            return;
+        }
+        cl.s = tls;
+        cl.len = 0; /* the handshake took what came with the head */
+    } else if (k != PEEK_HTTP) {
+        f->reason = "unsupported_protocol";
+        f->detail = why;
+        log_event(LOGL_INFO, f);
+        return;
+    }
+    struct inference_env env;
+    make_env(c, &env);
+    inference_serve(&env, &cl, (int)c->set->header_timeout_ms);
+    stream_free(tls);
+    f->reason = tls ? "tls" : "plaintext";
+    f->duration_ms = now_ms() - c->t0;
+    log_event(LOGL_INFO, f);
+}
+
+bool intercept_forward(struct conn *c, const struct http_msg *m, const struct host *h,
+                       uint16_t port)
+{
+    struct inference_env env;
+    struct inference_client cl = {.s = c->cs, .buf = c->buf, .cap = sizeof(c->buf), .len = c->len};
+    c->intercept_host = h->name;
+    c->intercept_port = port;
+    make_env(c, &env);
+    bool keep = inference_serve_request(&env, &cl, m);
+    c->len = cl.len;
+    return keep;
+}
