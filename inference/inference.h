@@ -142,7 +142,7 @@ void backend_pool_free(struct backend_pool *bp);
 struct inference_record {
     const char *route, *protocol, *error;
     char model[128];
-    char detail[200]; /* for the log only: may name what the client must not see */
+    char detail[320]; /* for the log only: may name what the client must not see */
     int status;
     uint64_t bytes_up, bytes_down;
     long long duration_ms;
