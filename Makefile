@@ -41,13 +41,20 @@ $(BUILD)/san/%.o: %.c $(HEADERS)
 	@$(CC) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -c $< -o $@
 
 $(BUILD)/rel/egressd: $(REL_OBJ) $(BUILD)/rel/proxy/main.o
-	$(CC) $(CFLAGS) $(REL_FLAGS) $^ $(LDLIBS) -o $@
+	@echo "LD      $@"
+	@$(CC) $(CFLAGS) $(REL_FLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/san/egressd: $(SAN_OBJ) $(BUILD)/san/proxy/main.o
-	$(CC) $(CFLAGS) $(SAN_FLAGS) $^ $(LDLIBS) -o $@
+	@echo "LD san  $@"
+	@$(CC) $(CFLAGS) $(SAN_FLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/san/unit-tests: $(SAN_OBJ) $(UNIT_SRC:%.c=$(BUILD)/san/%.o)
-	$(CC) $(CFLAGS) $(SAN_FLAGS) $^ -lcriterion $(LDLIBS) -o $@
+	@echo "LD san  $@"
+	@$(CC) $(CFLAGS) $(SAN_FLAGS) $^ -lcriterion $(LDLIBS) -o $@
+
+$(BUILD)/mock-backend: tests/helpers/mock_backend.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -Wall -Wextra -Werror -O1 -g -pthread $< -o $@
 
 deps:
 	@scripts/install-deps.sh
@@ -59,7 +66,8 @@ run: deps
 # Unit tests, then the smoke script and the integration suite against the
 # sanitizer build of the real binary.
 test: deps
-	@$(MAKE) --no-print-directory $(BUILD)/rel/egressd $(BUILD)/san/egressd $(BUILD)/san/unit-tests
+	@$(MAKE) --no-print-directory $(BUILD)/rel/egressd $(BUILD)/san/egressd $(BUILD)/san/unit-tests \
+		$(BUILD)/mock-backend
 	@$(MAKE) --no-print-directory unit smoke integration
 
 unit: $(BUILD)/san/unit-tests
@@ -68,8 +76,8 @@ unit: $(BUILD)/san/unit-tests
 smoke: $(BUILD)/san/egressd
 	EGRESSD=$(BUILD)/san/egressd scripts/smoke.sh
 
-integration: $(BUILD)/san/egressd
-	EGRESSD=$(CURDIR)/$(BUILD)/san/egressd /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
+integration: $(BUILD)/san/egressd $(BUILD)/mock-backend
+	EGRESSD=$(CURDIR)/$(BUILD)/san/egressd MOCK_BACKEND=$(CURDIR)/$(BUILD)/mock-backend /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)/etc/egressd

@@ -21,6 +21,8 @@ import time
 import pytest
 
 EGRESSD = os.environ.get("EGRESSD", os.path.join(os.path.dirname(__file__), "../../build/san/egressd"))
+MOCK_BACKEND = os.environ.get("MOCK_BACKEND",
+                              os.path.join(os.path.dirname(__file__), "../../build/mock-backend"))
 
 BLOCK = random.Random(42).randbytes(1 << 20)
 
@@ -41,13 +43,13 @@ def pattern_sha256(n):
 
 
 class Egressd:
-    def __init__(self, tmp_path, config, name="egressd"):
+    def __init__(self, tmp_path, config, name="egressd", env=None):
         self.tmp = tmp_path
         self.conf = tmp_path / f"{name}.ini"
         self.conf.write_text(config)
         self.logpath = tmp_path / f"{name}.log"
         self.logfile = open(self.logpath, "wb")
-        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0")
+        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0", **(env or {}))
         self.proc = subprocess.Popen([EGRESSD, "-c", str(self.conf)], stdout=self.logfile,
                                      stderr=self.logfile, env=env)
         self.port = self._wait_port()
@@ -121,8 +123,8 @@ def proxy_config(extra_proxy="", rules="", loopback=True):
 def start_egressd(tmp_path):
     started = []
 
-    def start(config, name="egressd"):
-        e = Egressd(tmp_path, config, name)
+    def start(config, name="egressd", env=None):
+        e = Egressd(tmp_path, config, name, env)
         started.append(e)
         return e
 
@@ -300,3 +302,58 @@ def connect_error(proxy_port, target):
     s = socket.create_connection(("127.0.0.1", proxy_port), timeout=10)
     s.sendall(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target.encode(), target.encode()))
     return parse_error(read_response(s))
+
+
+class MockBackend:
+    """tests/helpers/mock_backend.c: records every request it gets."""
+
+    def __init__(self, tmp_path):
+        self.record = tmp_path / "backend-requests.jsonl"
+        self.record.write_text("")
+        self.proc = subprocess.Popen([MOCK_BACKEND, str(self.record)], stdout=subprocess.PIPE, text=True)
+        self.port = int(self.proc.stdout.readline())
+
+    def requests(self):
+        return [json.loads(l) for l in self.record.read_text().splitlines() if l]
+
+    def last(self):
+        return self.requests()[-1]
+
+    def release(self):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        s.sendall(b"GET /control/release HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.recv(1000)
+        s.close()
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def backend(tmp_path):
+    b = MockBackend(tmp_path)
+    yield b
+    b.stop()
+
+
+API_KEY = "sk-egressd-test-key-0123456789"
+ANTHROPIC_KEY = "sk-ant-egressd-test-key-9876543210"
+
+
+def inference_config(tmp_path, backend_port, extra="", routes=None, inference_extra="", tls_extra=""):
+    if routes is None:
+        routes = (f"[route openai]\nendpoint = http://127.0.0.1:{backend_port}/v1\nprovider = openai\n"
+                  "api_key_env = TEST_OPENAI_KEY\n"
+                  f"[route claude]\nendpoint = http://127.0.0.1:{backend_port}\nprovider = anthropic\n"
+                  "api_key_env = TEST_ANTHROPIC_KEY\n")
+    return (
+        "[proxy]\nlisten = 127.0.0.1:0\nworkers = 4\n" + extra + "\n"
+        f"[tls]\nca_cert = {tmp_path}/ca.pem\nca_key = {tmp_path}/ca.key\nbundle = {tmp_path}/bundle.pem\n"
+        + tls_extra + "\n"
+        "[inference]\nhost = inference.local, api.openai.com, api.anthropic.com\n" + inference_extra + "\n"
+        + routes
+    )
+
+
+INFERENCE_ENV = {"TEST_OPENAI_KEY": API_KEY, "TEST_ANTHROPIC_KEY": ANTHROPIC_KEY}
