@@ -56,6 +56,13 @@ $(BUILD)/mock-backend: tests/helpers/mock_backend.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -Wall -Wextra -Werror -O1 -g -pthread $< -o $@
 
+# The official SDKs, for tests/integration/test_sdks.py (from the npm registry).
+$(BUILD)/node/.installed: tests/node/package.json
+	@mkdir -p $(BUILD)/node
+	@cp tests/node/package.json $(BUILD)/node/package.json
+	cd $(BUILD)/node && npm install --no-audit --no-fund --loglevel=error
+	@touch $@
+
 deps:
 	@scripts/install-deps.sh
 
@@ -67,7 +74,7 @@ run: deps
 # sanitizer build of the real binary.
 test: deps
 	@$(MAKE) --no-print-directory $(BUILD)/rel/egressd $(BUILD)/san/egressd $(BUILD)/san/unit-tests \
-		$(BUILD)/mock-backend
+		$(BUILD)/mock-backend $(BUILD)/node/.installed
 	@$(MAKE) --no-print-directory unit smoke integration
 
 unit: $(BUILD)/san/unit-tests
@@ -76,7 +83,7 @@ unit: $(BUILD)/san/unit-tests
 smoke: $(BUILD)/san/egressd
 	EGRESSD=$(BUILD)/san/egressd scripts/smoke.sh
 
-integration: $(BUILD)/san/egressd $(BUILD)/mock-backend
+integration: $(BUILD)/san/egressd $(BUILD)/mock-backend $(BUILD)/node/.installed
 	EGRESSD=$(CURDIR)/$(BUILD)/san/egressd MOCK_BACKEND=$(CURDIR)/$(BUILD)/mock-backend /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
 
 install: all

@@ -5,6 +5,10 @@ set -eu
 
 PKGS="gcc make pkg-config libinih-dev libmbedtls-dev libcriterion-dev ca-certificates curl openssl iproute2 python3 python3-pytest python3-requests"
 
+# Node.js and npm run the official SDKs in the tests; any Node >= 18 will
+# do, so an existing one (from any source) is kept.
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || PKGS="$PKGS nodejs npm"
+
 missing=""
 for p in $PKGS; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -328,12 +328,12 @@ static int answer(int fd, const struct req *r)
                  "mock\"}],\"stop_reason\":\"end_turn\","
                  "\"stop_sequence\":null,\"usage\":{\"input_tokens\":11,\"output_tokens\":3}}",
                  r->model);
-    else if (strcmp(r->path, "/v1/embeddings") == 0)
+    else if (strcmp(r->path, "/v1/embeddings") == 0) /* [0.5, -0.25]: floats, or float32 LE */
         snprintf(
             body, sizeof(body),
             "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,\"embedding\":"
-            "[0.5,-0.25]}],\"model\":\"%s\",\"usage\":{\"prompt_tokens\":4,\"total_tokens\":4}}",
-            r->model);
+            "%s}],\"model\":\"%s\",\"usage\":{\"prompt_tokens\":4,\"total_tokens\":4}}",
+            strstr(r->body, "\"base64\"") ? "\"AAAAPwAAgL4=\"" : "[0.5,-0.25]", r->model);
     else if (strncmp(r->path, "/v1/models", 10) == 0)
         snprintf(body, sizeof(body),
                  "{\"object\":\"list\",\"data\":[{\"id\":\"m1\",\"object\":\"model\",\"created\":1,"
