@@ -358,3 +358,57 @@ def test_https_backend_verified(start_egressd, backend, tmp_path):
         if expect == 503:
             line = e.events("inference")[0]
             assert "certificate" in line.get("detail", "") or "verif" in line.get("detail", ""), line
+
+
+def test_stream_idle_timeout_and_size_cap(start_egressd, backend, tmp_path):
+    e = start_egressd(inference_config(tmp_path, backend.port,
+                                       inference_extra="stream_idle_timeout = 500ms\nmax_response_body = 2K"),
+                      env=INFERENCE_ENV)
+    e.bundle = str(tmp_path / "bundle.pem")
+    # held after the first event and never released: idle for longer than allowed
+    code, out = curl(e, "https://inference.local/v1/chat/completions?hold=1",
+                     data=json.dumps(dict(CHAT, stream=True)))
+    assert code == 200 and b"proxy_stream_error" in out and b"sent nothing for too long" in out
+    backend.release()
+    # larger than max_response_body: cut there
+    code, out = curl(e, "https://inference.local/v1/chat/completions?chunks=50",
+                     data=json.dumps(dict(CHAT, stream=True)))
+    assert code == 200 and b"exceeds max_response_body" in out
+    assert len(out) < 2048 + 400
+    lines = e.events("inference", count=2)
+    assert [l["reason"] for l in lines] == ["stream_cut", "stream_cut"]
+
+
+def test_pipelined_requests(proxy, backend):
+    s = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+    s.sendall(b"CONNECT inference.local:80 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b" 200 " in s.recv(100)
+    one = b"GET /v1/models HTTP/1.1\r\nHost: inference.local\r\n\r\n"
+    s.sendall(one * 3)  # all three before reading any answer
+    got = b""
+    while got.count(b'"m1"') < 3:
+        d = s.recv(65536)
+        assert d, got
+        got += d
+    assert got.count(b"HTTP/1.1 200") == 3
+    assert len(backend.requests()) == 3
+
+
+def test_many_hosts_minted_in_parallel(start_egressd, backend, tmp_path):
+    hosts = [f"h{i}.inference.test" for i in range(6)]
+    cfg = inference_config(tmp_path, backend.port).replace(
+        "host = inference.local,", "host = " + ", ".join(hosts) + ", inference.local,")
+    e = start_egressd(cfg, env=INFERENCE_ENV)
+    e.bundle = str(tmp_path / "bundle.pem")
+    results = []
+
+    def one(host):
+        code, out = curl(e, f"https://{host}/v1/models")
+        results.append(code)
+
+    threads = [threading.Thread(target=one, args=(hosts[i % len(hosts)],)) for i in range(18)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == [200] * 18
