@@ -66,9 +66,13 @@ $(BUILD)/node/.installed: tests/node/package.json
 deps:
 	@scripts/install-deps.sh
 
+# The example configuration, with its state (the CA) under build/state so
+# that it runs without root.
 run: deps
 	@$(MAKE) --no-print-directory all
-	./$(BUILD)/rel/egressd -c conf/egressd.ini
+	@mkdir -p $(BUILD)/state
+	@sed 's|/var/lib/egressd|$(CURDIR)/$(BUILD)/state|' conf/egressd.ini >$(BUILD)/egressd-run.ini
+	./$(BUILD)/rel/egressd -c $(BUILD)/egressd-run.ini
 
 # Unit tests, then the smoke script and the integration suite against the
 # sanitizer build of the real binary.

@@ -15,7 +15,7 @@ work=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$work"' EXIT
 
 sed -e 's/^listen *=.*/listen = 127.0.0.1:0/' -e 's/^connect_timeout *=.*/connect_timeout = 3s/' \
-    -e 's/^dns_timeout *=.*/dns_timeout = 3s/' "$CONF" >"$work/egressd.ini"
+    -e 's/^dns_timeout *=.*/dns_timeout = 3s/' -e "s|/var/lib/egressd|$work|" "$CONF" >"$work/egressd.ini"
 "$EGRESSD" -c "$work/egressd.ini" 2>"$work/log" &
 pid=$!
 port=""
@@ -59,7 +59,13 @@ check_forward_denied() {
     result "denied $1" $? "status $code"
 }
 
-"$EGRESSD" -t -c "$CONF" >/dev/null 2>&1
+check_intercepted() { # url, what the answer must contain
+    body=$(curl -sS --noproxy '' -x "$proxy" --cacert "$work/ca-bundle.pem" --max-time 15 "$1" 2>&1)
+    case "$body" in *"$2"*) result "intercepted $1" 0 "answered by the route" ;;
+    *) result "intercepted $1" 1 "$body" ;; esac
+}
+
+"$EGRESSD" -t -c "$work/egressd.ini" >/dev/null 2>&1
 result "config check $CONF" $? "egressd -t"
 check_allowed https://github.com/
 check_allowed https://raw.githubusercontent.com/
@@ -69,6 +75,9 @@ check_denied https://github.com:8443/
 check_denied https://metadata.google.internal/
 check_forward_denied http://169.254.169.254/latest/meta-data/
 check_forward_denied http://example.org/
+check_intercepted https://api.openai.com/v1/models '"object":"list"'
+check_intercepted http://inference.local/v1/models '"object":"list"'
+check_intercepted https://api.openai.com/v1/files '"not_inference"'
 
 kill -TERM "$pid"
 wait "$pid"

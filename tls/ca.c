@@ -91,6 +91,21 @@ static int self_signed_pem(mbedtls_pk_context *key, unsigned char *out, size_t o
     return rc;
 }
 
+/* The directory of path, created (0700) when it is missing. */
+static int ensure_dir_of(const char *path, char *err, size_t errlen)
+{
+    char dir[256];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL || slash == dir)
+        return 0;
+    *slash = '\0';
+    if (mkdir(dir, 0700) == 0 || errno == EEXIST)
+        return 0;
+    snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+    return -1;
+}
+
 static int create_ca(const struct tls_settings *set, char *err, size_t errlen)
 {
     mbedtls_pk_context key;
@@ -109,7 +124,9 @@ static int create_ca(const struct tls_settings *set, char *err, size_t errlen)
         explicit_bzero(key_pem, sizeof(key_pem));
         return -1;
     }
-    rc = write_new_file(set->ca_key, key_pem, strlen((char *)key_pem), 0600, err, errlen);
+    rc = ensure_dir_of(set->ca_key, err, errlen) || ensure_dir_of(set->ca_cert, err, errlen)
+             ? -1
+             : write_new_file(set->ca_key, key_pem, strlen((char *)key_pem), 0600, err, errlen);
     explicit_bzero(key_pem, sizeof(key_pem));
     if (rc == 0 &&
         write_new_file(set->ca_cert, crt_pem, strlen((char *)crt_pem), 0644, err, errlen) != 0) {
