@@ -62,6 +62,8 @@ enum http_result http_parse_request(const char *buf, size_t len, struct http_msg
 enum http_result http_parse_response(const char *buf, size_t len, bool for_head, struct http_msg *m,
                                      const char **why);
 
+/* The reason phrase egressd writes for its own error statuses. */
+const char *http_reason_phrase(int status);
 const struct http_header *http_header_find(const struct http_msg *m, const char *name);
 bool http_name_is(const struct http_header *h, const char *name);
 /* Does a comma-separated header value (like Connection) list this token? */

@@ -43,25 +43,6 @@ struct exchange {
     int64_t t0;
 };
 
-static const char *reason_phrase(int status)
-{
-    switch (status) {
-    case 400:
-        return "Bad Request";
-    case 403:
-        return "Forbidden";
-    case 413:
-        return "Payload Too Large";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    }
-    return "Error";
-}
-
 /* An error in the request's API shape; true when the connection goes on. */
 static bool fail(struct exchange *x, int status, const char *code, const char *message, bool keep)
 {
@@ -72,7 +53,7 @@ static bool fail(struct exchange *x, int status, const char *code, const char *m
                      : snprintf(out, sizeof(out),
                                 "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
                                 "Content-Length: %d\r\nX-Egressd-Error: %s\r\n%s\r\n%s",
-                                status, reason_phrase(status), blen, code,
+                                status, http_reason_phrase(status), blen, code,
                                 keep ? "" : "Connection: close\r\n", body);
     if (n < 0 || (size_t)n >= sizeof(out) ||
         stream_write_all(x->cl->s, out, (size_t)n, x->rp.io_ms) != 0)

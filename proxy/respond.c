@@ -26,27 +26,6 @@ const struct proxy_error ERR_UPSTREAM_ERROR = {502, "upstream_error"};
     2000 /* an error reply is small; a peer that will not take it loses it                         \
           */
 
-static const char *reason_phrase(int status)
-{
-    switch (status) {
-    case 400:
-        return "Bad Request";
-    case 403:
-        return "Forbidden";
-    case 408:
-        return "Request Timeout";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    }
-    return "Error";
-}
-
 void respond_error(int fd, const struct proxy_error *e, const char *detail, const char *rule)
 {
     char d[512], r[160], body[800], out[1200];
@@ -68,7 +47,7 @@ void respond_error(int fd, const struct proxy_error *e, const char *detail, cons
                      "Connection: close\r\n"
                      "X-Egressd-Error: %s\r\n"
                      "\r\n%s",
-                     e->status, reason_phrase(e->status), blen, e->code, body);
+                     e->status, http_reason_phrase(e->status), blen, e->code, body);
     if (n > 0 && (size_t)n < sizeof(out))
         (void)fd_write_all(fd, out, (size_t)n, RESPOND_TIMEOUT_MS); /* best effort: we close next */
 }

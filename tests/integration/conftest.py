@@ -357,3 +357,13 @@ def inference_config(tmp_path, backend_port, extra="", routes=None, inference_ex
 
 
 INFERENCE_ENV = {"TEST_OPENAI_KEY": API_KEY, "TEST_ANTHROPIC_KEY": ANTHROPIC_KEY}
+
+
+def read_head(f):
+    """Status line and lower-cased headers of a response, from a socket file."""
+    status = f.readline()
+    headers = {}
+    while (line := f.readline()) not in (b"\r\n", b""):
+        k, v = line.decode().split(":", 1)
+        headers[k.lower()] = v.strip()
+    return status, headers

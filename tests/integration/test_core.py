@@ -9,7 +9,7 @@ import time
 
 import requests
 
-from conftest import (connect_error, connect_via, parse_error, pattern_sha256, proxy_config, read_response,
+from conftest import (connect_error, connect_via, parse_error, pattern_sha256, proxy_config, read_head, read_response,
                       TcpServer)
 
 
@@ -289,11 +289,8 @@ def test_forward_headers_rewritten(start_egressd, origin):
               b"Proxy-Authorization: Basic c2VjcmV0\r\nProxy-Connection: keep-alive\r\n"
               b"Connection: X-Drop\r\nX-Drop: gone\r\nX-Keep: kept\r\nTE: trailers\r\n\r\n" % origin)
     f = s.makefile("rb")
-    assert f.readline().startswith(b"HTTP/1.1 200")
-    headers = {}
-    while (line := f.readline()) != b"\r\n":
-        k, v = line.decode().split(":", 1)
-        headers[k.lower()] = v.strip()
+    status, headers = read_head(f)
+    assert status.startswith(b"HTTP/1.1 200")
     assert headers["via"] == "1.1 egressd"
     body = json.loads(f.read(int(headers["content-length"])))
     got = {k.lower(): v for k, v in body}

@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from conftest import (API_KEY, ANTHROPIC_KEY, INFERENCE_ENV, inference_config, read_response)
+from conftest import (API_KEY, ANTHROPIC_KEY, INFERENCE_ENV, inference_config, read_head, read_response)
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -87,11 +87,8 @@ def test_plaintext_after_connect(proxy, backend):
         s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: inference.local\r\n"
                   b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
         f = s.makefile("rb")
-        assert f.readline().startswith(b"HTTP/1.1 200")
-        headers = {}
-        while (line := f.readline()) != b"\r\n":
-            k, v = line.decode().split(":", 1)
-            headers[k.lower()] = v.strip()
+        status, headers = read_head(f)
+        assert status.startswith(b"HTTP/1.1 200")
         assert headers["transfer-encoding"] == "chunked"
         data = b""
         while (size := int(f.readline(), 16)) > 0:
