@@ -83,9 +83,9 @@ static int intercept_init(struct intercept *ic, const struct policy *p)
 
 static void intercept_free(struct intercept *ic)
 {
+    backend_pool_free(ic->pool); /* first: its TLS sessions use the client configuration */
     tls_server_free(ic->tls_server);
     tls_client_free(ic->tls_client);
-    backend_pool_free(ic->pool);
 }
 
 struct policy *server_policy(struct server *s)
