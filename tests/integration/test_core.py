@@ -391,3 +391,31 @@ def test_requests_https_through_connect(start_egressd, tmp_path):
                      timeout=10)
     assert r.text == "hello\n"
     srv.shutdown()
+
+
+def test_fd_exhaustion_does_not_stop_the_proxy(tmp_path, echo_server):
+    """With a tiny open-file limit, accept() fails with EMFILE; egressd backs
+    off, keeps running, and serves again once descriptors are free."""
+    from conftest import Egressd
+    conf = proxy_config(rules=allow_local()).replace("workers = 4\nmax_workers = 32",
+                                                     "workers = 2\nmax_workers = 64")
+    e = Egressd(tmp_path, conf)
+    subprocess.run(["prlimit", f"--pid={e.proc.pid}", "--nofile=24:24"], check=True)
+    hogs = []
+    for _ in range(40):  # more than the limit: some are accepted, the rest wait in the backlog
+        s = socket.socket()
+        s.settimeout(5)
+        s.connect(("127.0.0.1", e.port))
+        hogs.append(s)
+    time.sleep(1.5)
+    assert e.proc.poll() is None, "still running"
+    assert any("accept failed" in l.get("msg", "") for l in e.lines()), "EMFILE was met and logged"
+    for s in hogs:
+        s.close()
+    time.sleep(2.5)  # the hogs' heads time out or their closes are seen; backoff is at most 1 s
+    s, status, _ = connect_via(e.port, f"127.0.0.1:{echo_server}")
+    assert " 200 " in status
+    s.sendall(b"ping")
+    assert s.recv(10) == b"ping"
+    s.close()
+    assert e.stop() == 0
