@@ -53,7 +53,7 @@ static int dial_cb(void *ctx, const char *host, uint16_t port, char *err, size_t
 
 static void make_env(struct conn *c, struct inference_env *env)
 {
-    const struct intercept *ic = server_intercept(c->srv);
+    const struct intercept *ic = c->snap->ic;
     *env = (struct inference_env){.pol = c->pol,
                                   .tls = ic->tls_client,
                                   .pool = ic->pool,
@@ -95,7 +95,7 @@ static enum peek_kind peek_first(struct conn *c, const char **why)
 
 void intercept_tunnel(struct conn *c, const struct host *h, struct log_fields *f)
 {
-    const struct intercept *ic = server_intercept(c->srv);
+    const struct intercept *ic = c->snap->ic;
     const char *why = NULL;
     char err[256];
     c->intercept_host = h->name;

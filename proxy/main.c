@@ -64,9 +64,18 @@ static int run(struct policy *p, const char *path)
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    struct server *s = server_start(p, path);
-    if (s == NULL)
+    char err[400];
+    struct snapshot *first = snapshot_new(p, NULL, err, sizeof(err));
+    if (first == NULL) {
+        log_msg(LOGL_ERROR, "config", "%s", err);
+        policy_unref(p);
         return 1;
+    }
+    struct server *s = server_start(first, path);
+    if (s == NULL) {
+        snapshot_unref(first);
+        return 1;
+    }
     log_msg(LOGL_INFO, "server", "egressd %s started with %s (%zu rules)", EGRESSD_VERSION, path,
             policy_rule_count(p));
     return server_run(s);

@@ -13,6 +13,7 @@
 
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -62,29 +63,56 @@ extern const struct proxy_error ERR_BAD_REQUEST, ERR_HEADERS_TOO_LARGE, ERR_REQU
 /* Write egressd's own JSON error response; rule may be NULL. */
 void respond_error(int fd, const struct proxy_error *e, const char *detail, const char *rule);
 
-/* ---- server.c ------------------------------------------------------------- */
-
-struct server;
-
-/* What interception needs, made at start when the policy has [inference]. */
+/* What interception needs: made when a policy has [inference], shared by
+ * the snapshots whose [tls] is the same. */
 struct intercept {
+    atomic_int refs;
+    struct tls_settings set;
     struct tls_server *tls_server;
     struct tls_client *tls_client; /* NULL when upstream_ca could not be read */
     struct backend_pool *pool;
 };
 
-struct server *server_start(struct policy *p, const char *config_path);
-const struct intercept *server_intercept(struct server *s);
+/* snapshot.c: the configuration in force, swapped whole on reload. */
+struct snapshot {
+    atomic_int refs;
+    struct policy *pol;
+    struct intercept *ic; /* NULL without [inference] */
+};
+struct snapshot_holder {
+    _Atomic(struct snapshot *) cur;
+    atomic_int acquiring;
+    atomic_uint generation;
+};
+/* Takes over the reference to p; reuses prev's interception resources when
+ * [tls] is unchanged.  NULL with err on failure (p is then the caller's). */
+struct snapshot *snapshot_new(struct policy *p, const struct snapshot *prev, char *err,
+                              size_t errlen);
+struct snapshot *snapshot_ref(struct snapshot *s);
+void snapshot_unref(struct snapshot *s);
+void holder_init(struct snapshot_holder *h, struct snapshot *first);
+struct snapshot *holder_acquire(struct snapshot_holder *h);
+void holder_swap(struct snapshot_holder *h, struct snapshot *next);
+unsigned holder_generation(struct snapshot_holder *h);
+
+/* ---- server.c ------------------------------------------------------------- */
+
+struct server;
+
+struct server *server_start(struct snapshot *first, const char *config_path);
 /* Runs the signal loop until SIGTERM/SIGINT, then drains; returns exit code. */
 int server_run(struct server *s);
-/* The current configuration, with a reference the caller drops. */
-struct policy *server_policy(struct server *s);
+/* The configuration in force, with a reference the caller drops. */
+struct snapshot *server_snapshot(struct server *s);
+/* Changes at every reload: long-lived connections check their destination again. */
+unsigned server_generation(struct server *s);
 
 /* ---- connection handling ---------------------------------------------------- */
 
 struct conn {
     struct server *srv;
-    struct policy *pol;
+    struct snapshot *snap;
+    struct policy *pol; /* snap->pol */
     const struct proxy_settings *set;
     int fd;
     struct stream *cs; /* fd as a plain stream, for head reading */

@@ -34,9 +34,7 @@
 
 struct server {
     const char *config_path;
-    struct intercept intercept;
-    pthread_mutex_t cfg_mu;
-    struct policy *cfg;
+    struct snapshot_holder cfg;
     int lfd;
     pthread_t acceptor;
 
@@ -48,52 +46,14 @@ struct server {
     bool stopping;
 };
 
-const struct intercept *server_intercept(struct server *s)
+struct snapshot *server_snapshot(struct server *s)
 {
-    return &s->intercept;
+    return holder_acquire(&s->cfg);
 }
 
-#define BACKEND_POOL_IDLE 64
-
-/* Interception's CA, TLS contexts and backend pool, made when a policy first
- * has [inference] (at start, or by a reload that adds it). */
-static int intercept_init(struct intercept *ic, const struct policy *p)
+unsigned server_generation(struct server *s)
 {
-    char err[400];
-    if (!policy_intercepts(p) || ic->tls_server != NULL)
-        return 0;
-    const struct tls_settings *t = policy_tls(p);
-    ic->tls_server = tls_server_new(t, err, sizeof(err));
-    if (ic->tls_server == NULL) {
-        log_msg(LOGL_ERROR, "config", "interception needs its CA: %s", err);
-        return -1;
-    }
-    log_msg(LOGL_INFO, "config", "interception CA %s; trust bundle written to %s", t->ca_cert,
-            t->bundle);
-    ic->tls_client = tls_client_new(t->upstream_ca, err, sizeof(err));
-    if (ic->tls_client == NULL)
-        log_msg(LOGL_WARN, "config", "https:// backends unavailable: %s", err);
-    ic->pool = backend_pool_new(BACKEND_POOL_IDLE);
-    if (ic->pool == NULL) {
-        log_msg(LOGL_ERROR, "config", "out of memory");
-        return -1;
-    }
-    return 0;
-}
-
-static void intercept_free(struct intercept *ic)
-{
-    backend_pool_free(ic->pool); /* first: its TLS sessions use the client configuration */
-    tls_server_free(ic->tls_server);
-    tls_client_free(ic->tls_client);
-}
-
-struct policy *server_policy(struct server *s)
-{
-    pthread_mutex_lock(&s->cfg_mu);
-    struct policy *p = policy_ref(s->cfg);
-    pthread_mutex_unlock(&s->cfg_mu);
-    return p;
+    return holder_generation(&s->cfg);
 }
 
 /* ---- pool ------------------------------------------------------------------- */
@@ -252,16 +212,15 @@ static void raise_fd_limit(void)
     }
 }
 
-struct server *server_start(struct policy *p, const char *config_path)
+struct server *server_start(struct snapshot *first, const char *config_path)
 {
-    const struct proxy_settings *set = policy_settings(p);
+    const struct proxy_settings *set = policy_settings(first->pol);
     struct server *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return NULL;
     s->q = calloc(set->queue, sizeof(int));
-    s->lfd = -1;
-    if (s->q == NULL || intercept_init(&s->intercept, p) != 0 || (s->lfd = listen_on(set)) < 0) {
-        intercept_free(&s->intercept);
+    s->lfd = s->q ? listen_on(set) : -1;
+    if (s->lfd < 0) {
         free(s->q);
         free(s);
         return NULL;
@@ -274,9 +233,8 @@ struct server *server_start(struct policy *p, const char *config_path)
     pthread_cond_init(&s->idle_change, &ca);
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&s->mu, NULL);
-    pthread_mutex_init(&s->cfg_mu, NULL);
     s->config_path = config_path;
-    s->cfg = p;
+    holder_init(&s->cfg, first);
     s->qcap = set->queue;
     s->base = set->workers;
     s->max = set->max_workers;
@@ -297,9 +255,7 @@ static void server_free(struct server *s)
     pthread_cond_destroy(&s->work);
     pthread_cond_destroy(&s->idle_change);
     pthread_mutex_destroy(&s->mu);
-    pthread_mutex_destroy(&s->cfg_mu);
-    policy_unref(s->cfg);
-    intercept_free(&s->intercept);
+    snapshot_unref(atomic_load(&s->cfg.cur));
     free(s->q);
     free(s);
 }
@@ -317,38 +273,40 @@ static void report_to_log(void *ctx, const char *file, int line, const char *msg
 
 static void reload(struct server *s)
 {
+    char err[400];
     struct policy *p = policy_load_file(s->config_path, report_to_log, NULL);
-    if (p == NULL) {
-        log_msg(LOGL_ERROR, "config", "reload failed; the running configuration stays in force");
-        return;
-    }
-    if (intercept_init(&s->intercept, p) != 0) {
-        log_msg(LOGL_ERROR, "config", "reload failed; the running configuration stays in force");
+    struct snapshot *now = server_snapshot(s), *next = NULL;
+    if (p != NULL && (next = snapshot_new(p, now, err, sizeof(err))) == NULL) {
+        log_msg(LOGL_ERROR, "config", "%s", err);
         policy_unref(p);
+    }
+    if (next == NULL) {
+        snapshot_unref(now);
+        log_msg(LOGL_ERROR, "config", "reload failed; the running configuration stays in force");
         return;
     }
-    const struct proxy_settings *now = policy_settings(s->cfg), *next = policy_settings(p);
-    if (strcmp(now->listen, next->listen) != 0)
+    const struct proxy_settings *was = policy_settings(now->pol), *set = policy_settings(p);
+    if (strcmp(was->listen, set->listen) != 0)
         log_msg(LOGL_WARN, "config", "listen changed to %s: takes effect at restart; still on %s",
-                next->listen, now->listen);
-    if (now->queue != next->queue)
+                set->listen, was->listen);
+    if (was->queue != set->queue)
         log_msg(LOGL_WARN, "config", "queue size changes take effect at restart");
+    snapshot_unref(now);
     pthread_mutex_lock(&s->mu);
-    s->base = next->workers;
-    s->max = next->max_workers;
+    s->base = set->workers;
+    s->max = set->max_workers;
     pthread_mutex_unlock(&s->mu);
-    log_configure(next->log_format, next->log_level);
-    pthread_mutex_lock(&s->cfg_mu);
-    struct policy *old = s->cfg;
-    s->cfg = p;
-    pthread_mutex_unlock(&s->cfg_mu);
-    policy_unref(old);
-    log_msg(LOGL_INFO, "config", "reloaded %s: %zu rules", s->config_path, policy_rule_count(p));
+    log_configure(set->log_format, set->log_level);
+    holder_swap(&s->cfg, next);
+    log_msg(LOGL_INFO, "config", "reloaded %s: %zu rules, %zu routes", s->config_path,
+            policy_rule_count(p), policy_route_count(p));
 }
 
 static int stop(struct server *s)
 {
-    unsigned timeout_ms = policy_settings(s->cfg)->shutdown_timeout_ms;
+    struct snapshot *snap = server_snapshot(s);
+    unsigned timeout_ms = policy_settings(snap->pol)->shutdown_timeout_ms;
+    snapshot_unref(snap);
     pthread_mutex_lock(&s->mu);
     s->stopping = true;
     pthread_cond_broadcast(&s->work);

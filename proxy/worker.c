@@ -146,7 +146,8 @@ void conn_serve(struct server *srv, int fd)
     struct sockaddr_storage peer;
     socklen_t plen = sizeof(peer);
     c->srv = srv;
-    c->pol = server_policy(srv);
+    c->snap = server_snapshot(srv);
+    c->pol = c->snap->pol;
     c->set = policy_settings(c->pol);
     c->fd = fd;
     c->cs = cs;
@@ -162,6 +163,6 @@ void conn_serve(struct server *srv, int fd)
     forward_release(c);
     stream_free(c->cs);
     linger_close(fd);
-    policy_unref(c->pol);
+    snapshot_unref(c->snap);
     free(c);
 }
