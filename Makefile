@@ -13,7 +13,8 @@ BUILD    := build
 
 CPPFLAGS := -D_GNU_SOURCE
 CFLAGS   := -std=c11 -Wall -Wextra -Werror -pthread -g -fno-strict-aliasing
-LDLIBS   := $(shell pkg-config --libs inih 2>/dev/null || echo -linih) -lmbedtls -lmbedx509 -lmbedcrypto -pthread
+LDLIBS   := $(shell pkg-config --libs inih libsystemd 2>/dev/null || echo -linih -lsystemd) \
+            -lmbedtls -lmbedx509 -lmbedcrypto -pthread
 REL_FLAGS := -O2
 SAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 

@@ -160,6 +160,10 @@ struct inference_env {
     void *dial_ctx;
     void (*log)(void *ctx, const struct inference_record *r);
     void *log_ctx;
+    /* before each request after the first: may bring env up to date (a
+     * reload); false ends the connection (no longer intercepted). May be NULL. */
+    bool (*refresh)(void *ctx, struct inference_env *env);
+    void *refresh_ctx;
 };
 
 /* The client side of an intercepted connection: its stream, and a buffer

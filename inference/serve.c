@@ -618,11 +618,12 @@ bool inference_serve_request(const struct inference_env *env, struct inference_c
     return keep;
 }
 
-void inference_serve(const struct inference_env *env, struct inference_client *cl,
+void inference_serve(const struct inference_env *first_env, struct inference_client *cl,
                      int first_wait_ms)
 {
+    struct inference_env now = *first_env, *env = &now;
     int wait_ms = first_wait_ms;
-    for (;;) {
+    for (bool first = true;; first = false) {
         struct http_msg m;
         const char *why;
         enum head_status st = http_read_head(cl->s, cl->buf, cl->cap, &cl->len, now_ms() + wait_ms);
@@ -641,6 +642,8 @@ void inference_serve(const struct inference_env *env, struct inference_client *c
             fail(&x, 400, "bad_request", why, false);
             return;
         }
+        if (!first && env->refresh != NULL && !env->refresh(env->refresh_ctx, env))
+            return;
         if (!inference_serve_request(env, cl, &m))
             return;
         wait_ms = (int)policy_inference(env->pol)->keepalive_timeout_ms;

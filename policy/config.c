@@ -26,7 +26,7 @@
 
 enum section { SEC_NONE, SEC_PROXY, SEC_TLS, SEC_INFERENCE, SEC_RULE, SEC_ROUTE, SEC_BAD };
 
-enum vtype { V_LISTEN, V_UINT, V_DURATION, V_BOOL, V_LOGFMT, V_LOGLVL, V_PATH, V_SIZE };
+enum vtype { V_LISTEN, V_ADMIN, V_UINT, V_DURATION, V_BOOL, V_LOGFMT, V_LOGLVL, V_PATH, V_SIZE };
 
 struct key_spec {
     const char *name;
@@ -49,6 +49,7 @@ static const struct key_spec proxy_keys[] = {
     {"log_format", V_LOGFMT, P(log_format), 0, 0},
     {"log_level", V_LOGLVL, P(log_level), 0, 0},
     {"unsafe_allow_loopback", V_BOOL, P(unsafe_allow_loopback), 0, 0},
+    {"admin", V_ADMIN, 0, 0, 0},
     {NULL, 0, 0, 0, 0},
 };
 #undef P
@@ -310,6 +311,15 @@ static void set_value(struct loader *L, const struct key_spec *k, const char *v)
             return;
         }
         snprintf(ps->listen, sizeof(ps->listen), "%s", v);
+        return;
+    case V_ADMIN:
+        if (parse_sockaddr(v, &ps->admin_addr, &ps->admin_len) != 0 ||
+            strlen(v) >= sizeof(ps->admin)) {
+            ps->admin_len = 0;
+            problem(L, L->line, "admin: '%s' is not an address (127.0.0.1:9128)", v);
+            return;
+        }
+        snprintf(ps->admin, sizeof(ps->admin), "%s", v);
         return;
     case V_UINT:
         if (parse_uint(v, k->min, k->max, &u) != 0) {

@@ -36,6 +36,9 @@ struct proxy_settings {
     enum log_format log_format;
     enum log_level log_level;
     bool unsafe_allow_loopback;
+    char admin[64]; /* "" when there is no admin endpoint */
+    struct sockaddr_storage admin_addr;
+    socklen_t admin_len;
 };
 
 /* The [tls] section: paths, and the size of the minted-leaf cache. */

@@ -416,6 +416,7 @@ bool forward_serve(struct conn *c, const struct http_msg *m)
     x.f.host = x.t.h.name;
     x.f.port = x.t.port;
     policy_decide(c->pol, &x.t.h, x.t.port, &x.d);
+    metrics_connection(x.d.action);
     x.f.rule = x.d.rule;
     x.f.reason = x.d.reason;
     if (x.d.action == ACTION_DENY) {
@@ -444,6 +445,7 @@ bool forward_serve(struct conn *c, const struct http_msg *m)
         x.f.src = c->src;
         x.f.bytes_up = (long long)x.up_bytes;
         x.f.bytes_down = (long long)x.down_bytes;
+        metrics_bytes(x.up_bytes, x.down_bytes);
         x.f.duration_ms = now_ms() - c->t0;
         log_event(LOGL_INFO, &x.f);
     }

@@ -43,12 +43,57 @@ static void log_inference(void *ctx, const struct inference_record *r)
     f.tokens_in = r->usage.in;
     f.tokens_out = r->usage.out;
     log_event(r->status >= 500 ? LOGL_WARN : LOGL_INFO, &f);
+    metrics_inference(r->route, r->status);
+    metrics_bytes(r->bytes_up, r->bytes_down);
+    if (r->error != NULL)
+        metrics_upstream_error(r->error);
 }
 
 static int dial_cb(void *ctx, const char *host, uint16_t port, char *err, size_t errlen)
 {
     struct conn *c = ctx;
     return dial_backend(c->set, host, port, err, errlen);
+}
+
+/* A kept-alive intercepted connection follows reloads between requests. */
+struct refresher {
+    struct conn *c;
+    struct snapshot *cur; /* c->snap, or a newer one we hold */
+    unsigned generation;
+    bool ended;
+};
+
+static bool refresh(void *ctx, struct inference_env *env)
+{
+    struct refresher *r = ctx;
+    unsigned g = server_generation(r->c->srv);
+    if (g == r->generation)
+        return true;
+    r->generation = g;
+    struct snapshot *s = server_snapshot(r->c->srv);
+    struct host h;
+    const char *why;
+    struct policy_decision d;
+    bool ok = host_parse(r->c->intercept_host, strlen(r->c->intercept_host), &h, &why) == 0;
+    if (!ok && strchr(r->c->intercept_host, ':') != NULL) {
+        char b[POLICY_HOST_MAX + 3];
+        snprintf(b, sizeof(b), "[%s]", r->c->intercept_host);
+        ok = host_parse(b, strlen(b), &h, &why) == 0;
+    }
+    if (ok)
+        policy_decide(s->pol, &h, (uint16_t)r->c->intercept_port, &d);
+    if (!ok || d.action != ACTION_INTERCEPT || s->ic == NULL) {
+        snapshot_unref(s);
+        r->ended = true;
+        return false;
+    }
+    if (r->cur != r->c->snap)
+        snapshot_unref(r->cur);
+    r->cur = s;
+    env->pol = s->pol;
+    env->tls = s->ic->tls_client;
+    env->pool = s->ic->pool;
+    return true;
 }
 
 static void make_env(struct conn *c, struct inference_env *env)
@@ -128,10 +173,15 @@ void intercept_tunnel(struct conn *c, const struct host *h, struct log_fields *f
         return;
     }
     struct inference_env env;
+    struct refresher r = {c, c->snap, server_generation(c->srv), false};
     make_env(c, &env);
+    env.refresh = refresh;
+    env.refresh_ctx = &r;
     inference_serve(&env, &cl, (int)c->set->header_timeout_ms);
-    stream_free(tls);
-    f->reason = tls ? "tls" : "plaintext";
+    stream_free(tls); /* before c->snap goes: the session uses its CA's configuration */
+    if (r.cur != c->snap)
+        snapshot_unref(r.cur);
+    f->reason = r.ended ? "closed by reload: no longer intercepted" : tls ? "tls" : "plaintext";
     f->duration_ms = now_ms() - c->t0;
     log_event(LOGL_INFO, f);
 }

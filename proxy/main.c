@@ -4,6 +4,7 @@
  *   egressd [-c FILE]                   run
  *   egressd -t [-c FILE]                check the configuration
  *   egressd --explain HOST:PORT [-c F]  show the decision for a destination
+ *   egressd --print-env [-c FILE]       environment for sandboxed processes
  *   egressd -V | -h
  */
 #include "proxy.h"
@@ -22,6 +23,7 @@ static void usage(FILE *out)
                  "       egressd -t [-c FILE]              check the configuration\n"
                  "       egressd --explain HOST:PORT [-c FILE]\n"
                  "                                         show the policy decision\n"
+                 "       egressd --print-env [-c FILE]     the environment of a sandboxed process\n"
                  "       egressd -V | -h                   version | this help\n"
                  "FILE defaults to " DEFAULT_CONFIG "\n");
 }
@@ -48,6 +50,22 @@ static int explain(struct policy *p, const char *target)
     }
     policy_explain(p, &h, port, out, sizeof(out));
     fputs(out, stdout);
+    return 0;
+}
+
+/* The environment a sandboxed process needs to use egressd and trust its CA. */
+static int print_env(const struct policy *p)
+{
+    const struct proxy_settings *set = policy_settings(p);
+    const struct tls_settings *t = policy_tls(p);
+    printf("HTTP_PROXY=http://%s\nHTTPS_PROXY=http://%s\nhttp_proxy=http://%s\n"
+           "https_proxy=http://%s\nNO_PROXY=localhost,127.0.0.1,::1\n"
+           "no_proxy=localhost,127.0.0.1,::1\nNODE_USE_ENV_PROXY=1\n",
+           set->listen, set->listen, set->listen, set->listen);
+    if (policy_intercepts(p))
+        printf("SSL_CERT_FILE=%s\nREQUESTS_CA_BUNDLE=%s\nCURL_CA_BUNDLE=%s\nGIT_SSL_CAINFO=%s\n"
+               "NODE_EXTRA_CA_CERTS=%s\n",
+               t->bundle, t->bundle, t->bundle, t->bundle, t->ca_cert);
     return 0;
 }
 
@@ -84,11 +102,12 @@ static int run(struct policy *p, const char *path)
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {{"explain", required_argument, NULL, 'e'},
+                                             {"print-env", no_argument, NULL, 'E'},
                                              {"help", no_argument, NULL, 'h'},
                                              {"version", no_argument, NULL, 'V'},
                                              {NULL, 0, NULL, 0}};
     const char *path = DEFAULT_CONFIG, *target = NULL;
-    bool check = false;
+    bool check = false, env = false;
     int c;
     while ((c = getopt_long(argc, argv, "c:thV", longopts, NULL)) != -1) {
         switch (c) {
@@ -100,6 +119,9 @@ int main(int argc, char **argv)
             break;
         case 'e':
             target = optarg;
+            break;
+        case 'E':
+            env = true;
             break;
         case 'V':
             printf("egressd %s\n", EGRESSD_VERSION);
@@ -121,7 +143,7 @@ int main(int argc, char **argv)
     struct policy *p = policy_load_file(path, report_to_stderr, &problems);
     if (p == NULL) {
         fprintf(stderr, "egressd: %s: %d problem%s%s\n", path, problems, problems == 1 ? "" : "s",
-                check || target ? "" : "; not started");
+                check || target || env ? "" : "; not started");
         return 1;
     }
     int rc;
@@ -130,6 +152,8 @@ int main(int argc, char **argv)
         rc = 0;
     } else if (target != NULL) {
         rc = explain(p, target);
+    } else if (env) {
+        rc = print_env(p);
     } else {
         return run(p, path); /* the server owns the policy from here */
     }

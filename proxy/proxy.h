@@ -107,6 +107,38 @@ struct snapshot *server_snapshot(struct server *s);
 /* Changes at every reload: long-lived connections check their destination again. */
 unsigned server_generation(struct server *s);
 
+/* Pool and cache state, for /metrics. */
+struct metrics_gauges {
+    unsigned queue, busy, total;
+    struct tls_cache_stats cache;
+};
+void server_gauges(struct server *s, struct metrics_gauges *g);
+bool server_stopping(struct server *s);
+/* A listening socket on addr (logged with what); -1 after logging why. */
+int listen_socket(const struct sockaddr_storage *addr, socklen_t len, const char *text,
+                  const char *what);
+
+/* ---- metrics.c and admin.c -------------------------------------------------- */
+
+void metrics_connection(enum policy_action a);
+void metrics_tunnel(int delta);
+void metrics_bytes(uint64_t up, uint64_t down);
+void metrics_upstream_error(const char *code);
+void metrics_reload(bool ok);
+void metrics_inference(const char *route, int status);
+size_t metrics_render(char *buf, size_t cap, const struct metrics_gauges *g);
+
+/* notify.c: sd_notify, or nothing outside systemd */
+void notify_ready(const char *status);
+void notify_reloading(void);
+void notify_stopping(void);
+void notify_watchdog(void);
+unsigned notify_watchdog_ms(void); /* 0: no watchdog */
+
+struct admin;
+struct admin *admin_start(struct server *srv, const struct proxy_settings *set);
+void admin_stop(struct admin *a);
+
 /* ---- connection handling ---------------------------------------------------- */
 
 struct conn {
@@ -155,7 +187,12 @@ struct relay_stats {
     uint64_t up, down;
     const char *end; /* why it ended */
 };
-void relay(int client, int upstream, int idle_ms, struct relay_stats *st);
+struct relay_check {
+    bool (*still_allowed)(void *ctx); /* cheap when nothing changed: called often */
+    void *ctx;
+};
+void relay(int client, int upstream, int idle_ms, const struct relay_check *check,
+           struct relay_stats *st);
 
 /* tunnel.c: the connection ends with the tunnel. */
 void tunnel_serve(struct conn *c, const struct http_msg *m);

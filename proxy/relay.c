@@ -8,7 +8,9 @@
  * When one side stops sending (EOF), the other side's write half is shut
  * once everything before the EOF has been delivered, and the tunnel lives
  * on until both directions have ended: half-closed clients get their whole
- * response.  No byte either way for idle_timeout ends it.
+ * response.  No byte either way for idle_timeout ends it, and so does a
+ * reload whose policy no longer allows the destination (checked at least
+ * once a second).
  */
 #include "proxy.h"
 
@@ -18,6 +20,7 @@
 #include <unistd.h>
 
 #define SPLICE_CHUNK (1 << 20)
+#define RECHECK_MS   1000 /* a reload that forbids a tunnel closes it within this */
 
 struct direction {
     int src, dst;
@@ -80,7 +83,8 @@ static short wanted(const struct direction *d, int fd)
     return ev;
 }
 
-void relay(int client, int upstream, int idle_ms, struct relay_stats *st)
+void relay(int client, int upstream, int idle_ms, const struct relay_check *check,
+           struct relay_stats *st)
 {
     struct direction up = {client, upstream, {-1, -1}, 0, false, false, 0};
     struct direction down = {upstream, client, {-1, -1}, 0, false, false, 0};
@@ -90,13 +94,19 @@ void relay(int client, int upstream, int idle_ms, struct relay_stats *st)
         struct pollfd p[2] = {{client, wanted(&up, client) | wanted(&down, client), 0},
                               {upstream, wanted(&up, upstream) | wanted(&down, upstream), 0}};
         int left = (int)(last + idle_ms - now_ms());
-        int rc = left > 0 ? poll(p, 2, left) : 0;
+        int rc = left > 0 ? poll(p, 2, left < RECHECK_MS ? left : RECHECK_MS) : 0;
+        if (check != NULL && !check->still_allowed(check->ctx)) {
+            st->end = "closed by reload: no longer allowed";
+            break;
+        }
         if (rc < 0 && errno == EINTR)
             continue;
-        if (rc <= 0) {
+        if (rc < 0 || (rc == 0 && now_ms() - last >= idle_ms)) {
             st->end = rc == 0 ? "idle timeout" : "poll failed";
             break;
         }
+        if (rc == 0)
+            continue;
         if ((p[0].revents | p[1].revents) & POLLERR) {
             st->end = "connection reset";
             break;

@@ -34,6 +34,7 @@
 
 struct server {
     const char *config_path;
+    struct admin *admin;
     struct snapshot_holder cfg;
     int lfd;
     pthread_t acceptor;
@@ -54,6 +55,28 @@ struct snapshot *server_snapshot(struct server *s)
 unsigned server_generation(struct server *s)
 {
     return holder_generation(&s->cfg);
+}
+
+bool server_stopping(struct server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    bool stopping = s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    return stopping;
+}
+
+void server_gauges(struct server *s, struct metrics_gauges *g)
+{
+    pthread_mutex_lock(&s->mu);
+    g->queue = (unsigned)s->qlen;
+    g->busy = s->busy;
+    g->total = s->total;
+    pthread_mutex_unlock(&s->mu);
+    struct snapshot *snap = server_snapshot(s);
+    memset(&g->cache, 0, sizeof(g->cache));
+    if (snap->ic != NULL)
+        tls_server_stats(snap->ic->tls_server, &g->cache);
+    snapshot_unref(snap);
 }
 
 /* ---- pool ------------------------------------------------------------------- */
@@ -180,24 +203,27 @@ static void *acceptor_main(void *arg)
     return NULL;
 }
 
-static int listen_on(const struct proxy_settings *set)
+int listen_socket(const struct sockaddr_storage *addr, socklen_t len, const char *text,
+                  const char *what)
 {
-    int fd = socket(set->listen_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        bind(fd, (const struct sockaddr *)&set->listen_addr, set->listen_len) != 0 ||
-        listen(fd, SOMAXCONN) != 0) {
-        log_msg(LOGL_ERROR, "server", "cannot listen on %s: %s", set->listen, strerror(errno));
+        bind(fd, (const struct sockaddr *)addr, len) != 0 || listen(fd, SOMAXCONN) != 0) {
+        log_msg(LOGL_ERROR, "server", "cannot listen on %s (%s): %s", text, what, strerror(errno));
         if (fd >= 0)
             close(fd);
         return -1;
     }
     struct sockaddr_storage bound;
     socklen_t blen = sizeof(bound);
-    char addr[INET6_ADDRSTRLEN + 8] = "?";
+    char shown[INET6_ADDRSTRLEN + 8] = "?";
     if (getsockname(fd, (struct sockaddr *)&bound, &blen) == 0)
-        format_sockaddr((struct sockaddr *)&bound, addr, sizeof(addr));
-    log_msg(LOGL_INFO, "server", "listening on %s", addr);
+        format_sockaddr((struct sockaddr *)&bound, shown, sizeof(shown));
+    if (strcmp(what, "proxy") == 0)
+        log_msg(LOGL_INFO, "server", "listening on %s", shown);
+    else
+        log_msg(LOGL_INFO, "server", "%s endpoint on %s", what, shown);
     return fd;
 }
 
@@ -219,7 +245,7 @@ struct server *server_start(struct snapshot *first, const char *config_path)
     if (s == NULL)
         return NULL;
     s->q = calloc(set->queue, sizeof(int));
-    s->lfd = s->q ? listen_on(set) : -1;
+    s->lfd = s->q ? listen_socket(&set->listen_addr, set->listen_len, set->listen, "proxy") : -1;
     if (s->lfd < 0) {
         free(s->q);
         free(s);
@@ -242,6 +268,10 @@ struct server *server_start(struct snapshot *first, const char *config_path)
     for (unsigned i = 0; i < s->base; i++)
         spawn_worker(s);
     pthread_mutex_unlock(&s->mu);
+    s->admin = admin_start(s, set);
+    if (set->admin_len > 0 && s->admin == NULL)
+        log_msg(LOGL_ERROR, "server",
+                "the admin endpoint did not start; the proxy runs without it");
     int rc = pthread_create(&s->acceptor, NULL, acceptor_main, s);
     if (rc != 0) {
         log_msg(LOGL_ERROR, "server", "cannot start the acceptor: %s", strerror(rc));
@@ -282,6 +312,7 @@ static void reload(struct server *s)
     }
     if (next == NULL) {
         snapshot_unref(now);
+        metrics_reload(false);
         log_msg(LOGL_ERROR, "config", "reload failed; the running configuration stays in force");
         return;
     }
@@ -291,6 +322,8 @@ static void reload(struct server *s)
                 set->listen, was->listen);
     if (was->queue != set->queue)
         log_msg(LOGL_WARN, "config", "queue size changes take effect at restart");
+    if (strcmp(was->admin, set->admin) != 0)
+        log_msg(LOGL_WARN, "config", "admin address changes take effect at restart");
     snapshot_unref(now);
     pthread_mutex_lock(&s->mu);
     s->base = set->workers;
@@ -298,6 +331,7 @@ static void reload(struct server *s)
     pthread_mutex_unlock(&s->mu);
     log_configure(set->log_format, set->log_level);
     holder_swap(&s->cfg, next);
+    metrics_reload(true);
     log_msg(LOGL_INFO, "config", "reloaded %s: %zu rules, %zu routes", s->config_path,
             policy_rule_count(p), policy_route_count(p));
 }
@@ -313,6 +347,7 @@ static int stop(struct server *s)
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->acceptor, NULL);
     close(s->lfd);
+    admin_stop(s->admin);
     log_msg(LOGL_INFO, "server", "stopping: no new connections; waiting up to %u ms", timeout_ms);
 
     struct timespec dl = deadline_in((unsigned)timeout_ms);
@@ -341,17 +376,28 @@ static int stop(struct server *s)
 int server_run(struct server *s)
 {
     sigset_t set;
+    unsigned watchdog_ms = notify_watchdog_ms();
+    /* a ping at half the interval; without a watchdog, wake once a minute anyway */
+    struct timespec tick = {watchdog_ms ? watchdog_ms / 2000 : 60,
+                            watchdog_ms ? (long)(watchdog_ms / 2 % 1000) * 1000000 : 0};
     sigemptyset(&set);
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    notify_ready("serving");
     for (;;) {
-        int sig;
-        if (sigwait(&set, &sig) != 0)
-            continue;
-        if (sig == SIGHUP)
+        int sig = sigtimedwait(&set, NULL, &tick);
+        if (watchdog_ms)
+            notify_watchdog();
+        if (sig < 0)
+            continue; /* the tick, or EINTR */
+        if (sig == SIGHUP) {
+            notify_reloading();
             reload(s);
-        else
+            notify_ready("serving");
+        } else {
+            notify_stopping();
             return stop(s);
+        }
     }
 }

@@ -13,6 +13,35 @@
 
 #define ESTABLISHED "HTTP/1.1 200 Connection Established\r\n\r\n"
 
+struct recheck {
+    struct conn *c;
+    const struct host *h;
+    uint16_t port;
+    int upstream;
+    unsigned generation;
+};
+
+/* After a reload: does the new policy still allow this tunnel? */
+static bool still_allowed(void *ctx)
+{
+    struct recheck *r = ctx;
+    unsigned g = server_generation(r->c->srv);
+    if (g == r->generation)
+        return true;
+    r->generation = g;
+    struct snapshot *s = server_snapshot(r->c->srv);
+    struct policy_decision d;
+    struct sockaddr_storage peer;
+    socklen_t len = sizeof(peer);
+    const char *why;
+    policy_decide(s->pol, r->h, r->port, &d);
+    bool ok = d.action == ACTION_ALLOW &&
+              getpeername(r->upstream, (struct sockaddr *)&peer, &len) == 0 &&
+              policy_address_permitted(s->pol, &d, (struct sockaddr *)&peer, &why);
+    snapshot_unref(s);
+    return ok;
+}
+
 void tunnel_serve(struct conn *c, const struct http_msg *m)
 {
     struct log_fields f = LOG_FIELDS_INIT;
@@ -30,6 +59,7 @@ void tunnel_serve(struct conn *c, const struct http_msg *m)
 
     struct policy_decision d;
     policy_decide(c->pol, &h, port, &d);
+    metrics_connection(d.action);
     f.rule = d.rule;
     f.reason = d.reason;
     if (d.action == ACTION_DENY)
@@ -60,7 +90,12 @@ void tunnel_serve(struct conn *c, const struct http_msg *m)
     log_event(LOGL_INFO, &f);
 
     struct relay_stats st;
-    relay(c->fd, r.fd, io_ms, &st);
+    struct recheck rc = {c, &h, port, r.fd, server_generation(c->srv)};
+    struct relay_check check = {still_allowed, &rc};
+    metrics_tunnel(1);
+    relay(c->fd, r.fd, io_ms, &check, &st);
+    metrics_tunnel(-1);
+    metrics_bytes(st.up + c->len, st.down);
     close(r.fd);
     f.event = "close";
     f.reason = st.end;

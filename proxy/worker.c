@@ -52,6 +52,7 @@ void conn_fail(struct conn *c, const struct log_fields *f, const struct proxy_er
     l.detail = detail;
     l.duration_ms = now_ms() - c->t0;
     log_event(e->status >= 500 ? LOGL_WARN : LOGL_INFO, &l);
+    metrics_upstream_error(e->code); /* counts only the upstream kinds */
     respond_error(c->fd, e, detail, l.rule);
 }
 

@@ -111,7 +111,7 @@ static void *relay_thread(void *arg)
     struct relay_job *j = arg;
     fcntl(j->a, F_SETFL, O_NONBLOCK);
     fcntl(j->b, F_SETFL, O_NONBLOCK);
-    relay(j->a, j->b, 5000, &j->st);
+    relay(j->a, j->b, 5000, NULL, &j->st);
     close(j->a);
     close(j->b);
     return NULL;
@@ -160,7 +160,7 @@ Test(relay, idle_timeout_ends_it)
     fcntl(client[1], F_SETFL, O_NONBLOCK);
     fcntl(origin[0], F_SETFL, O_NONBLOCK);
     struct relay_stats st;
-    relay(client[1], origin[0], 100, &st);
+    relay(client[1], origin[0], 100, NULL, &st);
     cr_assert_str_eq(st.end, "idle timeout");
     for (int i = 0; i < 2; i++) {
         close(client[i]);

@@ -1,0 +1,157 @@
+/*
+ * metrics.c - counters for the admin endpoint, in Prometheus text format.
+ *
+ * Plain atomic counters, bumped where things happen (the one kind of
+ * mutable global egressd allows itself); inference requests are counted by
+ * route and status in a small table under a mutex, since their labels are
+ * only known at run time.  Gauges (queue, workers, certificate cache) are
+ * read from their owners when /metrics is asked for.
+ */
+#include "proxy.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#define ROUTE_STATUS_MAX 256
+
+static const char *const error_kinds[] = {"dns_failure", "upstream_unreachable", "upstream_timeout",
+                                          "ssrf_denied", "upstream_unavailable", "upstream_error"};
+#define N_ERROR_KINDS (sizeof(error_kinds) / sizeof(error_kinds[0]))
+
+static struct {
+    atomic_ullong connections[3]; /* by enum policy_action */
+    atomic_llong tunnels_active;
+    atomic_ullong bytes_up, bytes_down;
+    atomic_ullong upstream_errors[N_ERROR_KINDS];
+    atomic_ullong reloads_ok, reloads_failed;
+} counters;
+
+static struct {
+    pthread_mutex_t mu;
+    size_t n;
+    struct {
+        char route[64];
+        int status;
+        unsigned long long count;
+    } rows[ROUTE_STATUS_MAX];
+} by_route = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+void metrics_connection(enum policy_action a)
+{
+    atomic_fetch_add_explicit(&counters.connections[a], 1, memory_order_relaxed);
+}
+
+void metrics_tunnel(int delta)
+{
+    atomic_fetch_add_explicit(&counters.tunnels_active, delta, memory_order_relaxed);
+}
+
+void metrics_bytes(uint64_t up, uint64_t down)
+{
+    atomic_fetch_add_explicit(&counters.bytes_up, up, memory_order_relaxed);
+    atomic_fetch_add_explicit(&counters.bytes_down, down, memory_order_relaxed);
+}
+
+void metrics_upstream_error(const char *code)
+{
+    for (size_t i = 0; i < N_ERROR_KINDS; i++)
+        if (strcmp(code, error_kinds[i]) == 0)
+            atomic_fetch_add_explicit(&counters.upstream_errors[i], 1, memory_order_relaxed);
+}
+
+void metrics_reload(bool ok)
+{
+    atomic_fetch_add(ok ? &counters.reloads_ok : &counters.reloads_failed, 1);
+}
+
+void metrics_inference(const char *route, int status)
+{
+    route = route ? route : "none";
+    pthread_mutex_lock(&by_route.mu);
+    size_t i = 0;
+    while (i < by_route.n &&
+           (by_route.rows[i].status != status || strcmp(by_route.rows[i].route, route) != 0))
+        i++;
+    if (i == by_route.n && by_route.n < ROUTE_STATUS_MAX) { /* full: the rest go uncounted */
+        snprintf(by_route.rows[i].route, sizeof(by_route.rows[i].route), "%s", route);
+        by_route.rows[i].status = status;
+        by_route.n++;
+    }
+    if (i < by_route.n)
+        by_route.rows[i].count++;
+    pthread_mutex_unlock(&by_route.mu);
+}
+
+struct out {
+    char *buf;
+    size_t cap, n;
+};
+
+static void emit(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void emit(struct out *o, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int w = o->n < o->cap ? vsnprintf(o->buf + o->n, o->cap - o->n, fmt, ap) : 0;
+    va_end(ap);
+    if (w > 0)
+        o->n = o->n + (size_t)w < o->cap ? o->n + (size_t)w : o->cap;
+}
+
+static void counter(struct out *o, const char *name, const char *help)
+{
+    emit(o, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+}
+
+size_t metrics_render(char *buf, size_t cap, const struct metrics_gauges *g)
+{
+    struct out o = {buf, cap, 0};
+    static const char *const actions[] = {"deny", "allow", "intercept"};
+    counter(&o, "egressd_connections_total", "Decisions made, by action.");
+    for (int a = 0; a < 3; a++)
+        emit(&o, "egressd_connections_total{action=\"%s\"} %llu\n", actions[a],
+             atomic_load(&counters.connections[a == 0   ? ACTION_DENY
+                                               : a == 1 ? ACTION_ALLOW
+                                                        : ACTION_INTERCEPT]));
+    emit(&o,
+         "# HELP egressd_tunnels_active Tunnels relaying now.\n"
+         "# TYPE egressd_tunnels_active gauge\negressd_tunnels_active %lld\n",
+         atomic_load(&counters.tunnels_active));
+    counter(&o, "egressd_bytes_total", "Bytes relayed, up (to upstreams) and down.");
+    emit(&o,
+         "egressd_bytes_total{direction=\"up\"} %llu\negressd_bytes_total{direction=\"down\"} "
+         "%llu\n",
+         atomic_load(&counters.bytes_up), atomic_load(&counters.bytes_down));
+    counter(&o, "egressd_upstream_errors_total", "Failures reaching upstreams and backends.");
+    for (size_t i = 0; i < N_ERROR_KINDS; i++)
+        emit(&o, "egressd_upstream_errors_total{kind=\"%s\"} %llu\n", error_kinds[i],
+             atomic_load(&counters.upstream_errors[i]));
+    counter(&o, "egressd_inference_requests_total", "Intercepted requests, by route and status.");
+    pthread_mutex_lock(&by_route.mu);
+    for (size_t i = 0; i < by_route.n; i++)
+        emit(&o, "egressd_inference_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
+             by_route.rows[i].route, by_route.rows[i].status, by_route.rows[i].count);
+    pthread_mutex_unlock(&by_route.mu);
+    counter(&o, "egressd_reloads_total", "Configuration reloads, by result.");
+    emit(&o,
+         "egressd_reloads_total{result=\"ok\"} %llu\negressd_reloads_total{result=\"failed\"} "
+         "%llu\n",
+         atomic_load(&counters.reloads_ok), atomic_load(&counters.reloads_failed));
+    counter(&o, "egressd_cert_cache_hits_total", "Minted certificates found in the cache.");
+    emit(&o, "egressd_cert_cache_hits_total %llu\n", (unsigned long long)g->cache.hits);
+    counter(&o, "egressd_cert_cache_misses_total", "Certificates that had to be minted.");
+    emit(&o, "egressd_cert_cache_misses_total %llu\n", (unsigned long long)g->cache.misses);
+    emit(&o,
+         "# HELP egressd_cert_cache_size Certificates in the cache.\n"
+         "# TYPE egressd_cert_cache_size gauge\negressd_cert_cache_size %zu\n",
+         g->cache.size);
+    emit(&o,
+         "# HELP egressd_queue_depth Accepted sockets waiting for a worker.\n"
+         "# TYPE egressd_queue_depth gauge\negressd_queue_depth %u\n"
+         "# HELP egressd_workers Worker threads, by state.\n"
+         "# TYPE egressd_workers gauge\n"
+         "egressd_workers{state=\"busy\"} %u\negressd_workers{state=\"total\"} %u\n",
+         g->queue, g->busy, g->total);
+    return o.n;
+}
