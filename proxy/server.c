@@ -345,6 +345,7 @@ static int stop(struct server *s)
     s->stopping = true;
     pthread_cond_broadcast(&s->work);
     pthread_mutex_unlock(&s->mu);
+    shutdown(s->lfd, SHUT_RDWR); /* new connections are refused from now on */
     pthread_join(s->acceptor, NULL);
     close(s->lfd);
     admin_stop(s->admin);

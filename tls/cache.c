@@ -111,8 +111,6 @@ struct leaf *leaf_cache_get(struct leaf_cache *c, const char *host, time_t now)
         list_push_front(c, l);
         l->refs++;
         c->hits++;
-    } else {
-        c->misses++;
     }
     pthread_mutex_unlock(&c->mu);
     return l;
@@ -131,6 +129,7 @@ void leaf_cache_put(struct leaf_cache *c, struct leaf *l)
     while (c->count >= c->capacity)
         remove_locked(c, c->tail);
     l->refs++;
+    c->misses++; /* a put is a mint: what a miss costs */
     l->hnext = c->buckets[b];
     c->buckets[b] = l;
     list_push_front(c, l);

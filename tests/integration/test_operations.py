@@ -1,0 +1,210 @@
+"""Operating egressd: reloads (good, bad, under load, closing tunnels),
+draining on SIGTERM, the admin endpoint, sd_notify, --print-env."""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import requests
+
+from conftest import (EGRESSD, INFERENCE_ENV, Egressd, connect_via, inference_config, proxy_config)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def reload(e, text=None, wait_for="reloaded"):
+    if text is not None:
+        e.conf.write_text(text)
+    before = len(e.raw_lines())
+    e.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if any(wait_for in l for l in e.raw_lines()[before:]):
+            return e.raw_lines()[before:]
+        time.sleep(0.02)
+    raise AssertionError("no reload line: " + "\n".join(e.raw_lines()[before:]))
+
+
+def rules(ports):
+    return f"[allow local]\nhost = 127.0.0.1, localhost\nport = {ports}\n"
+
+
+def test_bad_reload_keeps_the_old_policy(start_egressd, echo_server):
+    e = start_egressd(proxy_config(rules=rules("1-65535")))
+    lines = reload(e, proxy_config(rules=rules("1-65535") + "[allow broken]\nhost = *.com\n"),
+                   wait_for="reload failed")
+    assert any(re.search(r"egressd\.ini:\d+: host '\*\.com'", l) for l in lines), lines
+    s, status, _ = connect_via(e.port, f"127.0.0.1:{echo_server}")
+    assert " 200 " in status, "the old policy is still in force"
+
+
+def test_reload_closes_tunnels_no_longer_allowed(start_egressd, echo_server):
+    e = start_egressd(proxy_config(rules=rules("1-65535")))
+    s, status, _ = connect_via(e.port, f"127.0.0.1:{echo_server}")
+    assert " 200 " in status
+    s.sendall(b"before")
+    assert s.recv(10) == b"before"
+    reload(e, proxy_config(rules=rules("1")))
+    s.settimeout(5)
+    t0 = time.time()
+    assert s.recv(10) == b"", "closed by egressd"
+    assert time.time() - t0 < 3
+    close = e.events("close")
+    assert close and "reload" in close[0]["reason"]
+
+
+def test_reload_under_load_fails_nothing(start_egressd, origin):
+    e = start_egressd(proxy_config(rules=rules("1-65535")))
+    failures, done = [], threading.Event()
+    count = [0]
+
+    def client():
+        with requests.Session() as sess:
+            sess.proxies = {"http": e.url}
+            while not done.is_set():
+                try:
+                    r = sess.get(f"http://127.0.0.1:{origin}/hello", timeout=10)
+                    if r.status_code != 200 or r.text != "hello\n":
+                        failures.append(r.status_code)
+                except requests.RequestException as err:
+                    failures.append(str(err))
+                count[0] += 1
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for i in range(50):  # both policies allow the destination; only the rule name changes
+        reload(e, proxy_config(rules=rules("1-65535").replace("local", f"local{i}")))
+    done.set()
+    for t in threads:
+        t.join(30)
+    assert failures == []
+    assert count[0] > 50
+    assert len([l for l in e.raw_lines() if "reloaded" in l]) == 50
+
+
+def test_reload_changes_routes(start_egressd, backend, tmp_path):
+    cfg = inference_config(tmp_path, backend.port, routes="[route canned]\nendpoint = mock://x\n")
+    e = start_egressd(cfg, env=INFERENCE_ENV)
+    r = requests.get("http://inference.local/v1/models", proxies={"http": e.url}, timeout=10)
+    assert r.json()["data"][0]["id"] == "mock-model"
+    reload(e, inference_config(tmp_path, backend.port))
+    r = requests.get("http://inference.local/v1/models", proxies={"http": e.url}, timeout=10)
+    assert r.json()["data"][0]["id"] == "m1", "the backend route of the new file"
+
+
+def test_sigterm_drains_a_stream_in_flight(tmp_path, backend):
+    e = Egressd(tmp_path, inference_config(tmp_path, backend.port, extra="shutdown_timeout = 20s"),
+                env=INFERENCE_ENV)
+    s = socket.create_connection(("127.0.0.1", e.port), timeout=10)
+    body = json.dumps({"model": "gpt-4o", "stream": True}).encode()
+    s.sendall(b"POST http://inference.local/v1/chat/completions?hold=1 HTTP/1.1\r\nHost: inference.local\r\n"
+              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    got = b""
+    while b"chat.completion.chunk" not in got:
+        got += s.recv(65536)
+    e.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert e.proc.poll() is None, "still draining"
+    refused = socket.socket()
+    assert refused.connect_ex(("127.0.0.1", e.port)) != 0, "no longer accepting"
+    backend.release()
+    while b"0\r\n\r\n" not in got:
+        d = s.recv(65536)
+        assert d, got
+        got += d
+    assert b"[DONE]" in got
+    s.close()
+    assert e.proc.wait(timeout=20) == 0
+    assert e.stop() == 0
+
+
+def scrape(port):
+    r = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    values = {}
+    for line in r.text.splitlines():
+        if line.startswith("#") or not line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        values[name] = float(value)
+    return values
+
+
+def test_metrics_move_with_traffic(start_egressd, backend, tmp_path, echo_server):
+    admin = free_port()
+    cfg = inference_config(tmp_path, backend.port, extra=f"admin = 127.0.0.1:{admin}\nunsafe_allow_loopback = yes")
+    cfg += rules("1-65535")
+    e = start_egressd(cfg, env=INFERENCE_ENV)
+    assert requests.get(f"http://127.0.0.1:{admin}/healthz", timeout=5).text == "ok\n"
+    before = scrape(admin)
+    s, status, _ = connect_via(e.port, f"127.0.0.1:{echo_server}")
+    s.sendall(b"12345")
+    assert s.recv(10) == b"12345"
+    during = scrape(admin)
+    assert during["egressd_tunnels_active"] == 1
+    s.close()
+    requests.get("http://example.com/", proxies={"http": e.url}, timeout=5)  # denied
+    requests.get("http://inference.local/v1/models", proxies={"http": e.url}, timeout=5)
+    requests.get("https://inference.local/v1/models", proxies={"https": e.url},
+                 verify=str(tmp_path / "bundle.pem"), timeout=5)
+    reload(e)
+    time.sleep(0.2)
+    after = scrape(admin)
+    inc = lambda k: after.get(k, 0) - before.get(k, 0)
+    assert inc('egressd_connections_total{action="allow"}') == 1
+    assert inc('egressd_connections_total{action="deny"}') == 1
+    assert inc('egressd_connections_total{action="intercept"}') == 2
+    assert inc('egressd_bytes_total{direction="up"}') >= 5
+    assert inc('egressd_inference_requests_total{route="openai",status="200"}') == 2
+    assert after["egressd_cert_cache_misses_total"] == 1 and after["egressd_cert_cache_size"] == 1
+    assert inc('egressd_reloads_total{result="ok"}') == 1
+    assert after["egressd_tunnels_active"] == 0
+    assert after['egressd_workers{state="total"}'] >= 4
+    assert "egressd_queue_depth" in after
+    assert requests.get(f"http://127.0.0.1:{admin}/other", timeout=5).status_code == 404
+
+
+def test_sd_notify(tmp_path):
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(10)
+    conf = tmp_path / "n.ini"
+    conf.write_text(proxy_config())
+    log = open(tmp_path / "n.log", "wb")
+    p = subprocess.Popen([EGRESSD, "-c", str(conf)], stderr=log, stdout=log,
+                         env=dict(os.environ, NOTIFY_SOCKET=path))
+    try:
+        assert sock.recv(4096).startswith(b"READY=1")
+        p.send_signal(signal.SIGHUP)
+        msg = sock.recv(4096)
+        assert msg.startswith(b"RELOADING=1\nMONOTONIC_USEC="), msg
+        assert sock.recv(4096).startswith(b"READY=1")
+        p.send_signal(signal.SIGTERM)
+        assert sock.recv(4096).startswith(b"STOPPING=1")
+        assert p.wait(timeout=10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
+def test_print_env(tmp_path):
+    conf = tmp_path / "e.ini"
+    conf.write_text(inference_config(tmp_path, 1, routes="").replace("127.0.0.1:0", "127.0.0.1:3999"))
+    r = subprocess.run([EGRESSD, "--print-env", "-c", str(conf)], capture_output=True, text=True)
+    env = dict(l.split("=", 1) for l in r.stdout.splitlines())
+    assert env["HTTPS_PROXY"] == "http://127.0.0.1:3999" and env["https_proxy"] == env["HTTPS_PROXY"]
+    for key in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO"):
+        assert env[key] == f"{tmp_path}/bundle.pem"
+    assert env["NODE_EXTRA_CA_CERTS"] == f"{tmp_path}/ca.pem" and env["NODE_USE_ENV_PROXY"] == "1"
