@@ -91,10 +91,25 @@ smoke: $(BUILD)/san/egressd
 integration: $(BUILD)/san/egressd $(BUILD)/mock-backend $(BUILD)/node/.installed
 	EGRESSD=$(CURDIR)/$(BUILD)/san/egressd MOCK_BACKEND=$(CURDIR)/$(BUILD)/mock-backend /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
 
+UNITDIR ?= /lib/systemd/system
+MANDIR  ?= $(PREFIX)/share/man
+
+# Binary, unit, example configuration and man pages; on a real install (no
+# DESTDIR, as root) also the egressd system user the unit runs as.
 install: all
-	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)/etc/egressd
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)/etc/egressd $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5
 	install -m 0755 $(BUILD)/rel/egressd $(DESTDIR)$(PREFIX)/sbin/egressd
 	install -m 0644 conf/egressd.ini $(DESTDIR)/etc/egressd/egressd.ini.example
+	[ -e $(DESTDIR)/etc/egressd/egressd.ini ] || \
+		install -m 0644 conf/egressd.ini $(DESTDIR)/etc/egressd/egressd.ini
+	sed 's|/usr/local/sbin/egressd|$(PREFIX)/sbin/egressd|g' conf/egressd.service \
+		>$(DESTDIR)$(UNITDIR)/egressd.service
+	install -m 0644 man/egressd.8 $(DESTDIR)$(MANDIR)/man8/egressd.8
+	install -m 0644 man/egressd.ini.5 $(DESTDIR)$(MANDIR)/man5/egressd.ini.5
+	if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && ! id egressd >/dev/null 2>&1; then \
+		useradd --system --no-create-home --home-dir /var/lib/egressd \
+			--shell /usr/sbin/nologin egressd; fi
 
 format:
 	clang-format -i $(LIB_SRC) $(MAIN_SRC) $(UNIT_SRC) $(HEADERS) $(wildcard tests/helpers/*.c)

@@ -3,7 +3,7 @@
 # ones that are missing.  Runs as root, or through sudo when there is one.
 set -eu
 
-PKGS="gcc make pkg-config libinih-dev libmbedtls-dev libsystemd-dev libcriterion-dev ca-certificates curl openssl iproute2 nftables python3 python3-pytest python3-requests"
+PKGS="gcc make pkg-config libinih-dev libmbedtls-dev libsystemd-dev libcriterion-dev ca-certificates curl openssl iproute2 nftables man-db systemd util-linux python3 python3-pytest python3-requests"
 
 # Node.js and npm run the official SDKs in the tests; any Node >= 18 will
 # do, so an existing one (from any source) is kept.

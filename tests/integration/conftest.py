@@ -43,14 +43,15 @@ def pattern_sha256(n):
 
 
 class Egressd:
-    def __init__(self, tmp_path, config, name="egressd", env=None):
+    def __init__(self, tmp_path, config, name="egressd", env=None, prefix=(), binary=EGRESSD):
         self.tmp = tmp_path
         self.conf = tmp_path / f"{name}.ini"
         self.conf.write_text(config)
         self.logpath = tmp_path / f"{name}.log"
         self.logfile = open(self.logpath, "wb")
         env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0", **(env or {}))
-        self.proc = subprocess.Popen([EGRESSD, "-c", str(self.conf)], stdout=self.logfile,
+        self.conf.chmod(0o644)
+        self.proc = subprocess.Popen([*prefix, binary, "-c", str(self.conf)], stdout=self.logfile,
                                      stderr=self.logfile, env=env)
         self.port = self._wait_port()
 
