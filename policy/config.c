@@ -50,6 +50,7 @@ static const struct key_spec proxy_keys[] = {
     {"log_level", V_LOGLVL, P(log_level), 0, 0},
     {"unsafe_allow_loopback", V_BOOL, P(unsafe_allow_loopback), 0, 0},
     {"admin", V_ADMIN, 0, 0, 0},
+    {"sandbox_pid", V_UINT, P(sandbox_pid), 1, 4194304},
     {NULL, 0, 0, 0, 0},
 };
 #undef P
@@ -92,7 +93,7 @@ struct loader {
     size_t route;                      /* index of the open route */
     int section_line[3];               /* [proxy], [tls], [inference]: 0 until seen */
     int key_line[3][MAX_SECTION_KEYS]; /* where each of their keys was set */
-    int rule_key_line[3];              /* host, port, allowed_ips of the open rule */
+    int rule_key_line[4];              /* host, port, allowed_ips, binary of the open rule */
     int route_key_line[8];
     bool route_has_endpoint[MAX_ROUTES]; /* said, well or badly: no second complaint */
 };
@@ -433,22 +434,56 @@ static int add_allowed_ip(void *vctx, const char *item)
     return 0;
 }
 
+/* A `binary` pattern: absolute, few stars, symlinks of its fixed part resolved
+ * (so that /bin/curl and /usr/bin/curl are one binary). */
+static int add_binary(void *vctx, const char *item)
+{
+    struct list_ctx *c = vctx;
+    char fixed[IDENTITY_PATH_MAX], real[4096], out[IDENTITY_PATH_MAX];
+    size_t stars = 0;
+    for (const char *q = item; *q; q++)
+        stars += *q == '*';
+    if (item[0] != '/' || stars > 8 || strlen(item) >= sizeof(fixed)) {
+        problem(c->L, c->L->line, "binary '%s': an absolute path or glob (at most 8 '*')", item);
+        return -1;
+    }
+    const char *star = strchr(item, '*');
+    size_t cut =
+        star ? (size_t)(memrchr(item, '/', (size_t)(star - item)) - (void *)item) : strlen(item);
+    memcpy(fixed, item, cut);
+    fixed[cut] = '\0';
+    if (cut > 0 && realpath(fixed, real) != NULL &&
+        snprintf(out, sizeof(out), "%s%s", real, item + cut) < (int)sizeof(out))
+        item = out; /* a path that does not exist yet is kept as written */
+    char **grown = realloc(c->r->binaries, (c->r->n_binaries + 1) * sizeof(*grown));
+    if (grown == NULL || (grown[c->r->n_binaries] = strdup(item)) == NULL) {
+        if (grown != NULL)
+            c->r->binaries = grown;
+        problem(c->L, c->L->line, "out of memory");
+        return -1;
+    }
+    c->r->binaries = grown;
+    c->r->n_binaries++;
+    return 0;
+}
+
 static void rule_key(struct loader *L, const char *name, const char *value)
 {
-    static const char *const keys[] = {"host", "port", "allowed_ips"};
+    static const char *const keys[] = {"host", "port", "allowed_ips", "binary"};
     struct rule *r = &L->p->rules[L->rule];
     size_t k = 0;
-    while (k < 3 && strcmp(keys[k], name) != 0)
+    while (k < 4 && strcmp(keys[k], name) != 0)
         k++;
-    if (k == 3 || (k == 2 && r->kind == RULE_INTERCEPT)) {
+    if (k == 4 || (k == 2 && r->kind == RULE_INTERCEPT)) {
         if (r->kind == RULE_INTERCEPT)
             problem(L, L->line,
-                    "unknown key '%s' in [inference] (expected host, port, max_request_body, "
-                    "max_response_body, stream_idle_timeout, keepalive_timeout)",
+                    "unknown key '%s' in [inference] (expected host, port, binary, "
+                    "max_request_body, max_response_body, stream_idle_timeout, keepalive_timeout)",
                     name);
         else
-            problem(L, L->line, "unknown key '%s' in [%s %s] (expected host, port, allowed_ips)",
-                    name, r->kind == RULE_DENY ? "deny" : "allow", r->name);
+            problem(L, L->line,
+                    "unknown key '%s' in [%s %s] (expected host, port, allowed_ips, binary)", name,
+                    r->kind == RULE_DENY ? "deny" : "allow", r->name);
         return;
     }
     if (L->rule_key_line[k] != 0) {
@@ -476,6 +511,8 @@ static void rule_key(struct loader *L, const char *name, const char *value)
         r->has_port = true;
         if (parse_ports(value, &r->ports, &r->n_ports, err, sizeof(err)) != 0)
             problem(L, L->line, "port: %s", err);
+    } else if (k == 3) {
+        list_foreach(copy, add_binary, &c);
     } else if (r->kind == RULE_DENY) {
         problem(L, L->line, "allowed_ips has no meaning in a deny rule");
     } else {
@@ -620,8 +657,10 @@ static int handler(void *user, const char *section, const char *name, const char
 {
     struct loader *L = user;
     (void)section; /* the reader already opened the section this key belongs to */
-    bool is_rule_key = L->sec == SEC_RULE || (L->sec == SEC_INFERENCE &&
-                                              (!strcmp(name, "host") || !strcmp(name, "port")));
+    bool is_rule_key =
+        L->sec == SEC_RULE ||
+        (L->sec == SEC_INFERENCE &&
+         (!strcmp(name, "host") || !strcmp(name, "port") || !strcmp(name, "binary")));
     if (value[0] == '\0' && !is_rule_key) {
         problem(L, L->line, "'%s' has an empty value", name);
         return 1;
@@ -836,6 +875,9 @@ void policy_unref(struct policy *p)
         return;
     for (size_t i = 0; i < p->n_rules; i++) {
         hostset_free(&p->rules[i].hosts);
+        for (size_t j = 0; j < p->rules[i].n_binaries; j++)
+            free(p->rules[i].binaries[j]);
+        free(p->rules[i].binaries);
         free(p->rules[i].ports);
         free(p->rules[i].allowed);
     }

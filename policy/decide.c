@@ -24,40 +24,90 @@ const char *policy_action_name(enum policy_action a)
     return "deny";
 }
 
-static bool rule_matches(const struct rule *r, const struct host *h, uint16_t port)
+static bool destination_matches(const struct rule *r, const struct host *h, uint16_t port)
 {
     return ports_match(r->ports, r->n_ports, port) && hostset_match(&r->hosts, h);
 }
 
-static int first_match(const struct policy *p, enum rule_kind kind, const struct host *h,
-                       uint16_t port)
+/* A rule with `binary` matches when the process or one of its ancestors
+ * runs one of the listed executables; unknown identity matches nothing. */
+static bool binary_matches(const struct rule *r, const struct identity *id)
+{
+    if (r->n_binaries == 0)
+        return true;
+    if (id == NULL || id->unresolved != NULL)
+        return false;
+    for (size_t c = 0; c < id->n; c++)
+        for (size_t b = 0; b < r->n_binaries; b++)
+            if (path_glob_match(r->binaries[b], id->chain[c]))
+                return true;
+    return false;
+}
+
+struct matcher {
+    const struct policy *p;
+    const struct host *h;
+    uint16_t port;
+    const struct identity *id;
+    const char *missed; /* a binary rule that matched all but the process */
+};
+
+static int first_match(struct matcher *m, enum rule_kind kind)
+{
+    for (size_t i = 0; i < m->p->n_rules; i++) {
+        const struct rule *r = &m->p->rules[i];
+        if (r->kind != kind || !destination_matches(r, m->h, m->port))
+            continue;
+        if (binary_matches(r, m->id))
+            return (int)i;
+        if (m->missed == NULL)
+            m->missed = r->name;
+    }
+    return -1;
+}
+
+bool policy_wants_identity(const struct policy *p, const struct host *h, uint16_t port)
 {
     for (size_t i = 0; i < p->n_rules; i++)
-        if (p->rules[i].kind == kind && rule_matches(&p->rules[i], h, port))
-            return (int)i;
-    return -1;
+        if (p->rules[i].n_binaries > 0 && destination_matches(&p->rules[i], h, port))
+            return true;
+    return false;
 }
 
 void policy_decide(const struct policy *p, const struct host *h, uint16_t port,
                    struct policy_decision *out)
 {
-    int i = first_match(p, RULE_DENY, h, port);
+    policy_decide_as(p, h, port, NULL, out);
+}
+
+void policy_decide_as(const struct policy *p, const struct host *h, uint16_t port,
+                      const struct identity *id, struct policy_decision *out)
+{
+    struct matcher m = {p, h, port, id, NULL};
+    int i = first_match(&m, RULE_DENY);
     if (i >= 0) {
         *out = (struct policy_decision){ACTION_DENY, p->rules[i].name, "denied by rule", i};
         return;
     }
-    i = first_match(p, RULE_INTERCEPT, h, port);
+    i = first_match(&m, RULE_INTERCEPT);
     if (i >= 0) {
         *out = (struct policy_decision){ACTION_INTERCEPT, p->rules[i].name,
                                         "inference host: intercepted", i};
         return;
     }
-    i = first_match(p, RULE_ALLOW, h, port);
+    i = first_match(&m, RULE_ALLOW);
     if (i >= 0) {
         *out = (struct policy_decision){ACTION_ALLOW, p->rules[i].name, "allowed by rule", i};
         return;
     }
-    *out = (struct policy_decision){ACTION_DENY, NULL, "no rule allows this destination", -1};
+    const char *why = "no rule allows this destination";
+    if (m.missed != NULL && id == NULL)
+        why = "a rule names binaries, and the calling process was not looked up";
+    else if (m.missed != NULL && id->unresolved != NULL)
+        why = id->unresolved; /* deny with the reason, never allow on doubt */
+    else if (m.missed != NULL)
+        why = "the calling binary is not one the rule allows";
+    *out = (struct policy_decision){ACTION_DENY, m.missed, why, -1};
 }
 
 bool policy_address_permitted(const struct policy *p, const struct policy_decision *d,
@@ -83,26 +133,34 @@ bool policy_address_permitted(const struct policy *p, const struct policy_decisi
     return false;
 }
 
-void policy_explain(const struct policy *p, const struct host *h, uint16_t port, char *buf,
-                    size_t len)
+static const char *rule_kind_name(enum rule_kind k)
+{
+    return k == RULE_DENY ? "deny" : k == RULE_ALLOW ? "allow" : "inference";
+}
+
+void policy_explain(const struct policy *p, const struct host *h, uint16_t port,
+                    const struct identity *id, char *buf, size_t len)
 {
     struct policy_decision d;
-    policy_decide(p, h, port, &d);
+    policy_decide_as(p, h, port, id, &d);
     if (d.rule_index < 0) {
-        snprintf(buf, len, "%s:%u -> deny (no rule matches; the default is deny)\n", h->name, port);
+        snprintf(buf, len, "%s:%u -> deny (%s%s%s)\n", h->name, port, d.reason,
+                 d.rule ? "; rule " : "", d.rule ? d.rule : "");
         return;
     }
     const struct rule *r = &p->rules[d.rule_index];
-    int n = snprintf(buf, len, "%s:%u -> %s by [%s %s] (line %d)\n", h->name, port,
-                     policy_action_name(d.action), r->kind == RULE_DENY ? "deny" : "allow", r->name,
-                     r->line);
-    if (n > 0 && (size_t)n < len && d.action == ACTION_ALLOW) {
-        if (r->n_allowed > 0)
-            snprintf(buf + n, len - (size_t)n,
-                     "  private addresses reachable through allowed_ips (%zu entries)\n",
-                     r->n_allowed);
-        else
-            snprintf(buf + n, len - (size_t)n,
-                     "  resolved addresses must be public (no allowed_ips in this rule)\n");
-    }
+    int n = r->kind == RULE_INTERCEPT
+                ? snprintf(buf, len, "%s:%u -> intercept by [inference] (line %d)\n", h->name, port,
+                           r->line)
+                : snprintf(buf, len, "%s:%u -> %s by [%s %s] (line %d)\n", h->name, port,
+                           policy_action_name(d.action), rule_kind_name(r->kind), r->name, r->line);
+    if (n > 0 && (size_t)n < len && r->n_binaries > 0 && id != NULL && id->n > 0)
+        n += snprintf(buf + n, len - (size_t)n, "  binary %s is on the rule's binary list\n",
+                      id->chain[0]);
+    if (n > 0 && (size_t)n < len && d.action == ACTION_ALLOW && r->n_allowed > 0)
+        snprintf(buf + n, len - (size_t)n,
+                 "  private addresses reachable through allowed_ips (%zu entries)\n", r->n_allowed);
+    else if (n > 0 && (size_t)n < len && d.action == ACTION_ALLOW)
+        snprintf(buf + n, len - (size_t)n,
+                 "  resolved addresses must be public (no allowed_ips in this rule)\n");
 }

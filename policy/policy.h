@@ -36,7 +36,8 @@ struct proxy_settings {
     enum log_format log_format;
     enum log_level log_level;
     bool unsafe_allow_loopback;
-    char admin[64]; /* "" when there is no admin endpoint */
+    unsigned sandbox_pid; /* 0: egressd shares the sandbox's network namespace */
+    char admin[64];       /* "" when there is no admin endpoint */
     struct sockaddr_storage admin_addr;
     socklen_t admin_len;
 };
@@ -134,6 +135,16 @@ int host_port_parse(const char *s, size_t len, uint16_t default_port, struct hos
 
 enum policy_action { ACTION_DENY, ACTION_ALLOW, ACTION_INTERCEPT };
 
+/* The calling process, for rules with `binary` (DESIGN section 6). */
+#define IDENTITY_CHAIN_MAX 65 /* the process and up to 64 ancestors */
+#define IDENTITY_PATH_MAX  512
+struct identity {
+    const char *unresolved; /* NULL when resolved, else why not */
+    long pid;
+    size_t n;                                          /* executables in chain */
+    char chain[IDENTITY_CHAIN_MAX][IDENTITY_PATH_MAX]; /* exe of pid, its parent, ... */
+};
+
 struct policy_decision {
     enum policy_action action;
     const char *rule;   /* rule name, or NULL for the default deny */
@@ -145,6 +156,26 @@ const char *policy_action_name(enum policy_action a);
 
 void policy_decide(const struct policy *p, const struct host *h, uint16_t port,
                    struct policy_decision *out);
+/* The same, with the calling process known (id NULL: not looked up). */
+void policy_decide_as(const struct policy *p, const struct host *h, uint16_t port,
+                      const struct identity *id, struct policy_decision *out);
+/* Does a rule with `binary` match this destination, so that the caller
+ * should look the process up before deciding? */
+bool policy_wants_identity(const struct policy *p, const struct host *h, uint16_t port);
+
+/* ---- process identity helpers (identity.c) ---- */
+
+/* Glob over paths: '*' stays within a segment, '**' crosses them. */
+bool path_glob_match(const char *pattern, const char *path);
+/* One line of /proc/net/tcp or tcp6: the socket's local and remote
+ * addresses (IPv4-mapped IPv6 normalised to IPv4), uid and inode.  0, or -1
+ * for a header or malformed line. */
+struct proc_socket {
+    struct sockaddr_storage local, remote;
+    unsigned uid;
+    unsigned long inode;
+};
+int proc_net_tcp_line(const char *line, struct proc_socket *out);
 
 /* ---- SSRF ----------------------------------------------------------- */
 
@@ -165,8 +196,8 @@ bool policy_address_permitted(const struct policy *p, const struct policy_decisi
                               const struct sockaddr *sa, const char **why);
 
 /* For "egressd --explain": a human description of a decision. */
-void policy_explain(const struct policy *p, const struct host *h, uint16_t port, char *buf,
-                    size_t len);
+void policy_explain(const struct policy *p, const struct host *h, uint16_t port,
+                    const struct identity *id, char *buf, size_t len);
 
 /* ---- value parsers shared with tests ---------------------------------- */
 

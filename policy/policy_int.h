@@ -42,6 +42,8 @@ struct rule {
     size_t n_ports;
     struct cidr *allowed;
     size_t n_allowed;
+    char **binaries; /* path globs, symlinks resolved at load */
+    size_t n_binaries;
 };
 
 struct policy {

@@ -415,8 +415,7 @@ bool forward_serve(struct conn *c, const struct http_msg *m)
     }
     x.f.host = x.t.h.name;
     x.f.port = x.t.port;
-    policy_decide(c->pol, &x.t.h, x.t.port, &x.d);
-    metrics_connection(x.d.action);
+    conn_decide(c, &x.t.h, x.t.port, &x.d, &x.f);
     x.f.rule = x.d.rule;
     x.f.reason = x.d.reason;
     if (x.d.action == ACTION_DENY) {

@@ -81,7 +81,7 @@ static bool refresh(void *ctx, struct inference_env *env)
         ok = host_parse(b, strlen(b), &h, &why) == 0;
     }
     if (ok)
-        policy_decide(s->pol, &h, (uint16_t)r->c->intercept_port, &d);
+        policy_decide_as(s->pol, &h, (uint16_t)r->c->intercept_port, r->c->id, &d);
     if (!ok || d.action != ACTION_INTERCEPT || s->ic == NULL) {
         snapshot_unref(s);
         r->ended = true;

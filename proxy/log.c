@@ -119,6 +119,8 @@ void log_event(enum log_level level, const struct log_fields *f)
     put_str(&l, "rule", f->rule);
     put_str(&l, "reason", f->reason);
     put_str(&l, "detail", f->detail);
+    put_num(&l, "pid", f->pid);
+    put_str(&l, "binary", f->binary);
     put_str(&l, "route", f->route);
     put_str(&l, "protocol", f->protocol);
     put_str(&l, "model", f->model);

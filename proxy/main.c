@@ -21,7 +21,7 @@ static void usage(FILE *out)
 {
     fprintf(out, "usage: egressd [-c FILE]                 run the proxy\n"
                  "       egressd -t [-c FILE]              check the configuration\n"
-                 "       egressd --explain HOST:PORT [-c FILE]\n"
+                 "       egressd --explain HOST:PORT [--binary PATH] [-c FILE]\n"
                  "                                         show the policy decision\n"
                  "       egressd --print-env [-c FILE]     the environment of a sandboxed process\n"
                  "       egressd -V | -h                   version | this help\n"
@@ -38,17 +38,25 @@ static void report_to_stderr(void *ctx, const char *file, int line, const char *
         fprintf(stderr, "%s: %s\n", file, msg);
 }
 
-static int explain(struct policy *p, const char *target)
+static int explain(struct policy *p, const char *target, const char *binary)
 {
     struct host h;
     uint16_t port;
     const char *why;
-    char out[512];
+    char out[1024];
+    static struct identity id; /* large: not on the stack */
     if (host_port_parse(target, strlen(target), 443, &h, &port, &why) != 0) {
         fprintf(stderr, "egressd: %s: %s\n", target, why);
         return 2;
     }
-    policy_explain(p, &h, port, out, sizeof(out));
+    if (binary != NULL) {
+        char real[4096];
+        /* as the kernel would report it: symlinks resolved */
+        snprintf(id.chain[0], sizeof(id.chain[0]), "%.511s",
+                 realpath(binary, real) != NULL ? real : binary);
+        id.n = 1;
+    }
+    policy_explain(p, &h, port, binary ? &id : NULL, out, sizeof(out));
     fputs(out, stdout);
     return 0;
 }
@@ -101,12 +109,11 @@ static int run(struct policy *p, const char *path)
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {{"explain", required_argument, NULL, 'e'},
-                                             {"print-env", no_argument, NULL, 'E'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {"version", no_argument, NULL, 'V'},
-                                             {NULL, 0, NULL, 0}};
-    const char *path = DEFAULT_CONFIG, *target = NULL;
+    static const struct option longopts[] = {
+        {"explain", required_argument, NULL, 'e'}, {"print-env", no_argument, NULL, 'E'},
+        {"binary", required_argument, NULL, 'b'},  {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0}};
+    const char *path = DEFAULT_CONFIG, *target = NULL, *binary = NULL;
     bool check = false, env = false;
     int c;
     while ((c = getopt_long(argc, argv, "c:thV", longopts, NULL)) != -1) {
@@ -122,6 +129,9 @@ int main(int argc, char **argv)
             break;
         case 'E':
             env = true;
+            break;
+        case 'b':
+            binary = optarg;
             break;
         case 'V':
             printf("egressd %s\n", EGRESSD_VERSION);
@@ -151,7 +161,7 @@ int main(int argc, char **argv)
         printf("%s: ok (%zu rules)\n", path, policy_rule_count(p));
         rc = 0;
     } else if (target != NULL) {
-        rc = explain(p, target);
+        rc = explain(p, target, binary);
     } else if (env) {
         rc = print_env(p);
     } else {

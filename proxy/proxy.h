@@ -27,13 +27,13 @@
  * left out. */
 struct log_fields {
     const char *event, *src, *host, *action, *rule, *reason, *detail;
-    const char *route, *protocol, *model;
-    long port, status;
+    const char *route, *protocol, *model, *binary;
+    long port, status, pid;
     long long bytes_up, bytes_down, duration_ms, tokens_in, tokens_out;
 };
 #define LOG_FIELDS_INIT                                                                            \
     {                                                                                              \
-        .port = -1, .status = -1, .bytes_up = -1, .bytes_down = -1, .duration_ms = -1,             \
+        .port = -1, .status = -1, .pid = -1, .bytes_up = -1, .bytes_down = -1, .duration_ms = -1,  \
         .tokens_in = -1, .tokens_out = -1                                                          \
     }
 
@@ -106,6 +106,7 @@ int server_run(struct server *s);
 struct snapshot *server_snapshot(struct server *s);
 /* Changes at every reload: long-lived connections check their destination again. */
 unsigned server_generation(struct server *s);
+struct fingerprints *server_fingerprints(struct server *s);
 
 /* Pool and cache state, for /metrics. */
 struct metrics_gauges {
@@ -155,7 +156,21 @@ struct conn {
     struct upstream *upstream;  /* forward.c: the kept upstream connection */
     const char *intercept_host; /* intercept.c: for the inference log lines */
     long intercept_port;
+    struct identity *id; /* identity.c: looked up once, when a rule needs it */
 };
+
+/* identity.c: the calling process, for `binary` rules. */
+struct fingerprints;
+struct fingerprints *fingerprints_new(void);
+void fingerprints_free(struct fingerprints *f);
+struct identity *identity_lookup(const struct conn *c, struct fingerprints *fp);
+/* Trust on first use: NULL when the content fd reads is what path held when
+ * first seen (hashed again only when its inode, size or times change). */
+const char *fingerprint_check(struct fingerprints *fp, int fd, const char *path);
+/* worker.c: decide for the connection's client, looking it up when a rule
+ * names binaries; fills the log's pid and binary. */
+void conn_decide(struct conn *c, const struct host *h, uint16_t port, struct policy_decision *d,
+                 struct log_fields *f);
 
 /* worker.c */
 void conn_serve(struct server *srv, int fd);

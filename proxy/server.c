@@ -34,6 +34,7 @@
 
 struct server {
     const char *config_path;
+    struct fingerprints *fingerprints; /* trust on first use: kept across reloads */
     struct admin *admin;
     struct snapshot_holder cfg;
     int lfd;
@@ -55,6 +56,11 @@ struct snapshot *server_snapshot(struct server *s)
 unsigned server_generation(struct server *s)
 {
     return holder_generation(&s->cfg);
+}
+
+struct fingerprints *server_fingerprints(struct server *s)
+{
+    return s->fingerprints;
 }
 
 bool server_stopping(struct server *s)
@@ -245,8 +251,12 @@ struct server *server_start(struct snapshot *first, const char *config_path)
     if (s == NULL)
         return NULL;
     s->q = calloc(set->queue, sizeof(int));
-    s->lfd = s->q ? listen_socket(&set->listen_addr, set->listen_len, set->listen, "proxy") : -1;
+    s->fingerprints = fingerprints_new();
+    s->lfd = s->q && s->fingerprints
+                 ? listen_socket(&set->listen_addr, set->listen_len, set->listen, "proxy")
+                 : -1;
     if (s->lfd < 0) {
+        fingerprints_free(s->fingerprints);
         free(s->q);
         free(s);
         return NULL;
@@ -286,6 +296,7 @@ static void server_free(struct server *s)
     pthread_cond_destroy(&s->idle_change);
     pthread_mutex_destroy(&s->mu);
     snapshot_unref(atomic_load(&s->cfg.cur));
+    fingerprints_free(s->fingerprints);
     free(s->q);
     free(s);
 }

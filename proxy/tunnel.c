@@ -34,7 +34,7 @@ static bool still_allowed(void *ctx)
     struct sockaddr_storage peer;
     socklen_t len = sizeof(peer);
     const char *why;
-    policy_decide(s->pol, r->h, r->port, &d);
+    policy_decide_as(s->pol, r->h, r->port, r->c->id, &d);
     bool ok = d.action == ACTION_ALLOW &&
               getpeername(r->upstream, (struct sockaddr *)&peer, &len) == 0 &&
               policy_address_permitted(s->pol, &d, (struct sockaddr *)&peer, &why);
@@ -58,8 +58,7 @@ void tunnel_serve(struct conn *c, const struct http_msg *m)
         return conn_fail(c, &f, &ERR_BAD_REQUEST, "CONNECT request with a body");
 
     struct policy_decision d;
-    policy_decide(c->pol, &h, port, &d);
-    metrics_connection(d.action);
+    conn_decide(c, &h, port, &d, &f);
     f.rule = d.rule;
     f.reason = d.reason;
     if (d.action == ACTION_DENY)

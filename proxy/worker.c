@@ -36,6 +36,19 @@ static void linger_close(int fd)
     close(fd);
 }
 
+void conn_decide(struct conn *c, const struct host *h, uint16_t port, struct policy_decision *d,
+                 struct log_fields *f)
+{
+    if (c->id == NULL && policy_wants_identity(c->pol, h, port))
+        c->id = identity_lookup(c, server_fingerprints(c->srv));
+    policy_decide_as(c->pol, h, port, c->id, d);
+    if (c->id != NULL && c->id->n > 0) {
+        f->pid = c->id->pid;
+        f->binary = c->id->chain[0];
+    }
+    metrics_connection(d->action);
+}
+
 void conn_consume(struct conn *c, size_t n)
 {
     memmove(c->buf, c->buf + n, c->len - n);
@@ -155,6 +168,7 @@ void conn_serve(struct server *srv, int fd)
     c->len = 0;
     c->t0 = now_ms();
     c->upstream = NULL;
+    c->id = NULL;
     if (getpeername(fd, (struct sockaddr *)&peer, &plen) == 0)
         format_sockaddr((struct sockaddr *)&peer, c->src, sizeof(c->src));
     else
@@ -165,5 +179,6 @@ void conn_serve(struct server *srv, int fd)
     stream_free(c->cs);
     linger_close(fd);
     snapshot_unref(c->snap);
+    free(c->id);
     free(c);
 }

@@ -207,10 +207,10 @@ Test(decide, explain)
     const char *why;
     char buf[256];
     host_parse("a.com", 5, &h, &why);
-    policy_explain(p, &h, 443, buf, sizeof(buf));
+    policy_explain(p, &h, 443, NULL, buf, sizeof(buf));
     cr_assert(strstr(buf, "allow by [allow a] (line 1)") != NULL, "%s", buf);
-    policy_explain(p, &h, 80, buf, sizeof(buf));
-    cr_assert(strstr(buf, "deny (no rule matches") != NULL, "%s", buf);
+    policy_explain(p, &h, 80, NULL, buf, sizeof(buf));
+    cr_assert(strstr(buf, "deny (no rule allows this destination)") != NULL, "%s", buf);
     policy_unref(p);
 }
 
@@ -330,5 +330,112 @@ Test(addr, loopback_only_when_unsafe)
     cr_assert(policy_address_permitted(p, &d, (struct sockaddr *)&lo, &why));
     cr_assert(policy_address_permitted(p, &d, (struct sockaddr *)&lo6, &why));
     cr_assert_not(policy_address_permitted(p, &d, (struct sockaddr *)&ll, &why));
+    policy_unref(p);
+}
+
+/* ---- process identity ---- */
+
+Test(identity, path_globs)
+{
+    static const struct {
+        char pattern[48], path[48];
+        bool match;
+    } cases[] = {
+        {"/usr/bin/git", "/usr/bin/git", true},
+        {"/usr/bin/git", "/usr/bin/gitk", false},
+        {"/usr/lib/git-core/**", "/usr/lib/git-core/git-remote-https", true},
+        {"/usr/lib/git-core/**", "/usr/lib/git-core/sub/dir/x", true},
+        {"/usr/lib/git-core/**", "/usr/lib/git-core2/x", false},
+        {"/usr/lib/git-core/*", "/usr/lib/git-core/x", true},
+        {"/usr/lib/git-core/*", "/usr/lib/git-core/sub/x", false},
+        {"/usr/bin/python3*", "/usr/bin/python3.11", true},
+        {"/usr/bin/python3*", "/usr/bin/python3/x", false},
+        {"/opt/**/bin/node", "/opt/node/v20/bin/node", true},
+        {"/opt/**/bin/node", "/opt/bin/node", false},
+        {"/a/*/c", "/a/b/c", true},
+        {"/a/*/c", "/a//c", true},
+        {"**", "/anything/at/all", true},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        cr_assert_eq(path_glob_match(cases[i].pattern, cases[i].path), cases[i].match, "%s vs %s",
+                     cases[i].pattern, cases[i].path);
+}
+
+static struct sockaddr_storage sa(const char *ip, uint16_t port)
+{
+    struct sockaddr_storage ss = addr(ip);
+    ((struct sockaddr_in *)&ss)->sin_port = htons(port); /* same offset in both */
+    return ss;
+}
+
+static bool same(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    size_t n = a->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+    return a->ss_family == b->ss_family && memcmp(a, b, n) == 0;
+}
+
+Test(identity, proc_net_tcp_lines)
+{
+    struct proc_socket ps;
+    const char *v4 = "   3: 0100007F:A1B2 0100007F:0C38 01 00000000:00000000 00:00000000 00000000  "
+                     "1000        0 4242 1 0000000000000000 20 4 30 10 -1";
+    cr_assert_eq(proc_net_tcp_line(v4, &ps), 0);
+    struct sockaddr_storage l = sa("127.0.0.1", 0xA1B2), r = sa("127.0.0.1", 3128);
+    cr_assert(same(&ps.local, &l));
+    cr_assert(same(&ps.remote, &r));
+    cr_assert_eq(ps.uid, 1000);
+    cr_assert_eq(ps.inode, 4242);
+    const char *v6 =
+        "   0: 00000000000000000000000001000000:1F90 B80D0120000000000000000001000000:01BB 01 "
+        "00000000:00000000 00:00000000 00000000     0        0 77 1 0 20 4 30 10 -1";
+    cr_assert_eq(proc_net_tcp_line(v6, &ps), 0);
+    struct sockaddr_storage l6 = sa("::1", 8080), r6 = sa("2001:db8::1", 443);
+    cr_assert(same(&ps.local, &l6));
+    cr_assert(same(&ps.remote, &r6));
+    cr_assert_eq(ps.inode, 77);
+    const char *mapped =
+        "   1: 0000000000000000FFFF00000100007F:D431 0000000000000000FFFF00000100007F:0C38 "
+        "01 00000000:00000000 00:00000000 00000000     0        0 99 1";
+    cr_assert_eq(proc_net_tcp_line(mapped, &ps), 0);
+    struct sockaddr_storage lm = sa("127.0.0.1", 0xD431);
+    cr_assert(same(&ps.local, &lm), "IPv4-mapped becomes IPv4");
+    cr_assert_eq(proc_net_tcp_line("  sl  local_address rem_address   st tx_queue rx_queue", &ps),
+                 -1);
+    cr_assert_eq(proc_net_tcp_line("   0: 0100007F 0100007F:0C38 01", &ps), -1);
+}
+
+Test(identity, binary_rules)
+{
+    struct policy *p =
+        load("[allow git]\nhost = github.com\nbinary = /usr/lib/git-core/**, /opt/x/git\n"
+             "[allow curl]\nhost = github.com\nbinary = /opt/y/curl\n");
+    struct host h;
+    const char *why;
+    host_parse("github.com", 10, &h, &why);
+    cr_assert(policy_wants_identity(p, &h, 443));
+    static struct identity id;
+    struct policy_decision d;
+    policy_decide(p, &h, 443, &d);
+    cr_assert_eq(d.action, ACTION_DENY, "unknown process: denied, with a reason");
+    cr_assert(strstr(d.reason, "not looked up") != NULL, "%s", d.reason);
+    id.unresolved = "process identity: gone";
+    policy_decide_as(p, &h, 443, &id, &d);
+    cr_assert_eq(d.action, ACTION_DENY);
+    cr_assert_str_eq(d.reason, "process identity: gone");
+    id.unresolved = NULL;
+    id.n = 3;
+    strcpy(id.chain[0], "/usr/bin/curl");
+    strcpy(id.chain[1], "/usr/bin/bash");
+    strcpy(id.chain[2], "/usr/lib/git-core/git-remote-https");
+    policy_decide_as(p, &h, 443, &id, &d);
+    cr_assert_eq(d.action, ACTION_ALLOW, "an ancestor matches");
+    cr_assert_str_eq(d.rule, "git");
+    id.n = 2;
+    policy_decide_as(p, &h, 443, &id, &d);
+    cr_assert_eq(d.action, ACTION_DENY);
+    cr_assert(strstr(d.reason, "not one the rule allows") != NULL);
+    strcpy(id.chain[0], "/opt/y/curl");
+    policy_decide_as(p, &h, 443, &id, &d);
+    cr_assert_str_eq(d.rule, "curl");
     policy_unref(p);
 }

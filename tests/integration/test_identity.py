@@ -1,0 +1,120 @@
+"""Rules by calling binary, with real programs: resolved from /proc, by
+ancestors, with trust-on-first-use hashes, across network namespaces."""
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+import requests
+
+from conftest import EGRESSD, proxy_config
+
+CURL = os.path.realpath(shutil.which("curl"))
+
+
+def rule(binaries, origin):
+    return f"[allow tools]\nhost = 127.0.0.1\nport = {origin}\nbinary = {binaries}\n"
+
+
+def fetch(binary, e, origin, *extra):
+    r = subprocess.run([binary, "-sS", "--noproxy", "", "-o", "/dev/null", "-w", "%{http_code}", "-x", e.url,
+                        *extra, f"http://127.0.0.1:{origin}/hello"], capture_output=True, text=True, timeout=30)
+    return r.stdout
+
+
+def test_curl_allowed_python_denied(start_egressd, origin):
+    e = start_egressd(proxy_config(rules=rule(CURL, origin)))
+    assert fetch(CURL, e, origin) == "200"
+    r = requests.get(f"http://127.0.0.1:{origin}/hello", proxies={"http": e.url}, timeout=10)
+    assert r.status_code == 403
+    assert r.json()["detail"] == "the calling binary is not one the rule allows"
+    allow, deny = e.events("forward", action="allow")[0], e.events("forward", action="deny")[0]
+    assert allow["binary"] == CURL and allow["pid"] > 0
+    assert deny["binary"].startswith("/usr/bin/python3") and deny["pid"] != allow["pid"]
+    out = subprocess.run([EGRESSD, "--explain", f"127.0.0.1:{origin}", "--binary", "/usr/bin/curl", "-c",
+                          str(e.conf)], capture_output=True, text=True).stdout
+    assert "allow by [allow tools]" in out and CURL in out
+    out = subprocess.run([EGRESSD, "--explain", f"127.0.0.1:{origin}", "--binary", "/usr/bin/python3", "-c",
+                          str(e.conf)], capture_output=True, text=True).stdout
+    assert "deny" in out and "not one the rule allows" in out
+
+
+def test_copy_of_curl_elsewhere_denied(start_egressd, origin, tmp_path):
+    copy = tmp_path / "curl-copy"
+    shutil.copy(CURL, copy)
+    e = start_egressd(proxy_config(rules=rule(CURL, origin)))
+    assert fetch(str(copy), e, origin) == "403"
+    assert fetch(CURL, e, origin) == "200"
+
+
+def test_ancestor_rule_for_a_shell(start_egressd, origin, tmp_path):
+    # a shell of our own, so that no shell of the test harness is an ancestor
+    shell = tmp_path / "agent-shell"
+    shutil.copy(os.path.realpath("/bin/sh"), shell)
+    script = tmp_path / "run.sh"
+    # curl is not the last command, so no shell may exec it: the shell stays its parent
+    script.write_text(f"#!{shell}\n{CURL} \"$@\"\nstatus=$?\nexit $status\n")
+    script.chmod(0o755)
+    e = start_egressd(proxy_config(rules=rule(f"{tmp_path}/agent-*", origin)))
+    assert fetch(str(script), e, origin) == "200", "allowed: curl's parent is the shell"
+    assert fetch(CURL, e, origin) == "403", "curl alone is not"
+
+
+def test_binary_replaced_in_place_is_denied(start_egressd, origin, tmp_path):
+    tool = tmp_path / "tool"
+    shutil.copy(CURL, tool)
+    e = start_egressd(proxy_config(rules=rule(str(tool), origin)))
+    assert fetch(str(tool), e, origin) == "200", "first use: trusted"
+    assert fetch(str(tool), e, origin) == "200"
+    time.sleep(0.05)
+    with open(tool, "r+b") as f:  # same path, same inode, different content
+        f.seek(0, os.SEEK_END)
+        f.write(b"\0tampered")
+    assert fetch(str(tool), e, origin) == "403"
+    deny = e.events("forward", action="deny")[0]
+    assert "binary integrity" in deny["reason"]
+
+
+pytestmark_netns = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
+                                      reason="network namespaces need root and iproute2")
+
+
+@pytestmark_netns
+def test_client_in_another_namespace(start_egressd, origin):
+    tag = f"egi{os.getpid() % 100000}"
+    ns, outside, inside = f"{tag}ns", f"{tag}a", f"{tag}b"
+    run = lambda *a: subprocess.run(a, check=True, capture_output=True)
+    run("ip", "netns", "add", ns)
+    sandbox = None
+    try:
+        run("ip", "link", "add", outside, "type", "veth", "peer", "name", inside)
+        run("ip", "link", "set", inside, "netns", ns)
+        run("ip", "addr", "add", "198.18.6.1/24", "dev", outside)
+        run("ip", "link", "set", outside, "up")
+        run("ip", "-n", ns, "addr", "add", "198.18.6.2/24", "dev", inside)
+        run("ip", "-n", ns, "link", "set", inside, "up")
+        sandbox = subprocess.Popen(["ip", "netns", "exec", ns, "sleep", "120"])
+        time.sleep(0.2)
+        conf = proxy_config(f"sandbox_pid = {sandbox.pid}", rules=rule(CURL, origin))
+        e = start_egressd(conf.replace("listen = 127.0.0.1:0", "listen = 198.18.6.1:0"))
+        proxy = f"http://198.18.6.1:{e.port}"
+        r = subprocess.run(["ip", "netns", "exec", ns, CURL, "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                            "-x", proxy, f"http://127.0.0.1:{origin}/hello"], capture_output=True, text=True)
+        assert r.stdout == "200", r.stderr
+        r = subprocess.run(["ip", "netns", "exec", ns, "/usr/bin/python3", "-c",
+                            "import urllib.request, sys\n"
+                            f"h = urllib.request.ProxyHandler({{'http': '{proxy}'}})\n"
+                            "try:\n"
+                            f"    urllib.request.build_opener(h).open('http://127.0.0.1:{origin}/hello')\n"
+                            "except urllib.error.HTTPError as err:\n"
+                            "    print(err.code)\n"], capture_output=True, text=True)
+        assert r.stdout.strip() == "403", r.stderr
+        allow = e.events("forward", action="allow")[0]
+        assert allow["binary"] == CURL
+    finally:
+        if sandbox is not None:
+            sandbox.kill()
+            sandbox.wait()
+        subprocess.run(["ip", "link", "del", outside], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
