@@ -4,6 +4,7 @@
 #   make run        install missing packages, build, run on conf/egressd.ini
 #   make test       install missing packages, build, run every test
 #   make install    PREFIX=/usr/local DESTDIR=
+#   make bench      side by side with tinyproxy and squid (BENCH_ARGS="--quick")
 #   make format     clang-format every source file
 
 CC       ?= cc
@@ -27,7 +28,7 @@ HEADERS  := $(wildcard */*.h)
 REL_OBJ  := $(LIB_SRC:%.c=$(BUILD)/rel/%.o)
 SAN_OBJ  := $(LIB_SRC:%.c=$(BUILD)/san/%.o)
 
-.PHONY: all run test unit integration smoke deps install clean format check-format
+.PHONY: all run test unit integration smoke deps install clean format check-format bench
 
 all: $(BUILD)/rel/egressd
 
@@ -63,6 +64,16 @@ $(BUILD)/node/.installed: tests/node/package.json
 	@cp tests/node/package.json $(BUILD)/node/package.json
 	cd $(BUILD)/node && npm install --no-audit --no-fund --loglevel=error
 	@touch $@
+
+$(BUILD)/loadgen: bench/loadgen.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -pthread $< -lssl -lcrypto -o $@
+
+# Side by side with tinyproxy, squid (ssl-bump) and direct connections.
+bench: deps
+	@BENCH=1 scripts/install-deps.sh
+	@$(MAKE) --no-print-directory all $(BUILD)/loadgen $(BUILD)/mock-backend
+	/usr/bin/python3 bench/run.py $(BENCH_ARGS)
 
 deps:
 	@scripts/install-deps.sh

@@ -178,7 +178,7 @@ static int read_body(struct exchange *x, enum http_framing framing, uint64_t len
     struct inference_client *cl = x->cl;
     struct chunked ch;
     const char *why;
-    bool done = framing == BODY_NONE;
+    bool done = framing == BODY_NONE || (framing == BODY_LENGTH && length == 0);
     if (framing == BODY_LENGTH && length > x->lim->max_request_body)
         return -2;
     chunked_init(&ch, REQUEST_MAX_CHUNKS);

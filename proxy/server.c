@@ -198,8 +198,8 @@ static void *acceptor_main(void *arg)
             enqueue(s, fd);
             continue;
         }
-        if (accept_error_is_transient(errno))
-            continue;
+        if (accept_error_is_transient(errno) || server_stopping(s))
+            continue; /* stopping: the listener was shut down under us */
         /* EMFILE, ENFILE, ENOBUFS, ENOMEM: wait for resources, never give up */
         backoff = backoff ? (backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2) : 10;
         log_msg(LOGL_ERROR, "server", "accept failed: %s; retrying in %d ms", strerror(errno),

@@ -14,6 +14,8 @@
  *   hold=1       after the first event, wait for GET /control/release
  *   cut=1        after the first event, close the connection mid-stream
  *   close=1      answer without Content-Length, ending with the connection
+ *   stamp=1      streamed pieces carry their monotonic send time ("t=<ns>"),
+ *                2 ms apart (for the streaming latency benchmark)
  *
  * usage: mock-backend RECORD_FILE     (prints its port on the first line)
  */
@@ -262,7 +264,18 @@ static int stream_events(int fd, const struct req *r, bool anthropic)
         return -1;
     if (query_num(r, "hold", 0))
         wait_release(seen);
+    bool stamp = query_num(r, "stamp", 0) != 0;
     for (long i = 0; i < pieces; i++) {
+        if (stamp) {
+            struct timespec ts;
+            usleep(2000);
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            snprintf(ev, sizeof(ev), "data: {\"choices\":[{\"delta\":{\"content\":\"t=%lld\"}}]}\n\n",
+                     (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
+            if (chunk(fd, ev))
+                return -1;
+            continue;
+        }
         if (anthropic)
             snprintf(
                 ev, sizeof(ev),

@@ -409,3 +409,12 @@ def test_many_hosts_minted_in_parallel(start_egressd, backend, tmp_path):
     for t in threads:
         t.join(60)
     assert results == [200] * 18
+
+
+def test_empty_body_with_content_length_zero(proxy, backend):
+    s = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+    s.sendall(b"GET http://inference.local/v1/models HTTP/1.1\r\nHost: inference.local\r\n"
+              b"Content-Length: 0\r\n\r\n")
+    t0 = time.time()
+    assert s.recv(100).startswith(b"HTTP/1.1 200")
+    assert time.time() - t0 < 5, "answered at once, not after a body timeout"
