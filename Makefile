@@ -123,7 +123,8 @@ install: all
 			--shell /usr/sbin/nologin egressd; fi
 
 format:
-	clang-format -i $(LIB_SRC) $(MAIN_SRC) $(UNIT_SRC) $(HEADERS) $(wildcard tests/helpers/*.c)
+	clang-format -i $(LIB_SRC) $(MAIN_SRC) $(UNIT_SRC) $(HEADERS) $(wildcard tests/helpers/*.c) \
+		$(wildcard bench/*.c)
 
 check-format:
 	clang-format --dry-run -Werror $(LIB_SRC) $(MAIN_SRC) $(UNIT_SRC) $(HEADERS)

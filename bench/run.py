@@ -318,7 +318,7 @@ def report(w, ports, eg, tp, sq, args):
     print(rows[-1], flush=True)
     stream_body = '{"model":"m","stream":true}'
     res = {"egressd": loadgen("stream", peers["egressd"], mock, 1, secs,
-                              path="/v1/chat/completions?stamp=1&chunks=20", host="inference.test",
+                              path="/v1/chat/completions?stamp=1&chunks=20", host="inference.test:80",
                               method="POST", body=stream_body),
            "direct": loadgen("stream", "direct", mock, 1, secs, path="/v1/chat/completions?stamp=1&chunks=20",
                              method="POST", body=stream_body)}

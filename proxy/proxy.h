@@ -144,6 +144,7 @@ void admin_stop(struct admin *a);
 
 struct conn {
     struct server *srv;
+    struct relay_pipes *pipes; /* the worker's */
     struct snapshot *snap;
     struct policy *pol; /* snap->pol */
     const struct proxy_settings *set;
@@ -173,7 +174,7 @@ void conn_decide(struct conn *c, const struct host *h, uint16_t port, struct pol
                  struct log_fields *f);
 
 /* worker.c */
-void conn_serve(struct server *srv, int fd);
+void conn_serve(struct server *srv, int fd, struct relay_pipes *pipes);
 /* Log a decision or an error for this connection and answer with e. */
 void conn_fail(struct conn *c, const struct log_fields *f, const struct proxy_error *e,
                const char *detail);
@@ -206,8 +207,19 @@ struct relay_check {
     bool (*still_allowed)(void *ctx); /* cheap when nothing changed: called often */
     void *ctx;
 };
+/* A worker's two pipes (one per direction), -1 until first used. */
+struct relay_pipes {
+    int fd[2][2];
+};
+#define RELAY_PIPES_INIT                                                                           \
+    {                                                                                              \
+        {                                                                                          \
+            {-1, -1}, { -1, -1 }                                                                   \
+        }                                                                                          \
+    }
 void relay(int client, int upstream, int idle_ms, const struct relay_check *check,
-           struct relay_stats *st);
+           struct relay_pipes *rp, struct relay_stats *st);
+void relay_pipes_close(struct relay_pipes *rp);
 
 /* tunnel.c: the connection ends with the tunnel. */
 void tunnel_serve(struct conn *c, const struct http_msg *m);

@@ -3,8 +3,10 @@
  *
  * One thread moves both directions, so it never blocks on one: it polls
  * both sockets and moves bytes with splice(2) through a pipe per direction
- * (kernel to kernel, no copy through user space).  A pipe is made only
- * when its direction first carries data, so an idle tunnel holds no pipes.
+ * (kernel to kernel, no copy through user space).  The pipes belong to the
+ * worker thread and serve its tunnels one after the other (made when a
+ * direction first carries data; dropped only when a tunnel ends with bytes
+ * still in one), so a new tunnel costs no pipe syscalls.
  * When one side stops sending (EOF), the other side's write half is shut
  * once everything before the EOF has been delivered, and the tunnel lives
  * on until both directions have ended: half-closed clients get their whole
@@ -21,10 +23,11 @@
 
 #define SPLICE_CHUNK (1 << 20)
 #define RECHECK_MS   1000 /* a reload that forbids a tunnel closes it within this */
+#define PUMP_ROUNDS  16
 
 struct direction {
     int src, dst;
-    int pipe[2];
+    int *pipe; /* the worker's pipe for this direction: kept between tunnels */
     size_t in_pipe; /* bytes read from src, not yet written to dst */
     bool eof, shut;
     uint64_t bytes;
@@ -38,7 +41,7 @@ static int open_pipe(struct direction *d)
 }
 
 /* Move what can be moved now; -1 ends the tunnel (reset, broken pipe). */
-static int pump(struct direction *d, short src_ready, bool *moved)
+static int pump_once(struct direction *d, short src_ready, bool *moved)
 {
     if ((src_ready & (POLLIN | POLLHUP | POLLERR)) && !d->eof) {
         if (open_pipe(d) != 0)
@@ -73,6 +76,22 @@ static int pump(struct direction *d, short src_ready, bool *moved)
     return 0;
 }
 
+/* While bytes flow, keep moving them without going back to poll (a bulk
+ * transfer would otherwise pay a poll per pipe-full); bounded, so that the
+ * other direction gets its turn. */
+static int pump(struct direction *d, short src_ready, bool *moved)
+{
+    for (int round = 0; round < PUMP_ROUNDS; round++) {
+        bool again = false;
+        if (pump_once(d, src_ready, &again) != 0)
+            return -1;
+        if (!again)
+            break;
+        *moved = true;
+    }
+    return 0;
+}
+
 static short wanted(const struct direction *d, int fd)
 {
     short ev = 0;
@@ -83,11 +102,22 @@ static short wanted(const struct direction *d, int fd)
     return ev;
 }
 
-void relay(int client, int upstream, int idle_ms, const struct relay_check *check,
-           struct relay_stats *st)
+void relay_pipes_close(struct relay_pipes *rp)
 {
-    struct direction up = {client, upstream, {-1, -1}, 0, false, false, 0};
-    struct direction down = {upstream, client, {-1, -1}, 0, false, false, 0};
+    for (int d = 0; d < 2; d++) {
+        for (int i = 0; i < 2; i++) {
+            if (rp->fd[d][i] >= 0)
+                close(rp->fd[d][i]);
+            rp->fd[d][i] = -1;
+        }
+    }
+}
+
+void relay(int client, int upstream, int idle_ms, const struct relay_check *check,
+           struct relay_pipes *rp, struct relay_stats *st)
+{
+    struct direction up = {client, upstream, rp->fd[0], 0, false, false, 0};
+    struct direction down = {upstream, client, rp->fd[1], 0, false, false, 0};
     int64_t last = now_ms();
     st->end = "closed";
     while (!(up.shut && down.shut)) {
@@ -119,11 +149,13 @@ void relay(int client, int upstream, int idle_ms, const struct relay_check *chec
         if (moved)
             last = now_ms();
     }
-    for (int i = 0; i < 2; i++) {
-        if (up.pipe[i] >= 0)
-            close(up.pipe[i]);
-        if (down.pipe[i] >= 0)
-            close(down.pipe[i]);
+    struct direction *dirs[2] = {&up, &down};
+    for (int d = 0; d < 2; d++) { /* a pipe with bytes left in it is not reused */
+        if (dirs[d]->in_pipe > 0) {
+            close(dirs[d]->pipe[0]);
+            close(dirs[d]->pipe[1]);
+            dirs[d]->pipe[0] = dirs[d]->pipe[1] = -1;
+        }
     }
     st->up = up.bytes;
     st->down = down.bytes;

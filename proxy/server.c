@@ -124,6 +124,7 @@ static bool wait_for_work(struct server *s)
 static void *worker_main(void *arg)
 {
     struct server *s = arg;
+    struct relay_pipes pipes = RELAY_PIPES_INIT;
     pthread_mutex_lock(&s->mu);
     while (wait_for_work(s)) {
         int fd = s->q[s->qhead];
@@ -131,7 +132,7 @@ static void *worker_main(void *arg)
         s->qlen--;
         s->busy++;
         pthread_mutex_unlock(&s->mu);
-        conn_serve(s, fd);
+        conn_serve(s, fd, &pipes);
         pthread_mutex_lock(&s->mu);
         s->busy--;
         pthread_cond_broadcast(&s->idle_change);
@@ -139,6 +140,7 @@ static void *worker_main(void *arg)
     s->total--;
     pthread_cond_broadcast(&s->idle_change);
     pthread_mutex_unlock(&s->mu);
+    relay_pipes_close(&pipes);
     return NULL;
 }
 

@@ -92,7 +92,7 @@ void tunnel_serve(struct conn *c, const struct http_msg *m)
     struct recheck rc = {c, &h, port, r.fd, server_generation(c->srv)};
     struct relay_check check = {still_allowed, &rc};
     metrics_tunnel(1);
-    relay(c->fd, r.fd, io_ms, &check, &st);
+    relay(c->fd, r.fd, io_ms, &check, c->pipes, &st);
     metrics_tunnel(-1);
     metrics_bytes(st.up + c->len, st.down);
     close(r.fd);

@@ -146,7 +146,7 @@ static void serve_requests(struct conn *c)
     }
 }
 
-void conn_serve(struct server *srv, int fd)
+void conn_serve(struct server *srv, int fd, struct relay_pipes *pipes)
 {
     struct conn *c = malloc(sizeof(*c));
     struct stream *cs = stream_plain(fd);
@@ -160,6 +160,7 @@ void conn_serve(struct server *srv, int fd)
     struct sockaddr_storage peer;
     socklen_t plen = sizeof(peer);
     c->srv = srv;
+    c->pipes = pipes;
     c->snap = server_snapshot(srv);
     c->pol = c->snap->pol;
     c->set = policy_settings(c->pol);

@@ -112,7 +112,9 @@ static void *relay_thread(void *arg)
     struct relay_job *j = arg;
     fcntl(j->a, F_SETFL, O_NONBLOCK);
     fcntl(j->b, F_SETFL, O_NONBLOCK);
-    relay(j->a, j->b, 5000, NULL, &j->st);
+    struct relay_pipes rp = RELAY_PIPES_INIT;
+    relay(j->a, j->b, 5000, NULL, &rp, &j->st);
+    relay_pipes_close(&rp);
     close(j->a);
     close(j->b);
     return NULL;
@@ -161,7 +163,9 @@ Test(relay, idle_timeout_ends_it)
     fcntl(client[1], F_SETFL, O_NONBLOCK);
     fcntl(origin[0], F_SETFL, O_NONBLOCK);
     struct relay_stats st;
-    relay(client[1], origin[0], 100, NULL, &st);
+    struct relay_pipes rp = RELAY_PIPES_INIT;
+    relay(client[1], origin[0], 100, NULL, &rp, &st);
+    relay_pipes_close(&rp);
     cr_assert_str_eq(st.end, "idle timeout");
     for (int i = 0; i < 2; i++) {
         close(client[i]);
