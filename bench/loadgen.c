@@ -97,8 +97,8 @@ static int open_tunnel(void)
     char req[512], resp[1024];
     const char *name = host_hdr ? host_hdr : target;
     int n = snprintf(req, sizeof(req), "CONNECT %s%s%s HTTP/1.1\r\nHost: %s\r\n\r\n", name,
-                     strchr(name, ':') ? "" : ":", strchr(name, ':') ? "" : strrchr(target, ':') + 1,
-                     name);
+                     strchr(name, ':') ? "" : ":",
+                     strchr(name, ':') ? "" : strrchr(target, ':') + 1, name);
     size_t got = 0;
     if (write(fd, req, (size_t)n) != n)
         goto fail;
@@ -291,8 +291,8 @@ static void *worker(void *arg)
                 }
                 got = -1;
             } else {
-                got = keep.fd >= 0 ? exchange(&keep, buf, fwd && strcmp(proxy, "direct"), false)
-                                   : -1;
+                got =
+                    keep.fd >= 0 ? exchange(&keep, buf, fwd && strcmp(proxy, "direct"), false) : -1;
             }
             if (got < 0 && keep.fd >= 0) {
                 close(keep.fd);

@@ -214,7 +214,10 @@ struct relay_pipes {
 #define RELAY_PIPES_INIT                                                                           \
     {                                                                                              \
         {                                                                                          \
-            {-1, -1}, { -1, -1 }                                                                   \
+            {-1, -1},                                                                              \
+            {                                                                                      \
+                -1, -1                                                                             \
+            }                                                                                      \
         }                                                                                          \
     }
 void relay(int client, int upstream, int idle_ms, const struct relay_check *check,

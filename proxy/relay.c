@@ -27,7 +27,7 @@
 
 struct direction {
     int src, dst;
-    int *pipe; /* the worker's pipe for this direction: kept between tunnels */
+    int *pipe;      /* the worker's pipe for this direction: kept between tunnels */
     size_t in_pipe; /* bytes read from src, not yet written to dst */
     bool eof, shut;
     uint64_t bytes;

@@ -270,7 +270,8 @@ static int stream_events(int fd, const struct req *r, bool anthropic)
             struct timespec ts;
             usleep(2000);
             clock_gettime(CLOCK_MONOTONIC, &ts);
-            snprintf(ev, sizeof(ev), "data: {\"choices\":[{\"delta\":{\"content\":\"t=%lld\"}}]}\n\n",
+            snprintf(ev, sizeof(ev),
+                     "data: {\"choices\":[{\"delta\":{\"content\":\"t=%lld\"}}]}\n\n",
                      (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
             if (chunk(fd, ev))
                 return -1;
