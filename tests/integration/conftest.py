@@ -368,3 +368,33 @@ def read_head(f):
         k, v = line.decode().split(":", 1)
         headers[k.lower()] = v.strip()
     return status, headers
+
+
+# ---- test hosts in network namespaces -----------------------------------------
+
+NS_ORIGIN = r"""
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        body = b"hello from the namespace\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+srv = http.server.HTTPServer((sys.argv[1], 0), H)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"""
+
+
+def sh(*args):
+    subprocess.run(args, check=True, capture_output=True)
+
+
+def start_ns_origin(ns, ip):
+    """An HTTP origin on ip inside network namespace ns: (process, port)."""
+    p = subprocess.Popen(["ip", "netns", "exec", ns, "/usr/bin/python3", "-c", NS_ORIGIN, ip],
+                         stdout=subprocess.PIPE, text=True)
+    return p, int(p.stdout.readline())

@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from conftest import EGRESSD, Egressd
+from conftest import EGRESSD, Egressd, sh, start_ns_origin
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("ip"),
                                 reason="needs root, nftables and iproute2")
@@ -16,23 +16,6 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft") or 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LOCKDOWN = os.path.join(HERE, "../../scripts/lockdown.sh")
 SANDBOX_IP, HOST_IP = "198.18.9.1", "198.18.9.2"
-ORIGIN = r"""
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *a): pass
-    def do_GET(self):
-        self.send_response(200); self.send_header("Content-Length", "6"); self.end_headers()
-        self.wfile.write(b"hello\n")
-srv = http.server.HTTPServer((sys.argv[1], 0), H)
-print(srv.server_address[1], flush=True)
-srv.serve_forever()
-"""
-
-
-def sh(*args):
-    subprocess.run(args, check=True, capture_output=True)
-
-
 @pytest.fixture
 def namespaces():
     tag = f"egl{os.getpid() % 100000}"
@@ -46,9 +29,7 @@ def namespaces():
             sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
             sh("ip", "-n", ns, "link", "set", dev, "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
-        origin = subprocess.Popen(["ip", "netns", "exec", host, "/usr/bin/python3", "-c", ORIGIN, HOST_IP],
-                                  stdout=subprocess.PIPE, text=True)
-        port = int(origin.stdout.readline())
+        origin, port = start_ns_origin(host, HOST_IP)
         yield sandbox, port
         origin.terminate()
         origin.wait(timeout=10)
@@ -65,7 +46,7 @@ def curl_in(ns, *args):
 def test_lockdown_forces_traffic_through_egressd(namespaces):
     sandbox, port = namespaces
     url = f"http://{HOST_IP}:{port}/"
-    assert curl_in(sandbox, url).stdout == "hello\n", "before the lockdown the host is reachable"
+    assert curl_in(sandbox, url).stdout == "hello from the namespace\n", "before the lockdown the host is reachable"
     work = tempfile.mkdtemp(prefix="egressd-lockdown-")
     os.chmod(work, 0o755)  # egressd runs as nobody here
     try:
@@ -84,11 +65,11 @@ def test_lockdown_forces_traffic_through_egressd(namespaces):
         direct = curl_in(sandbox, url)
         assert direct.returncode != 0, "a process that ignores the proxy is refused"
         proxied = curl_in(sandbox, "-x", f"http://127.0.0.1:{e.port}", url)
-        assert proxied.returncode == 0 and proxied.stdout == "hello\n", proxied.stderr
+        assert proxied.returncode == 0 and proxied.stdout == "hello from the namespace\n", proxied.stderr
         tunnel = curl_in(sandbox, "-p", "-x", f"http://127.0.0.1:{e.port}", url)
-        assert tunnel.stdout == "hello\n", tunnel.stderr
+        assert tunnel.stdout == "hello from the namespace\n", tunnel.stderr
         assert e.stop() == 0
         sh("ip", "netns", "exec", sandbox, LOCKDOWN, "--remove")
-        assert curl_in(sandbox, url).stdout == "hello\n", "--remove takes the rules away"
+        assert curl_in(sandbox, url).stdout == "hello from the namespace\n", "--remove takes the rules away"
     finally:
         shutil.rmtree(work, ignore_errors=True)

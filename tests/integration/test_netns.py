@@ -9,33 +9,12 @@ import time
 import pytest
 import requests
 
-from conftest import connect_error, connect_via
+from conftest import connect_error, connect_via, sh, start_ns_origin
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
                                 reason="network namespaces need root and iproute2")
 
 HOST_IP, NS_IP = "198.18.7.1", "198.18.7.2"
-
-ORIGIN = r"""
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-    def do_GET(self):
-        body = b"hello from the namespace\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-srv = http.server.HTTPServer((sys.argv[1], 0), H)
-print(srv.server_address[1], flush=True)
-srv.serve_forever()
-"""
-
-
-def sh(*args):
-    subprocess.run(args, check=True, capture_output=True)
-
 
 @pytest.fixture
 def test_host():
@@ -50,9 +29,7 @@ def test_host():
         sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{NS_IP}/24", "dev", veth_ns)
         sh("ip", "netns", "exec", ns, "ip", "link", "set", veth_ns, "up")
         sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-        origin = subprocess.Popen(["ip", "netns", "exec", ns, "/usr/bin/python3", "-c", ORIGIN, NS_IP],
-                                  stdout=subprocess.PIPE, text=True)
-        port = int(origin.stdout.readline())
+        origin, port = start_ns_origin(ns, NS_IP)
         yield port
         origin.terminate()
         origin.wait(timeout=10)
