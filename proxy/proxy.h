@@ -158,6 +158,7 @@ struct conn {
     const char *intercept_host; /* intercept.c: for the inference log lines */
     long intercept_port;
     struct identity *id; /* identity.c: looked up once, when a rule needs it */
+    bool closed_cleanly; /* tunnel.c: both directions ended with EOF */
 };
 
 /* identity.c: the calling process, for `binary` rules. */
@@ -174,7 +175,8 @@ void conn_decide(struct conn *c, const struct host *h, uint16_t port, struct pol
                  struct log_fields *f);
 
 /* worker.c */
-void conn_serve(struct server *srv, int fd, struct relay_pipes *pipes);
+void conn_serve(struct server *srv, int fd, const struct sockaddr_storage *peer,
+                struct relay_pipes *pipes);
 /* Log a decision or an error for this connection and answer with e. */
 void conn_fail(struct conn *c, const struct log_fields *f, const struct proxy_error *e,
                const char *detail);

@@ -9,6 +9,7 @@
  */
 #include "proxy.h"
 
+#include <string.h>
 #include <unistd.h>
 
 #define ESTABLISHED "HTTP/1.1 200 Connection Established\r\n\r\n"
@@ -94,6 +95,7 @@ void tunnel_serve(struct conn *c, const struct http_msg *m)
     metrics_tunnel(1);
     relay(c->fd, r.fd, io_ms, &check, c->pipes, &st);
     metrics_tunnel(-1);
+    c->closed_cleanly = strcmp(st.end, "closed") == 0;
     metrics_bytes(st.up + c->len, st.down);
     close(r.fd);
     f.event = "close";

@@ -146,7 +146,8 @@ static void serve_requests(struct conn *c)
     }
 }
 
-void conn_serve(struct server *srv, int fd, struct relay_pipes *pipes)
+void conn_serve(struct server *srv, int fd, const struct sockaddr_storage *peer,
+                struct relay_pipes *pipes)
 {
     struct conn *c = malloc(sizeof(*c));
     struct stream *cs = stream_plain(fd);
@@ -157,8 +158,6 @@ void conn_serve(struct server *srv, int fd, struct relay_pipes *pipes)
         log_msg(LOGL_ERROR, "connect", "out of memory for a new connection");
         return;
     }
-    struct sockaddr_storage peer;
-    socklen_t plen = sizeof(peer);
     c->srv = srv;
     c->pipes = pipes;
     c->snap = server_snapshot(srv);
@@ -170,15 +169,15 @@ void conn_serve(struct server *srv, int fd, struct relay_pipes *pipes)
     c->t0 = now_ms();
     c->upstream = NULL;
     c->id = NULL;
-    if (getpeername(fd, (struct sockaddr *)&peer, &plen) == 0)
-        format_sockaddr((struct sockaddr *)&peer, c->src, sizeof(c->src));
-    else
-        strcpy(c->src, "?");
-    set_nodelay(fd);
+    c->closed_cleanly = false;
+    format_sockaddr((const struct sockaddr *)peer, c->src, sizeof(c->src));
     serve_requests(c);
     forward_release(c);
     stream_free(c->cs);
-    linger_close(fd);
+    if (c->closed_cleanly)
+        close(fd); /* both sides said goodbye: nothing left to drain */
+    else
+        linger_close(fd);
     snapshot_unref(c->snap);
     free(c->id);
     free(c);
