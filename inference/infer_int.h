@@ -37,6 +37,8 @@ int reply_head(struct reply *rp, int status, const char *reason, const char *hea
                long long content_length);
 int reply_piece(struct reply *rp, const char *p, size_t n);
 int reply_end(struct reply *rp);
+int reply_whole(struct reply *rp, int status, const char *reason, const char *headers,
+                const char *body, size_t len);
 
 /* mock.c: the canned answer of a mock:// route. */
 int mock_respond(struct reply *rp, enum protocol proto, const char *model, bool stream);

@@ -16,9 +16,7 @@ static const char *const pieces[] = {"Hello", " from the", " egressd mock", " ba
 
 static int send_json(struct reply *rp, const char *body)
 {
-    if (reply_head(rp, 200, "OK", "Content-Type: application/json\r\n", (long long)strlen(body)))
-        return -1;
-    return reply_piece(rp, body, strlen(body)) || reply_end(rp);
+    return reply_whole(rp, 200, "OK", "Content-Type: application/json\r\n", body, strlen(body));
 }
 
 static int openai_json(struct reply *rp, enum protocol proto, const char *model)

@@ -65,23 +65,50 @@ static bool fail(struct exchange *x, int status, const char *code, const char *m
 
 /* ---- replies to the client --------------------------------------------------- */
 
+/* Status line, headers and framing into out (RESP_HEADERS_MAX + 256). */
+static size_t format_head(struct reply *rp, char *out, int status, const char *reason,
+                          const char *headers, long long content_length)
+{
+    int n = snprintf(out, RESP_HEADERS_MAX + 128, "HTTP/1.1 %d %s\r\n%s", status, reason, headers);
+    if (n < 0 || n >= RESP_HEADERS_MAX + 128)
+        n = snprintf(out, 64, "HTTP/1.1 %d %s\r\n", status, reason); /* headers dropped */
+    if (content_length >= 0)
+        rp->chunked = false;
+    if (content_length >= 0)
+        n += snprintf(out + n, 64, "Content-Length: %lld\r\n\r\n", content_length);
+    else
+        n += snprintf(out + n, 64, "%s\r\n",
+                      rp->chunked ? "Transfer-Encoding: chunked\r\n" : "Connection: close\r\n");
+    rp->head_sent = true;
+    return (size_t)n;
+}
+
+/* Head and a whole body in one write: one TLS record, one packet when small. */
+int reply_whole(struct reply *rp, int status, const char *reason, const char *headers,
+                const char *body, size_t len)
+{
+    char *out = malloc(RESP_HEADERS_MAX + 256 + len);
+    if (out == NULL)
+        return rp->failed = true, -1;
+    size_t n = format_head(rp, out, status, reason, headers, (long long)len);
+    memcpy(out + n, body, len);
+    int rc = stream_write_all(rp->cl->s, out, n + len, rp->io_ms);
+    free(out);
+    rp->bytes += len;
+    if (rc != 0)
+        rp->failed = true;
+    return rc;
+}
+
 int reply_head(struct reply *rp, int status, const char *reason, const char *headers,
                long long content_length)
 {
     char *out = malloc(RESP_HEADERS_MAX + 256);
     if (out == NULL)
         return rp->failed = true, -1;
-    int n = snprintf(out, RESP_HEADERS_MAX + 256, "HTTP/1.1 %d %s\r\n%s", status, reason, headers);
-    if (content_length >= 0)
-        n += snprintf(out + n, 64, "Content-Length: %lld\r\n\r\n", content_length);
-    else
-        n += snprintf(out + n, 64, "%s\r\n",
-                      rp->chunked ? "Transfer-Encoding: chunked\r\n" : "Connection: close\r\n");
-    if (content_length >= 0)
-        rp->chunked = false;
-    int rc = stream_write_all(rp->cl->s, out, (size_t)n, rp->io_ms);
+    size_t n = format_head(rp, out, status, reason, headers, content_length);
+    int rc = stream_write_all(rp->cl->s, out, n, rp->io_ms);
     free(out);
-    rp->head_sent = true;
     if (rc != 0)
         rp->failed = true;
     return rc;
@@ -487,8 +514,8 @@ static bool relay_buffered(struct exchange *x, struct backend_conn *b, const str
                                : "the model backend's response was cut short",
                     false);
     } else {
-        keep = reply_head(&x->rp, r->status, reason, headers, (long long)pu.acc_len) == 0 &&
-               reply_piece(&x->rp, pu.acc, pu.acc_len) == 0 && x->minor == 1 && !x->client_close;
+        keep = reply_whole(&x->rp, r->status, reason, headers, pu.acc, pu.acc_len) == 0 &&
+               x->minor == 1 && !x->client_close;
         x->rec.status = r->status;
     }
     free(pu.acc);
