@@ -95,7 +95,11 @@ def test_client_in_another_namespace(start_egressd, origin):
         run("ip", "-n", ns, "addr", "add", "198.18.6.2/24", "dev", inside)
         run("ip", "-n", ns, "link", "set", inside, "up")
         sandbox = subprocess.Popen(["ip", "netns", "exec", ns, "sleep", "120"])
-        time.sleep(0.2)
+        ours = os.readlink("/proc/self/ns/net")
+        deadline = time.time() + 10  # until the process has entered the namespace
+        while os.readlink(f"/proc/{sandbox.pid}/ns/net") == ours and time.time() < deadline:
+            time.sleep(0.02)
+        assert os.readlink(f"/proc/{sandbox.pid}/ns/net") != ours
         conf = proxy_config(f"sandbox_pid = {sandbox.pid}", rules=rule(CURL, origin))
         e = start_egressd(conf.replace("listen = 127.0.0.1:0", "listen = 198.18.6.1:0"))
         proxy = f"http://198.18.6.1:{e.port}"
