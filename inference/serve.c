@@ -589,7 +589,6 @@ static bool route_and_answer(struct exchange *x)
     x->rec.bytes_up = x->body_len;
     const char *model = x->route->model[0] ? x->route->model : x->rec.model;
     bool ok = mock_respond(&x->rp, x->proto, model, x->stream) == 0;
-    usage_scan(&x->rec.usage, "", 0);
     return ok && x->minor == 1 && !x->client_close;
 }
 
