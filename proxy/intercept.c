@@ -58,6 +58,7 @@ static int dial_cb(void *ctx, const char *host, uint16_t port, char *err, size_t
 /* A kept-alive intercepted connection follows reloads between requests. */
 struct refresher {
     struct conn *c;
+    const struct host *h;
     struct snapshot *cur; /* c->snap, or a newer one we hold */
     unsigned generation;
     bool ended;
@@ -66,23 +67,12 @@ struct refresher {
 static bool refresh(void *ctx, struct inference_env *env)
 {
     struct refresher *r = ctx;
-    unsigned g = server_generation(r->c->srv);
-    if (g == r->generation)
-        return true;
-    r->generation = g;
-    struct snapshot *s = server_snapshot(r->c->srv);
-    struct host h;
-    const char *why;
     struct policy_decision d;
-    bool ok = host_parse(r->c->intercept_host, strlen(r->c->intercept_host), &h, &why) == 0;
-    if (!ok && strchr(r->c->intercept_host, ':') != NULL) {
-        char b[POLICY_HOST_MAX + 3];
-        snprintf(b, sizeof(b), "[%s]", r->c->intercept_host);
-        ok = host_parse(b, strlen(b), &h, &why) == 0;
-    }
-    if (ok)
-        policy_decide_as(s->pol, &h, (uint16_t)r->c->intercept_port, r->c->id, &d);
-    if (!ok || d.action != ACTION_INTERCEPT || s->ic == NULL) {
+    struct snapshot *s =
+        conn_redecide(r->c, r->h, (uint16_t)r->c->intercept_port, &r->generation, &d);
+    if (s == NULL)
+        return true;
+    if (d.action != ACTION_INTERCEPT || s->ic == NULL) {
         snapshot_unref(s);
         r->ended = true;
         return false;
@@ -173,7 +163,7 @@ void intercept_tunnel(struct conn *c, const struct host *h, struct log_fields *f
         return;
     }
     struct inference_env env;
-    struct refresher r = {c, c->snap, server_generation(c->srv), false};
+    struct refresher r = {c, h, c->snap, server_generation(c->srv), false};
     make_env(c, &env);
     env.refresh = refresh;
     env.refresh_ctx = &r;

@@ -173,6 +173,10 @@ const char *fingerprint_check(struct fingerprints *fp, int fd, const char *path)
  * names binaries; fills the log's pid and binary. */
 void conn_decide(struct conn *c, const struct host *h, uint16_t port, struct policy_decision *d,
                  struct log_fields *f);
+/* After a reload (the generation moved past *gen): the new snapshot, with a
+ * reference, and its decision for h:port; NULL when nothing changed. */
+struct snapshot *conn_redecide(struct conn *c, const struct host *h, uint16_t port, unsigned *gen,
+                               struct policy_decision *d);
 
 /* worker.c */
 void conn_serve(struct server *srv, int fd, const struct sockaddr_storage *peer,

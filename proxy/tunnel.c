@@ -26,16 +26,13 @@ struct recheck {
 static bool still_allowed(void *ctx)
 {
     struct recheck *r = ctx;
-    unsigned g = server_generation(r->c->srv);
-    if (g == r->generation)
-        return true;
-    r->generation = g;
-    struct snapshot *s = server_snapshot(r->c->srv);
     struct policy_decision d;
+    struct snapshot *s = conn_redecide(r->c, r->h, r->port, &r->generation, &d);
+    if (s == NULL)
+        return true;
     struct sockaddr_storage peer;
     socklen_t len = sizeof(peer);
     const char *why;
-    policy_decide_as(s->pol, r->h, r->port, r->c->id, &d);
     bool ok = d.action == ACTION_ALLOW &&
               getpeername(r->upstream, (struct sockaddr *)&peer, &len) == 0 &&
               policy_address_permitted(s->pol, &d, (struct sockaddr *)&peer, &why);

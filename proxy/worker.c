@@ -49,6 +49,18 @@ void conn_decide(struct conn *c, const struct host *h, uint16_t port, struct pol
     metrics_connection(d->action);
 }
 
+struct snapshot *conn_redecide(struct conn *c, const struct host *h, uint16_t port, unsigned *gen,
+                               struct policy_decision *d)
+{
+    unsigned now = server_generation(c->srv);
+    if (now == *gen)
+        return NULL;
+    *gen = now;
+    struct snapshot *s = server_snapshot(c->srv);
+    policy_decide_as(s->pol, h, port, c->id, d);
+    return s;
+}
+
 void conn_consume(struct conn *c, size_t n)
 {
     memmove(c->buf, c->buf + n, c->len - n);

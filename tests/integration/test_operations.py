@@ -208,3 +208,28 @@ def test_print_env(tmp_path):
     for key in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO"):
         assert env[key] == f"{tmp_path}/bundle.pem"
     assert env["NODE_EXTRA_CA_CERTS"] == f"{tmp_path}/ca.pem" and env["NODE_USE_ENV_PROXY"] == "1"
+
+
+def test_kept_intercepted_connection_follows_reloads(start_egressd, backend, tmp_path):
+    e = start_egressd(inference_config(tmp_path, backend.port, routes="[route canned]\nendpoint = mock://x\n"),
+                      env=INFERENCE_ENV)
+    s = socket.create_connection(("127.0.0.1", e.port), timeout=10)
+    s.sendall(b"CONNECT inference.local:80 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b" 200 " in s.recv(100)
+    get = b"GET /v1/models HTTP/1.1\r\nHost: inference.local\r\n\r\n"
+
+    def models():
+        s.sendall(get)
+        got = b""
+        while not got.endswith(b"}") and not got.endswith(b"}\r\n0\r\n\r\n"):
+            d = s.recv(65536)
+            if not d:
+                return None
+            got += d
+        return got
+
+    assert b"mock-model" in models()
+    reload(e, inference_config(tmp_path, backend.port))  # the backend route now
+    assert b'"m1"' in models(), "the next request on the same connection uses the new routes"
+    reload(e, inference_config(tmp_path, backend.port).replace("inference.local, ", ""))
+    assert models() is None, "no longer intercepted: closed"
