@@ -424,6 +424,7 @@ bool forward_serve(struct conn *c, const struct http_msg *m)
     }
     if (x.d.action == ACTION_INTERCEPT) /* what curl and requests send for http:// base URLs */
         return intercept_forward(c, m, &x.t.h, x.t.port);
+    x.f.action = "allow";
     struct out *o = malloc(sizeof(*o));
     if (o == NULL) {
         conn_fail(c, &x.f, &ERR_UPSTREAM_ERROR, "out of memory");

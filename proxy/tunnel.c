@@ -66,6 +66,7 @@ void tunnel_serve(struct conn *c, const struct http_msg *m)
         return intercept_tunnel(c, &h, &f);
     }
 
+    f.action = "allow"; /* the decision; a failed dial below says why it did not work */
     struct dial_result r;
     dial(c, &h, port, &d, &r);
     if (r.err != NULL) {

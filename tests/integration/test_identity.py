@@ -105,7 +105,7 @@ def test_client_in_another_namespace(start_egressd, origin):
         proxy = f"http://198.18.6.1:{e.port}"
         r = subprocess.run(["ip", "netns", "exec", ns, CURL, "-sS", "-o", "/dev/null", "-w", "%{http_code}",
                             "-x", proxy, f"http://127.0.0.1:{origin}/hello"], capture_output=True, text=True)
-        assert r.stdout == "200", r.stderr
+        assert r.stdout == "200", r.stderr + "\n".join(e.raw_lines())
         r = subprocess.run(["ip", "netns", "exec", ns, "/usr/bin/python3", "-c",
                             "import urllib.request, sys\n"
                             f"h = urllib.request.ProxyHandler({{'http': '{proxy}'}})\n"
@@ -113,7 +113,7 @@ def test_client_in_another_namespace(start_egressd, origin):
                             f"    urllib.request.build_opener(h).open('http://127.0.0.1:{origin}/hello')\n"
                             "except urllib.error.HTTPError as err:\n"
                             "    print(err.code)\n"], capture_output=True, text=True)
-        assert r.stdout.strip() == "403", r.stderr
+        assert r.stdout.strip() == "403", r.stderr + "\n".join(e.raw_lines())
         allow = e.events("forward", action="allow")[0]
         assert allow["binary"] == CURL
     finally:
