@@ -219,6 +219,18 @@ static int relay_body(struct bufsock *src, int dst, const struct http_msg *m, in
     return 0;
 }
 
+/* "why: starts with ..." with the first bytes printable-escaped. */
+static void describe_bytes(const char *why, const char *p, size_t n, char *out, size_t cap)
+{
+    size_t o = (size_t)snprintf(out, cap, "%s; the upstream sent \"", why);
+    for (size_t i = 0; i < n && i < 32 && o + 6 < cap; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        o += (size_t)snprintf(out + o, cap - o,
+                              ch >= 0x20 && ch < 0x7f && ch != '"' ? "%c" : "\\x%02x", ch);
+    }
+    snprintf(out + o, cap - o, "\"");
+}
+
 /* ---- one request ------------------------------------------------------------ */
 
 struct exchange {
@@ -328,8 +340,11 @@ static const struct proxy_error *read_response(struct exchange *x, struct http_m
                                             : "upstream closed without a response";
             return st == HEAD_TIMEOUT ? &ERR_UPSTREAM_TIMEOUT : &ERR_UPSTREAM_ERROR;
         }
-        if (http_parse_response(s->buf, s->len, is_head, r, &x->why) != HTTP_OK)
+        if (http_parse_response(s->buf, s->len, is_head, r, &x->why) != HTTP_OK) {
+            describe_bytes(x->why, s->buf, s->len, x->detail, sizeof(x->detail));
+            x->why = x->detail; /* what the upstream sent, for the log */
             return &ERR_UPSTREAM_ERROR;
+        }
         if (r->status == 101) {
             x->why = "upstream switched protocols unasked";
             return &ERR_UPSTREAM_ERROR;
