@@ -190,27 +190,28 @@ static void *acceptor_main(void *arg)
     struct server *s = arg;
     int backoff = 0;
     for (;;) {
-        pthread_mutex_lock(&s->mu);
-        bool stopping = s->stopping;
-        pthread_mutex_unlock(&s->mu);
-        if (stopping)
-            break;
-        if (fd_wait(s->lfd, POLLIN, ACCEPT_POLL_MS) <= 0)
-            continue;
         struct sockaddr_storage peer;
         socklen_t plen = sizeof(peer);
+        /* accept first, poll only when nothing is waiting: under load one
+         * syscall per connection, not two */
         int fd = accept4(s->lfd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
             backoff = 0;
             enqueue(s, fd, &peer);
             continue;
         }
-        if (accept_error_is_transient(errno) || server_stopping(s))
-            continue; /* stopping: the listener was shut down under us */
+        int e = errno;
+        if (server_stopping(s))
+            break; /* the listener was shut down under us */
+        if (e == EAGAIN || e == EWOULDBLOCK) {
+            (void)fd_wait(s->lfd, POLLIN, ACCEPT_POLL_MS);
+            continue;
+        }
+        if (accept_error_is_transient(e))
+            continue;
         /* EMFILE, ENFILE, ENOBUFS, ENOMEM: wait for resources, never give up */
         backoff = backoff ? (backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2) : 10;
-        log_msg(LOGL_ERROR, "server", "accept failed: %s; retrying in %d ms", strerror(errno),
-                backoff);
+        log_msg(LOGL_ERROR, "server", "accept failed: %s; retrying in %d ms", strerror(e), backoff);
         usleep((useconds_t)backoff * 1000);
     }
     return NULL;
