@@ -222,7 +222,12 @@ int listen_socket(const struct sockaddr_storage *addr, socklen_t len, const char
 {
     int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+    /* SO_REUSEADDR lets a restart bind its port while old connections sit in
+     * TIME_WAIT; with port 0 there is nothing to rebind, and Linux may then
+     * hand out a port another SO_REUSEADDR listener still holds */
+    bool fixed_port = ((const struct sockaddr_in *)addr)->sin_port != 0; /* same offset in v6 */
+    if (fd < 0 ||
+        (fixed_port && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) ||
         bind(fd, (const struct sockaddr *)addr, len) != 0 || listen(fd, SOMAXCONN) != 0) {
         log_msg(LOGL_ERROR, "server", "cannot listen on %s (%s): %s", text, what, strerror(errno));
         if (fd >= 0)

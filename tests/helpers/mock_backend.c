@@ -401,10 +401,9 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     record = fopen(argv[1], "a");
-    int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    int l = socket(AF_INET, SOCK_STREAM, 0); /* no SO_REUSEADDR with port 0: see egressd's */
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t alen = sizeof(a);
-    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (record == NULL || bind(l, (struct sockaddr *)&a, sizeof(a)) || listen(l, 128) ||
         getsockname(l, (struct sockaddr *)&a, &alen)) {
         perror("mock-backend");

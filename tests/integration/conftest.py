@@ -204,7 +204,19 @@ class OriginHandler(http.server.BaseHTTPRequestHandler):
 
 class ThreadingServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
-    allow_reuse_address = True
+    # no SO_REUSEADDR: with it, Linux may hand a port 0 bind the port of a
+    # listener that is still alive (a closed test server whose accept() had
+    # not returned), and connections meant for one server reach the other
+    allow_reuse_address = False
+
+
+def stop_http_server(srv, thread):
+    """shutdown() waits for serve_forever without a limit: give it one."""
+    if thread.is_alive():
+        stopper = threading.Thread(target=srv.shutdown, daemon=True)
+        stopper.start()
+        stopper.join(10)
+    srv.server_close()
 
 
 @pytest.fixture
@@ -213,8 +225,7 @@ def origin():
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     yield srv.server_address[1]
-    srv.shutdown()
-    srv.server_close()
+    stop_http_server(srv, t)
 
 
 class TcpServer:
@@ -222,8 +233,7 @@ class TcpServer:
 
     def __init__(self, handler, host="127.0.0.1"):
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
+        self.sock.bind((host, 0))  # no SO_REUSEADDR: see ThreadingServer
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
         self.handler = handler
@@ -248,7 +258,14 @@ class TcpServer:
             conn.close()
 
     def close(self):
+        # shutdown wakes the thread blocked in accept(); a bare close would
+        # leave the listener alive in the kernel for as long as it blocks
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
+        self.thread.join(5)
 
 
 def echo_handler(conn):

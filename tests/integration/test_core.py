@@ -370,7 +370,7 @@ def test_check_and_explain(tmp_path):
 def test_requests_https_through_connect(start_egressd, tmp_path):
     import http.server
     import ssl
-    from conftest import OriginHandler, ThreadingServer
+    from conftest import OriginHandler, ThreadingServer, stop_http_server
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
                     "-nodes", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
@@ -379,7 +379,8 @@ def test_requests_https_through_connect(start_egressd, tmp_path):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
     port = srv.server_address[1]
     e = start_egressd(proxy_config(rules=allow_local()))
     with requests.Session() as sess:
@@ -390,7 +391,7 @@ def test_requests_https_through_connect(start_egressd, tmp_path):
     r = requests.get(f"https://localhost:{port}/hello", proxies={"https": e.url}, verify=str(cert),
                      timeout=10)
     assert r.text == "hello\n"
-    srv.shutdown()
+    stop_http_server(srv, thread)
 
 
 def test_fd_exhaustion_does_not_stop_the_proxy(tmp_path, echo_server):

@@ -332,8 +332,10 @@ def test_https_backend_verified(start_egressd, backend, tmp_path):
                 except OSError:
                     pass
 
+    stopped = threading.Event()
+
     def serve():
-        while True:
+        while not stopped.is_set():
             try:
                 c, _ = front.accept()
                 t = ctx.wrap_socket(c, server_side=True)
@@ -343,18 +345,25 @@ def test_https_backend_verified(start_egressd, backend, tmp_path):
             threading.Thread(target=pump, args=(t, b), daemon=True).start()
             threading.Thread(target=pump, args=(b, t), daemon=True).start()
 
-    threading.Thread(target=serve, daemon=True).start()
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
     port = front.getsockname()[1]
-    for host, expect in (("localhost", 200), ("127.0.0.1", 503)):  # the second: name mismatch
-        routes = f"[route tls]\nendpoint = https://{host}:{port}/v1\napi_key_env = TEST_OPENAI_KEY\n"
-        cfg = inference_config(tmp_path, backend.port, routes=routes, tls_extra=f"upstream_ca = {ca_crt}")
-        e = start_egressd(cfg, name=f"tls-{host}", env=INFERENCE_ENV)
-        e.bundle = str(tmp_path / "bundle.pem")
-        code, out = curl(e, "https://inference.local/v1/chat/completions", data=json.dumps(CHAT))
-        assert code == expect, out
-        if expect == 503:
-            line = e.events("inference")[0]
-            assert "certificate" in line.get("detail", "") or "verif" in line.get("detail", ""), line
+    try:
+        for host, expect in (("localhost", 200), ("127.0.0.1", 503)):  # the second: name mismatch
+            routes = f"[route tls]\nendpoint = https://{host}:{port}/v1\napi_key_env = TEST_OPENAI_KEY\n"
+            cfg = inference_config(tmp_path, backend.port, routes=routes, tls_extra=f"upstream_ca = {ca_crt}")
+            e = start_egressd(cfg, name=f"tls-{host}", env=INFERENCE_ENV)
+            e.bundle = str(tmp_path / "bundle.pem")
+            code, out = curl(e, "https://inference.local/v1/chat/completions", data=json.dumps(CHAT))
+            assert code == expect, out
+            if expect == 503:
+                line = e.events("inference")[0]
+                assert "certificate" in line.get("detail", "") or "verif" in line.get("detail", ""), line
+    finally:
+        stopped.set()
+        front.shutdown(socket.SHUT_RDWR)  # wakes accept(): the listener really goes
+        front.close()
+        server.join(5)
 
 
 def test_stream_idle_timeout_and_size_cap(start_egressd, backend, tmp_path):
