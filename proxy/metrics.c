@@ -104,54 +104,63 @@ static void counter(struct out *o, const char *name, const char *help)
     emit(o, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
 }
 
-size_t metrics_render(char *buf, size_t cap, const struct metrics_gauges *g)
+/* What egressd counted: decisions, traffic, errors, requests, reloads. */
+static void render_counters(struct out *o)
 {
-    struct out o = {buf, cap, 0};
-    static const char *const actions[] = {"deny", "allow", "intercept"};
-    counter(&o, "egressd_connections_total", "Decisions made, by action.");
-    for (int a = 0; a < 3; a++)
-        emit(&o, "egressd_connections_total{action=\"%s\"} %llu\n", actions[a],
-             atomic_load(&counters.connections[a == 0   ? ACTION_DENY
-                                               : a == 1 ? ACTION_ALLOW
-                                                        : ACTION_INTERCEPT]));
-    emit(&o,
+    counter(o, "egressd_connections_total", "Decisions made, by action.");
+    for (int a = ACTION_DENY; a <= ACTION_INTERCEPT; a++)
+        emit(o, "egressd_connections_total{action=\"%s\"} %llu\n",
+             policy_action_name((enum policy_action)a), atomic_load(&counters.connections[a]));
+    emit(o,
          "# HELP egressd_tunnels_active Tunnels relaying now.\n"
          "# TYPE egressd_tunnels_active gauge\negressd_tunnels_active %lld\n",
          atomic_load(&counters.tunnels_active));
-    counter(&o, "egressd_bytes_total", "Bytes relayed, up (to upstreams) and down.");
-    emit(&o,
+    counter(o, "egressd_bytes_total", "Bytes relayed, up (to upstreams) and down.");
+    emit(o,
          "egressd_bytes_total{direction=\"up\"} %llu\negressd_bytes_total{direction=\"down\"} "
          "%llu\n",
          atomic_load(&counters.bytes_up), atomic_load(&counters.bytes_down));
-    counter(&o, "egressd_upstream_errors_total", "Failures reaching upstreams and backends.");
+    counter(o, "egressd_upstream_errors_total", "Failures reaching upstreams and backends.");
     for (size_t i = 0; i < N_ERROR_KINDS; i++)
-        emit(&o, "egressd_upstream_errors_total{kind=\"%s\"} %llu\n", error_kinds[i],
+        emit(o, "egressd_upstream_errors_total{kind=\"%s\"} %llu\n", error_kinds[i],
              atomic_load(&counters.upstream_errors[i]));
-    counter(&o, "egressd_inference_requests_total", "Intercepted requests, by route and status.");
+    counter(o, "egressd_inference_requests_total", "Intercepted requests, by route and status.");
     pthread_mutex_lock(&by_route.mu);
     for (size_t i = 0; i < by_route.n; i++)
-        emit(&o, "egressd_inference_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
+        emit(o, "egressd_inference_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
              by_route.rows[i].route, by_route.rows[i].status, by_route.rows[i].count);
     pthread_mutex_unlock(&by_route.mu);
-    counter(&o, "egressd_reloads_total", "Configuration reloads, by result.");
-    emit(&o,
+    counter(o, "egressd_reloads_total", "Configuration reloads, by result.");
+    emit(o,
          "egressd_reloads_total{result=\"ok\"} %llu\negressd_reloads_total{result=\"failed\"} "
          "%llu\n",
          atomic_load(&counters.reloads_ok), atomic_load(&counters.reloads_failed));
-    counter(&o, "egressd_cert_cache_hits_total", "Minted certificates found in the cache.");
-    emit(&o, "egressd_cert_cache_hits_total %llu\n", (unsigned long long)g->cache.hits);
-    counter(&o, "egressd_cert_cache_misses_total", "Certificates that had to be minted.");
-    emit(&o, "egressd_cert_cache_misses_total %llu\n", (unsigned long long)g->cache.misses);
-    emit(&o,
+}
+
+/* What its owners report when asked: the certificate cache, queue, workers. */
+static void render_gauges(struct out *o, const struct metrics_gauges *g)
+{
+    counter(o, "egressd_cert_cache_hits_total", "Minted certificates found in the cache.");
+    emit(o, "egressd_cert_cache_hits_total %llu\n", (unsigned long long)g->cache.hits);
+    counter(o, "egressd_cert_cache_misses_total", "Certificates that had to be minted.");
+    emit(o, "egressd_cert_cache_misses_total %llu\n", (unsigned long long)g->cache.misses);
+    emit(o,
          "# HELP egressd_cert_cache_size Certificates in the cache.\n"
          "# TYPE egressd_cert_cache_size gauge\negressd_cert_cache_size %zu\n",
          g->cache.size);
-    emit(&o,
+    emit(o,
          "# HELP egressd_queue_depth Accepted sockets waiting for a worker.\n"
          "# TYPE egressd_queue_depth gauge\negressd_queue_depth %u\n"
          "# HELP egressd_workers Worker threads, by state.\n"
          "# TYPE egressd_workers gauge\n"
          "egressd_workers{state=\"busy\"} %u\negressd_workers{state=\"total\"} %u\n",
          g->queue, g->busy, g->total);
+}
+
+size_t metrics_render(char *buf, size_t cap, const struct metrics_gauges *g)
+{
+    struct out o = {buf, cap, 0};
+    render_counters(&o);
+    render_gauges(&o, g);
     return o.n;
 }
