@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <mbedtls/ecdsa.h>
 #include <mbedtls/ecp.h>
 #include <mbedtls/x509_crt.h>
 
@@ -189,11 +190,35 @@ static int self_test(struct ca *ca, char *err, size_t errlen)
     return 0;
 }
 
+/*
+ * The handshake signs with leaf_signer, not leaf_key.  mbedTLS 2.28 signs
+ * with an ECKEY context through a temporary copy of its group, so every
+ * signature recomputes the comb table of the base point (1.5 ms instead of
+ * 0.7 ms here); an ECDSA context is signed with directly and keeps the
+ * table it computed.  The table is computed here, on one thread, by a
+ * first signature: afterwards concurrent handshakes only read it.
+ * leaf_key stays the ECKEY context, which is what certificate writing needs.
+ */
+static int make_leaf_signer(struct ca *ca)
+{
+    unsigned char hash[32] = {0}, sig[MBEDTLS_ECDSA_MAX_LEN];
+    size_t siglen;
+    int rc = mbedtls_pk_setup(&ca->leaf_signer, mbedtls_pk_info_from_type(MBEDTLS_PK_ECDSA));
+    if (rc == 0)
+        rc =
+            mbedtls_ecdsa_from_keypair(mbedtls_pk_ec(ca->leaf_signer), mbedtls_pk_ec(ca->leaf_key));
+    if (rc == 0)
+        rc = mbedtls_pk_sign(&ca->leaf_signer, MBEDTLS_MD_SHA256, hash, sizeof(hash), sig, &siglen,
+                             tls_rng, NULL);
+    return rc;
+}
+
 int ca_load_or_create(struct ca *ca, const struct tls_settings *set, char *err, size_t errlen)
 {
     mbedtls_x509_crt_init(&ca->crt);
     mbedtls_pk_init(&ca->key);
     mbedtls_pk_init(&ca->leaf_key);
+    mbedtls_pk_init(&ca->leaf_signer);
     bool have_crt = access(set->ca_cert, F_OK) == 0, have_key = access(set->ca_key, F_OK) == 0;
     if (have_crt != have_key) {
         snprintf(err, errlen,
@@ -206,6 +231,8 @@ int ca_load_or_create(struct ca *ca, const struct tls_settings *set, char *err, 
     if (load_ca(ca, set, err, errlen) != 0)
         return -1;
     int rc = gen_p256(&ca->leaf_key);
+    if (rc == 0)
+        rc = make_leaf_signer(ca);
     if (rc != 0) {
         char why[200];
         tls_describe(rc, false, why, sizeof(why));
@@ -220,6 +247,7 @@ void ca_free(struct ca *ca)
     mbedtls_x509_crt_free(&ca->crt);
     mbedtls_pk_free(&ca->key);
     mbedtls_pk_free(&ca->leaf_key);
+    mbedtls_pk_free(&ca->leaf_signer);
 }
 
 static int append_file(FILE *out, const char *path, char *err, size_t errlen)

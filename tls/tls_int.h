@@ -64,8 +64,9 @@ void leaf_cache_stats(struct leaf_cache *c, struct tls_cache_stats *st);
 struct ca {
     mbedtls_x509_crt crt;
     mbedtls_pk_context key;
-    mbedtls_pk_context leaf_key; /* one key for every leaf: minting costs a signature only */
-    char issuer[512];            /* the CA's subject, as set on every leaf */
+    mbedtls_pk_context leaf_key;    /* one key for every leaf: minting costs a signature only */
+    mbedtls_pk_context leaf_signer; /* the same key as an ECDSA context: see make_leaf_signer */
+    char issuer[512];               /* the CA's subject, as set on every leaf */
 };
 /* Mint a leaf for host (a name or an IP literal) into l->crt; 0 or -1 (err). */
 int mint_leaf(struct ca *ca, const char *host, struct leaf *l, char *err, size_t errlen);

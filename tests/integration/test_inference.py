@@ -2,6 +2,7 @@
 real binary to tests/helpers/mock_backend.c, over TLS and plaintext."""
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -279,6 +280,18 @@ def test_ip_literal_host_gets_ip_san(start_egressd, backend, tmp_path):
     e.bundle = str(tmp_path / "bundle.pem")
     code, out = curl(e, "https://10.9.8.7/v1/models")
     assert code == 200, out
+
+
+def test_key_exchange_prefers_x25519_and_accepts_p256(proxy):
+    """X25519 is egressd's cheaper key exchange; a client that offers only P-256 still gets in."""
+    for groups, expect in (("X25519:P-256", "X25519"), ("P-256", "prime256v1")):
+        r = subprocess.run(["openssl", "s_client", "-proxy", f"127.0.0.1:{proxy.port}", "-connect",
+                            "inference.local:443", "-servername", "inference.local", "-groups", groups,
+                            "-CAfile", proxy.ca, "-verify_return_error"],
+                           input=b"", capture_output=True, timeout=20)
+        out = r.stdout.decode()
+        assert "Verify return code: 0 (ok)" in out, out + r.stderr.decode()
+        assert re.search(r"Server Temp Key: .*" + expect, out), out
 
 
 def test_sni_mismatch_refused(proxy):
