@@ -250,16 +250,16 @@ static void *worker(void *arg)
         double t0 = now_us();
         long got = -1;
         if (!strcmp(mode, "tunnel") || !strcmp(mode, "bulk") || !strncmp(mode, "tls-", 4)) {
-            struct io io = {open_tunnel(), NULL};
             bool tls = !strcmp(mode, "tls-new") || !strcmp(mode, "tls-resume");
+            bool tls_keep = !strcmp(mode, "tls-keep");
+            /* tls-keep opens its one tunnel only when it has none */
+            struct io io = {tls_keep && keep.fd >= 0 ? -1 : open_tunnel(), NULL};
             if (io.fd >= 0 && tls)
                 io.ssl = tls_open(ctx, io.fd, !strcmp(mode, "tls-resume") ? &sess : NULL);
-            if (!strcmp(mode, "tls-keep")) {
+            if (tls_keep) {
                 if (keep.fd < 0 && io.fd >= 0) {
                     keep = io;
                     keep.ssl = tls_open(ctx, io.fd, NULL);
-                } else if (io.fd >= 0) {
-                    close(io.fd);
                 }
                 got = keep.ssl ? exchange(&keep, buf, false, false) : -1;
                 if (got < 0) {
@@ -272,7 +272,7 @@ static void *worker(void *arg)
             } else if (io.fd >= 0 && (!tls || io.ssl)) {
                 got = exchange(&io, buf, false, true);
             }
-            if (strcmp(mode, "tls-keep") != 0) {
+            if (!tls_keep) {
                 if (io.ssl) {
                     SSL_shutdown(io.ssl);
                     SSL_free(io.ssl);
