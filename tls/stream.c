@@ -115,6 +115,16 @@ bool stream_is_tls(const struct stream *s)
     return s->tls;
 }
 
+/* What bio_recv returns for fd_read's n <= 0: 0 is the peer's close. */
+static int bio_recv_failed(struct stream *s, ssize_t n)
+{
+    if (n == -2) {
+        s->timed_out = true;
+        return MBEDTLS_ERR_SSL_TIMEOUT;
+    }
+    return n < 0 ? MBEDTLS_ERR_NET_RECV_FAILED : 0;
+}
+
 int bio_recv(void *ctx, unsigned char *buf, size_t len)
 {
     struct stream *s = ctx;
@@ -125,14 +135,23 @@ int bio_recv(void *ctx, unsigned char *buf, size_t len)
         s->prelen -= n;
         return (int)n;
     }
-    if (len > INT32_MAX)
-        len = INT32_MAX;
-    ssize_t n = fd_read(s->fd, buf, len, s->timeout_ms);
-    if (n == -2) {
-        s->timed_out = true;
-        return MBEDTLS_ERR_SSL_TIMEOUT;
+    if (s->ahead_len == 0 && len < sizeof(s->ahead)) {
+        ssize_t n = fd_read(s->fd, s->ahead, sizeof(s->ahead), s->timeout_ms);
+        if (n <= 0)
+            return bio_recv_failed(s, n);
+        s->ahead_off = 0;
+        s->ahead_len = (size_t)n;
     }
-    return n < 0 ? MBEDTLS_ERR_NET_RECV_FAILED : (int)n;
+    if (s->ahead_len > 0) {
+        size_t n = len < s->ahead_len ? len : s->ahead_len;
+        memcpy(buf, s->ahead + s->ahead_off, n);
+        s->ahead_off += n;
+        s->ahead_len -= n;
+        return (int)n;
+    }
+    /* a large record's body: straight into mbedTLS's buffer */
+    ssize_t n = fd_read(s->fd, buf, len > INT32_MAX ? INT32_MAX : len, s->timeout_ms);
+    return n <= 0 ? bio_recv_failed(s, n) : (int)n;
 }
 
 int bio_send(void *ctx, const unsigned char *buf, size_t len)

@@ -20,12 +20,18 @@
 #define LEAF_DAYS       7     /* validity of a minted leaf ... */
 #define LEAF_RENEW_SECS 86400 /* ... re-minted when less than this is left */
 
+#define STREAM_AHEAD 4096
+
 struct stream {
     int fd;
     bool tls, timed_out;
     int timeout_ms;           /* for the waits inside the current call */
     const unsigned char *pre; /* bytes read before the handshake, fed first */
     size_t prelen;
+    /* Read-ahead for TLS: mbedTLS asks for a record's 5-byte header, then
+     * for its body; one recv into ahead serves both for records that fit. */
+    unsigned char ahead[STREAM_AHEAD];
+    size_t ahead_off, ahead_len;
     const char *expected_host; /* server side: the SNI we accept */
     bool sni_mismatch;
     mbedtls_ssl_context ssl;
