@@ -99,18 +99,26 @@ static int open_tunnel(void)
     int n = snprintf(req, sizeof(req), "CONNECT %s%s%s HTTP/1.1\r\nHost: %s\r\n\r\n", name,
                      strchr(name, ':') ? "" : ":",
                      strchr(name, ':') ? "" : strrchr(target, ':') + 1, name);
-    size_t got = 0;
     if (write(fd, req, (size_t)n) != n)
         goto fail;
-    while (got < sizeof(resp) - 1) { /* read the head only: nothing follows a 200 */
-        ssize_t r = read(fd, resp + got, 1);
-        if (r <= 0)
+    /* Peek at the head and consume exactly it: two reads per tunnel.  Only
+     * a head that came in pieces is read a byte at a time. */
+    ssize_t got = recv(fd, resp, sizeof(resp) - 1, MSG_PEEK);
+    if (got <= 0)
+        goto fail;
+    resp[got] = '\0';
+    char *end = strstr(resp, "\r\n\r\n");
+    size_t head = end ? (size_t)(end + 4 - resp) : 0;
+    if (end != NULL && recv(fd, resp, head, 0) != (ssize_t)head)
+        goto fail;
+    while (end == NULL && head < sizeof(resp) - 1) {
+        if (read(fd, resp + head, 1) != 1)
             goto fail;
-        got++;
-        if (got >= 4 && memcmp(resp + got - 4, "\r\n\r\n", 4) == 0)
+        head++;
+        if (head >= 4 && memcmp(resp + head - 4, "\r\n\r\n", 4) == 0)
             break;
     }
-    if (got < 12 || memcmp(resp + 9, "200", 3) != 0)
+    if (head < 12 || memcmp(resp + 9, "200", 3) != 0)
         goto fail;
     return fd;
 fail:
