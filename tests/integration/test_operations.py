@@ -233,3 +233,39 @@ def test_kept_intercepted_connection_follows_reloads(start_egressd, backend, tmp
     assert b'"m1"' in models(), "the next request on the same connection uses the new routes"
     reload(e, inference_config(tmp_path, backend.port).replace("inference.local, ", ""))
     assert models() is None, "no longer intercepted: closed"
+
+
+def test_pool_grows_then_shrinks_to_base(start_egressd, echo_server):
+    """Workers above `workers` leave after 30 s idle; the base ones stay and serve."""
+    admin = free_port()
+    cfg = proxy_config(extra_proxy=f"admin = 127.0.0.1:{admin}\n", rules=rules("1-65535")).replace(
+        "workers = 4\nmax_workers = 32", "workers = 2\nmax_workers = 16")
+    e = start_egressd(cfg)
+    tunnels = [connect_via(e.port, f"127.0.0.1:{echo_server}")[0] for _ in range(10)]
+    for i, s in enumerate(tunnels):
+        s.sendall(b"ping %d" % i)
+        assert s.recv(100) == b"ping %d" % i
+    grown = scrape(admin)
+    assert grown['egressd_workers{state="total"}'] >= 10 and grown['egressd_workers{state="busy"}'] == 10
+    for s in tunnels:
+        s.close()
+    deadline = time.time() + 10
+    while time.time() < deadline and scrape(admin)['egressd_workers{state="busy"}'] > 0:
+        time.sleep(0.05)
+    grown = scrape(admin)
+    # the idle workers serve new tunnels one after another, without growing further
+    for i in range(20):
+        s, status, _ = connect_via(e.port, f"127.0.0.1:{echo_server}")
+        s.sendall(b"again")
+        assert s.recv(10) == b"again"
+        s.close()
+    assert scrape(admin)['egressd_workers{state="total"}'] == grown['egressd_workers{state="total"}']
+    deadline = time.time() + 45
+    while time.time() < deadline and scrape(admin)['egressd_workers{state="total"}'] > 2:
+        time.sleep(1)
+    assert scrape(admin)['egressd_workers{state="total"}'] == 2
+    s, status, _ = connect_via(e.port, f"127.0.0.1:{echo_server}")
+    s.sendall(b"base")
+    assert s.recv(10) == b"base"
+    s.close()
+    assert e.stop() == 0
