@@ -21,12 +21,14 @@
 #include <poll.h>
 #include <unistd.h>
 
-#define SPLICE_CHUNK (1 << 20)
-#define RECHECK_MS   1000 /* a reload that forbids a tunnel closes it within this */
-#define PUMP_ROUNDS  16
+#define SPLICE_CHUNK  (1 << 20)
+#define RECHECK_MS    1000 /* a reload that forbids a tunnel closes it within this */
+#define PUMP_ROUNDS   16
+#define PUMP_MORE_MIN (16 * 1024)
 
 struct direction {
     int src, dst;
+    struct direction *other;
     int *pipe;      /* the worker's pipe for this direction: kept between tunnels */
     size_t in_pipe; /* bytes read from src, not yet written to dst */
     bool eof, shut;
@@ -40,10 +42,12 @@ static int open_pipe(struct direction *d)
     return pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC);
 }
 
-/* Move what can be moved now; -1 ends the tunnel (reset, broken pipe). */
-static int pump_once(struct direction *d, short src_ready, bool *moved)
+/* Move what can be moved now; -1 ends the tunnel (reset, broken pipe).
+ * *more: the read was large enough that the socket may hold more. */
+static int pump_once(struct direction *d, short src_ready, bool *moved, bool *more)
 {
-    if ((src_ready & (POLLIN | POLLHUP | POLLERR)) && !d->eof) {
+    *more = false;
+    if ((src_ready & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)) && !d->eof) {
         if (open_pipe(d) != 0)
             return -1;
         ssize_t n =
@@ -51,6 +55,8 @@ static int pump_once(struct direction *d, short src_ready, bool *moved)
         if (n > 0) {
             d->in_pipe += (size_t)n;
             *moved = true;
+            /* a peer's EOF behind the bytes: take it now, not after a poll */
+            *more = n >= PUMP_MORE_MIN || (src_ready & (POLLRDHUP | POLLHUP));
         } else if (n == 0) {
             d->eof = true;
         } else if (errno != EAGAIN && errno != EINTR) {
@@ -70,24 +76,30 @@ static int pump_once(struct direction *d, short src_ready, bool *moved)
         }
     }
     if (d->eof && d->in_pipe == 0 && !d->shut) {
-        shutdown(d->dst, SHUT_WR);
+        /* the last direction to end needs no shutdown: both peers have
+         * sent their EOF, nothing is left unread, and the close right after
+         * sends the FIN */
+        if (!d->other->shut)
+            shutdown(d->dst, SHUT_WR);
         d->shut = true;
     }
+    if (d->in_pipe > 0)
+        *more = false; /* dst is full: wait for POLLOUT */
     return 0;
 }
 
 /* While bytes flow, keep moving them without going back to poll (a bulk
  * transfer would otherwise pay a poll per pipe-full); bounded, so that the
- * other direction gets its turn. */
+ * other direction gets its turn.  A small read nearly always emptied the
+ * socket: trying again would cost a splice that says EAGAIN (one per
+ * message in request/response traffic), so only large reads, or reads
+ * with the peer's EOF already announced, go round. */
 static int pump(struct direction *d, short src_ready, bool *moved)
 {
-    for (int round = 0; round < PUMP_ROUNDS; round++) {
-        bool again = false;
-        if (pump_once(d, src_ready, &again) != 0)
+    bool more = true;
+    for (int round = 0; round < PUMP_ROUNDS && more; round++) {
+        if (pump_once(d, src_ready, moved, &more) != 0)
             return -1;
-        if (!again)
-            break;
-        *moved = true;
     }
     return 0;
 }
@@ -96,7 +108,7 @@ static short wanted(const struct direction *d, int fd)
 {
     short ev = 0;
     if (fd == d->src && !d->eof)
-        ev |= POLLIN;
+        ev |= POLLIN | POLLRDHUP;
     if (fd == d->dst && d->in_pipe > 0)
         ev |= POLLOUT;
     return ev;
@@ -116,8 +128,9 @@ void relay_pipes_close(struct relay_pipes *rp)
 void relay(int client, int upstream, int idle_ms, const struct relay_check *check,
            struct relay_pipes *rp, struct relay_stats *st)
 {
-    struct direction up = {client, upstream, rp->fd[0], 0, false, false, 0};
-    struct direction down = {upstream, client, rp->fd[1], 0, false, false, 0};
+    struct direction up = {.src = client, .dst = upstream, .pipe = rp->fd[0]};
+    struct direction down = {.src = upstream, .dst = client, .pipe = rp->fd[1], .other = &up};
+    up.other = &down;
     int64_t last = now_ms();
     st->end = "closed";
     while (!(up.shut && down.shut)) {
