@@ -156,6 +156,27 @@ static int literal_address(const struct host *h, struct sockaddr_storage *ss)
     return 1;
 }
 
+/* Wait for a non-blocking connect to finish: 0, or why it failed.  Linux
+ * flags a failed connect POLLERR, so a plain POLLOUT needs no SO_ERROR. */
+static int connect_wait(int fd, int64_t deadline)
+{
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    int rc;
+    do {
+        int64_t left = deadline - now_ms();
+        rc = left > 0 ? poll(&p, 1, (int)left) : 0;
+    } while (rc < 0 && errno == EINTR);
+    if (rc <= 0)
+        return rc == 0 ? ETIMEDOUT : errno;
+    if (!(p.revents & (POLLERR | POLLHUP)))
+        return 0;
+    int err = 0;
+    socklen_t elen = sizeof(err);
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0)
+        return errno;
+    return err != 0 ? err : ECONNREFUSED;
+}
+
 /* Non-blocking connect with a deadline: fd, or -1 (errno ETIMEDOUT on timeout). */
 static int connect_one(struct sockaddr_storage *ss, uint16_t port, int64_t deadline)
 {
@@ -171,14 +192,7 @@ static int connect_one(struct sockaddr_storage *ss, uint16_t port, int64_t deadl
         errno = e;
         return -1;
     }
-    int64_t left = deadline - now_ms();
-    int w = left > 0 ? fd_wait(fd, POLLOUT, (int)left) : 0;
-    int err = 0;
-    socklen_t elen = sizeof(err);
-    if (w <= 0)
-        err = w == 0 ? ETIMEDOUT : errno;
-    else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0)
-        err = errno;
+    int err = connect_wait(fd, deadline);
     if (err != 0) {
         close(fd);
         errno = err;

@@ -277,15 +277,32 @@ static bool accept_error_is_transient(int e)
            e == EPERM; /* a firewall said no to this one peer */
 }
 
+/* The acceptor blocks in accept(2) itself, one syscall per connection
+ * whether or not one is waiting; SO_RCVTIMEO bounds the wait, and stop()
+ * shuts the listener down, which wakes it at once.  Without both, it polls. */
+static bool accept_blocking(int lfd)
+{
+    struct timeval tv = {ACCEPT_POLL_MS / 1000, (ACCEPT_POLL_MS % 1000) * 1000};
+    int fl = fcntl(lfd, F_GETFL);
+    if (setsockopt(lfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0 || fl < 0 ||
+        fcntl(lfd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        log_msg(LOGL_WARN, "server", "accepting with poll: cannot set an accept timeout: %s",
+                strerror(errno));
+        if (fl >= 0)
+            (void)fcntl(lfd, F_SETFL, fl | O_NONBLOCK);
+        return false;
+    }
+    return true;
+}
+
 static void *acceptor_main(void *arg)
 {
     struct server *s = arg;
     int backoff = 0;
+    bool blocking = accept_blocking(s->lfd);
     for (;;) {
         struct sockaddr_storage peer;
         socklen_t plen = sizeof(peer);
-        /* accept first, poll only when nothing is waiting: under load one
-         * syscall per connection, not two */
         int fd = accept4(s->lfd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
             backoff = 0;
@@ -296,7 +313,8 @@ static void *acceptor_main(void *arg)
         if (server_stopping(s))
             break; /* the listener was shut down under us */
         if (e == EAGAIN || e == EWOULDBLOCK) {
-            (void)fd_wait(s->lfd, POLLIN, ACCEPT_POLL_MS);
+            if (!blocking)
+                (void)fd_wait(s->lfd, POLLIN, ACCEPT_POLL_MS);
             continue;
         }
         if (accept_error_is_transient(e))
