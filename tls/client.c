@@ -73,13 +73,13 @@ struct stream *tls_client_connect(struct tls_client *tc, int fd, const char *hos
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    int rc = mbedtls_ssl_set_hostname(&s->ssl, hostname);
+    int rc = mbedtls_ssl_set_hostname(&s->tls->ssl, hostname);
     if (rc != 0) {
         tls_describe(rc, false, err, errlen);
     } else if (stream_handshake(s, err, errlen) == 0) {
         return s;
     } else {
-        uint32_t flags = mbedtls_ssl_get_verify_result(&s->ssl);
+        uint32_t flags = mbedtls_ssl_get_verify_result(&s->tls->ssl);
         if (flags != 0 && flags != (uint32_t)-1) {
             char info[200];
             mbedtls_x509_crt_verify_info(info, sizeof(info), "", flags);

@@ -138,7 +138,7 @@ struct stream *tls_server_accept(struct tls_server *ts, int fd, const char *host
         s->pre = pre;
         s->prelen = prelen;
         s->expected_host = host;
-        rc = mbedtls_ssl_set_hs_own_cert(&s->ssl, &l->crt, &ts->ca.leaf_signer);
+        rc = mbedtls_ssl_set_hs_own_cert(&s->tls->ssl, &l->crt, &ts->ca.leaf_signer);
         if (rc == 0)
             rc = stream_handshake(s, err, errlen);
         else

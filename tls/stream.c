@@ -112,7 +112,7 @@ int stream_fd(const struct stream *s)
 
 bool stream_is_tls(const struct stream *s)
 {
-    return s->tls;
+    return s->tls != NULL;
 }
 
 /* What bio_recv returns for fd_read's n <= 0: 0 is the peer's close. */
@@ -135,18 +135,18 @@ int bio_recv(void *ctx, unsigned char *buf, size_t len)
         s->prelen -= n;
         return (int)n;
     }
-    if (s->ahead_len == 0 && len < sizeof(s->ahead)) {
-        ssize_t n = fd_read(s->fd, s->ahead, sizeof(s->ahead), s->timeout_ms);
+    if (s->tls->ahead_len == 0 && len < sizeof(s->tls->ahead)) {
+        ssize_t n = fd_read(s->fd, s->tls->ahead, sizeof(s->tls->ahead), s->timeout_ms);
         if (n <= 0)
             return bio_recv_failed(s, n);
-        s->ahead_off = 0;
-        s->ahead_len = (size_t)n;
+        s->tls->ahead_off = 0;
+        s->tls->ahead_len = (size_t)n;
     }
-    if (s->ahead_len > 0) {
-        size_t n = len < s->ahead_len ? len : s->ahead_len;
-        memcpy(buf, s->ahead + s->ahead_off, n);
-        s->ahead_off += n;
-        s->ahead_len -= n;
+    if (s->tls->ahead_len > 0) {
+        size_t n = len < s->tls->ahead_len ? len : s->tls->ahead_len;
+        memcpy(buf, s->tls->ahead + s->tls->ahead_off, n);
+        s->tls->ahead_off += n;
+        s->tls->ahead_len -= n;
         return (int)n;
     }
     /* a large record's body: straight into mbedTLS's buffer */
@@ -174,7 +174,7 @@ ssize_t stream_read(struct stream *s, void *buf, size_t len, int timeout_ms)
     s->timeout_ms = timeout_ms;
     s->timed_out = false;
     for (;;) {
-        int rc = mbedtls_ssl_read(&s->ssl, buf, len);
+        int rc = mbedtls_ssl_read(&s->tls->ssl, buf, len);
         if (rc > 0)
             return rc;
         if (rc == 0 || rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY)
@@ -193,7 +193,7 @@ int stream_write_all(struct stream *s, const void *buf, size_t len, int timeout_
     s->timeout_ms = timeout_ms;
     s->timed_out = false;
     while (len > 0) {
-        int rc = mbedtls_ssl_write(&s->ssl, p, len);
+        int rc = mbedtls_ssl_write(&s->tls->ssl, p, len);
         if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
             continue;
         if (rc <= 0)
@@ -210,8 +210,9 @@ void stream_free(struct stream *s)
         return;
     if (s->tls) {
         s->timeout_ms = CLOSE_NOTIFY_MS;
-        (void)mbedtls_ssl_close_notify(&s->ssl); /* a courtesy: the peer may be gone */
-        mbedtls_ssl_free(&s->ssl);
+        (void)mbedtls_ssl_close_notify(&s->tls->ssl); /* a courtesy: the peer may be gone */
+        mbedtls_ssl_free(&s->tls->ssl);
+        free(s->tls);
     }
     free(s);
 }
@@ -220,17 +221,23 @@ void stream_free(struct stream *s)
 struct stream *stream_tls_new(int fd, const mbedtls_ssl_config *conf, int timeout_ms)
 {
     struct stream *s = stream_plain(fd);
-    if (s == NULL)
+    struct tls_session *t = malloc(sizeof(*t));
+    if (s == NULL || t == NULL) {
+        free(s);
+        free(t);
         return NULL;
-    mbedtls_ssl_init(&s->ssl);
-    s->tls = true;
+    }
+    mbedtls_ssl_init(&t->ssl);
+    t->ahead_off = t->ahead_len = 0;
     s->timeout_ms = timeout_ms;
-    if (mbedtls_ssl_setup(&s->ssl, conf) != 0) {
-        mbedtls_ssl_free(&s->ssl);
+    if (mbedtls_ssl_setup(&t->ssl, conf) != 0) {
+        mbedtls_ssl_free(&t->ssl);
+        free(t);
         free(s);
         return NULL;
     }
-    mbedtls_ssl_set_bio(&s->ssl, s, bio_send, bio_recv, NULL);
+    s->tls = t;
+    mbedtls_ssl_set_bio(&t->ssl, s, bio_send, bio_recv, NULL);
     return s;
 }
 
@@ -238,7 +245,7 @@ struct stream *stream_tls_new(int fd, const mbedtls_ssl_config *conf, int timeou
 int stream_handshake(struct stream *s, char *err, size_t errlen)
 {
     for (;;) {
-        int rc = mbedtls_ssl_handshake(&s->ssl);
+        int rc = mbedtls_ssl_handshake(&s->tls->ssl);
         if (rc == 0)
             return 0;
         if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)

@@ -22,19 +22,25 @@
 
 #define STREAM_AHEAD 4096
 
+/* The TLS half of a stream, allocated only for TLS: every connection has a
+ * plain stream for its client, and an idle tunnel should not pay for this. */
+struct tls_session {
+    mbedtls_ssl_context ssl;
+    /* Read-ahead: mbedTLS asks for a record's 5-byte header, then for its
+     * body; one recv into ahead serves both for records that fit. */
+    unsigned char ahead[STREAM_AHEAD];
+    size_t ahead_off, ahead_len;
+};
+
 struct stream {
     int fd;
-    bool tls, timed_out;
+    bool timed_out;
     int timeout_ms;           /* for the waits inside the current call */
     const unsigned char *pre; /* bytes read before the handshake, fed first */
     size_t prelen;
-    /* Read-ahead for TLS: mbedTLS asks for a record's 5-byte header, then
-     * for its body; one recv into ahead serves both for records that fit. */
-    unsigned char ahead[STREAM_AHEAD];
-    size_t ahead_off, ahead_len;
     const char *expected_host; /* server side: the SNI we accept */
     bool sni_mismatch;
-    mbedtls_ssl_context ssl;
+    struct tls_session *tls; /* NULL for a plain stream */
 };
 
 int bio_recv(void *ctx, unsigned char *buf, size_t len);
