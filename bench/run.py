@@ -4,17 +4,22 @@ for interception) and direct connections, on loopback, in one run.
 
 Starts an nginx origin (plain and TLS), the mock backend, egressd, tinyproxy
 and squid, each configured for the same work with logging off, runs every
-loadgen mode for a few seconds at concurrency 1, 8 and 32, measures the RSS
+loadgen mode at concurrency 1, 8 and 32, measures the RSS
 of 1,000 idle tunnels, prints one Markdown table with egressd's ratios, and
 stops everything it started.
 
-usage: bench/run.py [--seconds N] [--quick]
+Every cell is the median of --rounds rounds in which the peers take turns
+(--seconds each), so that the peers compared share the same moments of a
+noisy machine.
+
+usage: bench/run.py [--seconds N] [--rounds N] [--quick]
 """
 import argparse
 import os
 import re
 import shutil
 import signal
+import statistics
 import socket
 import subprocess
 import sys
@@ -192,6 +197,17 @@ def loadgen(mode, proxy, target, conc, secs, **kw):
     return {k: float(v) for k, v in vals.items() if k not in ("mode",)}
 
 
+def side_by_side(runs, rounds):
+    """Run each peer's loadgen call in turn, `rounds` times over, and keep the
+    median of every figure: a disturbance on this shared machine then spoils
+    one round of one peer, not a whole cell."""
+    got = {p: [] for p in runs}
+    for _ in range(rounds):
+        for p, call in runs.items():
+            got[p].append(call())
+    return {p: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for p, rs in got.items()}
+
+
 def rss_kb(pids):
     total = 0
     for pid in pids:
@@ -239,7 +255,8 @@ def idle_tunnels(port, target, pid, n=1000):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=1, help="per round")
+    ap.add_argument("--rounds", type=int, default=3, help="side-by-side rounds per cell (median kept)")
     ap.add_argument("--quick", action="store_true", help="concurrency 8 only")
     args = ap.parse_args()
     import resource
@@ -270,7 +287,7 @@ def main():
 
 
 def report(w, ports, eg, tp, sq, args):
-    secs = args.seconds
+    secs, rounds = args.seconds, args.rounds
     concs = [8] if args.quick else [1, 8, 32]
     origin = f"127.0.0.1:{ports['origin']}"
     peers = {"egressd": f"127.0.0.1:{ports['egressd']}", "tinyproxy": f"127.0.0.1:{ports['tinyproxy']}",
@@ -291,37 +308,42 @@ def report(w, ports, eg, tp, sq, args):
                              ("keepalive", "rate", {"path": "/small"}),
                              ("forward", "rate", {"path": "/small"})):
         for c in concs:
-            res = {p: loadgen(mode, addr, origin, c, secs, **extra) for p, addr in peers.items()}
+            res = side_by_side({p: (lambda a=addr: loadgen(mode, a, origin, c, secs, **extra))
+                                for p, addr in peers.items()}, rounds)
             line(f"{mode} req/s", c, res, key, ("tinyproxy", "squid", "direct"))
     for c in [1] if args.quick else [1, 8]:
-        res = {p: loadgen("bulk", addr, origin, c, secs, path="/big") for p, addr in peers.items()}
+        res = side_by_side({p: (lambda a=addr: loadgen("bulk", a, origin, c, secs, path="/big"))
+                            for p, addr in peers.items()}, rounds)
         line("bulk MB/s", c, res, "mb_s", ("tinyproxy", "squid", "direct"))
     bump = {"egressd": (f"127.0.0.1:{ports['egressd']}", f"{w}/egressd-ca.pem", "inference.test:443"),
             "squid": (f"127.0.0.1:{ports['squid_bump']}", f"{w}/squid-ca.pem",
                       f"inference.test:{ports['origin_tls']}")}
     for mode in ("tls-new", "tls-resume", "tls-keep"):
         for c in concs:
-            res = {}
-            for p, (addr, ca, host) in bump.items():
-                res[p] = loadgen(mode, addr, origin, c, secs, path="/v1/models", host=host, cafile=ca)
+            res = side_by_side({p: (lambda a=addr, ca=ca, h=host: loadgen(
+                mode, a, origin, c, secs, path="/v1/models", host=h, cafile=ca))
+                for p, (addr, ca, host) in bump.items()}, rounds)
             line(f"{mode} req/s", c, res, "rate", ("squid",))
     body = '{"model":"m","messages":[{"role":"user","content":"hi"}]}'
     mock = f"127.0.0.1:{ports['mock']}"
-    res = {"egressd": loadgen("forward", peers["egressd"], mock, 1, secs, path="/v1/chat/completions",
-                              host="inference.test", method="POST", body=body),
-           "direct": loadgen("keepalive", "direct", mock, 1, secs, path="/v1/chat/completions",
-                             method="POST", body=body)}
+    res = side_by_side({"egressd": lambda: loadgen("forward", peers["egressd"], mock, 1, secs,
+                                                   path="/v1/chat/completions", host="inference.test",
+                                                   method="POST", body=body),
+                        "direct": lambda: loadgen("keepalive", "direct", mock, 1, secs,
+                                                  path="/v1/chat/completions", method="POST", body=body)},
+                       rounds)
     added = res["egressd"]["median_us"] - res["direct"]["median_us"]
     added99 = res["egressd"]["p99_us"] - res["direct"]["p99_us"]
     rows.append(f"| inference added latency | 1 | median {added:.0f} us, p99 {added99:.0f} us | | | "
                 f"direct median {res['direct']['median_us']:.0f} us | target < 100 us |")
     print(rows[-1], flush=True)
     stream_body = '{"model":"m","stream":true}'
-    res = {"egressd": loadgen("stream", peers["egressd"], mock, 1, secs,
-                              path="/v1/chat/completions?stamp=1&chunks=20", host="inference.test:80",
-                              method="POST", body=stream_body),
-           "direct": loadgen("stream", "direct", mock, 1, secs, path="/v1/chat/completions?stamp=1&chunks=20",
-                             method="POST", body=stream_body)}
+    path = "/v1/chat/completions?stamp=1&chunks=20"
+    res = side_by_side({"egressd": lambda: loadgen("stream", peers["egressd"], mock, 1, secs, path=path,
+                                                   host="inference.test:80", method="POST",
+                                                   body=stream_body),
+                        "direct": lambda: loadgen("stream", "direct", mock, 1, secs, path=path,
+                                                  method="POST", body=stream_body)}, rounds)
     rows.append(f"| streamed piece delay | 1 | median {res['egressd']['median_us']:.0f} us, "
                 f"p99 {res['egressd']['p99_us']:.0f} us | | | median {res['direct']['median_us']:.0f} us "
                 f"| target < 1 ms |")
