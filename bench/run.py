@@ -29,7 +29,7 @@ import time
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BUILD = os.path.join(TOP, "build")
 LOADGEN = os.path.join(BUILD, "loadgen")
-EGRESSD = os.path.join(BUILD, "rel", "egressd")
+EGRESSD = os.environ.get("EGRESSD", os.path.join(BUILD, "rel", "egressd"))  # another build to compare
 MOCK = os.path.join(BUILD, "mock-backend")
 procs = []
 
