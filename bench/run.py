@@ -197,14 +197,38 @@ def loadgen(mode, proxy, target, conc, secs, **kw):
     return {k: float(v) for k, v in vals.items() if k not in ("mode",)}
 
 
+PIDS = {}  # peer name -> pid, for the CPU each proxy spends per operation
+
+
+def cpu_ticks(pid):
+    """User plus system CPU ticks of pid and its children (squid's helpers)."""
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def side_by_side(runs, rounds):
     """Run each peer's loadgen call in turn, `rounds` times over, and keep the
     median of every figure: a disturbance on this shared machine then spoils
-    one round of one peer, not a whole cell."""
+    one round of one peer, not a whole cell.  Each proxy's own CPU time per
+    operation is kept too (cpu_us): it does not depend on how the two cores
+    were shared with the load generator and the origin."""
     got = {p: [] for p in runs}
+    hz = os.sysconf("SC_CLK_TCK")
     for _ in range(rounds):
         for p, call in runs.items():
-            got[p].append(call())
+            pid = PIDS.get(p)
+            before = cpu_ticks(pid) if pid else 0
+            r = call()
+            if pid:
+                r["cpu_us"] = (cpu_ticks(pid) - before) * 1e6 / hz / max(r["ops"], 1)
+            got[p].append(r)
     return {p: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for p, rs in got.items()}
 
 
@@ -288,6 +312,8 @@ def main():
 
 def report(w, ports, eg, tp, sq, args):
     secs, rounds = args.seconds, args.rounds
+    PIDS.update(egressd=eg.pid, tinyproxy=tp.pid, squid=sq.pid)
+    cpu_rows = []
     concs = [8] if args.quick else [1, 8, 32]
     origin = f"127.0.0.1:{ports['origin']}"
     peers = {"egressd": f"127.0.0.1:{ports['egressd']}", "tinyproxy": f"127.0.0.1:{ports['tinyproxy']}",
@@ -301,6 +327,12 @@ def report(w, ports, eg, tp, sq, args):
         ratios = ", ".join(f"{e / results[a][key]:.2f}x {a}" for a in against if results.get(a, {}).get(key))
         rows.append(f"| {what} | {conc} | {cells} | {ratios} |")
         print(rows[-1], flush=True)
+        if "cpu_us" in results["egressd"] and key == "rate":
+            us = {p: results[p]["cpu_us"] for p in ("egressd", "tinyproxy", "squid") if p in results}
+            cpu_rows.append(f"| {what.split()[0]} | {conc} | " + " | ".join(
+                f"{us[p]:.0f}" if p in us else "-" for p in ("egressd", "tinyproxy", "squid")) + " | " +
+                ", ".join(f"{us['egressd'] / us[p]:.2f}x {p}" for p in ("tinyproxy", "squid")
+                          if us.get(p)) + " |")
 
     print("| mode | conc | egressd | tinyproxy | squid | direct | egressd ratio |")
     print("|---|---|---|---|---|---|---|")
@@ -356,6 +388,11 @@ def report(w, ports, eg, tp, sq, args):
     rows.append("| idle tunnel RSS KiB | 1000 | " + " | ".join(
         f"{idle[n][0]:.1f} ({idle[n][1]} open)" for n in ("egressd", "tinyproxy", "squid")) + " | - | target <= 16 |")
     print(rows[-1], flush=True)
+    print("\nEach proxy's own CPU time per operation (us; lower is better):\n")
+    print("| mode | conc | egressd | tinyproxy | squid | egressd / peer |")
+    print("|---|---|---|---|---|---|")
+    for r in cpu_rows:
+        print(r, flush=True)
 
 
 if __name__ == "__main__":
