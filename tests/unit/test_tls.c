@@ -288,3 +288,65 @@ Test(tls, client_refuses_untrusted_backend)
     tls_client_free(tc);
     tls_server_free(ts);
 }
+
+/* Records smaller and larger than a stream's read-ahead, back to back: the
+ * small ones share one recv, the large ones go past the read-ahead. */
+#define BIG_PIECE 40000
+
+struct echo_job {
+    struct tls_server *ts;
+    int fd;
+    size_t want, got;
+    unsigned char *data;
+};
+
+static void *read_all_side(void *arg)
+{
+    struct echo_job *j = arg;
+    char err[256];
+    struct stream *s =
+        tls_server_accept(j->ts, j->fd, "bulk.local", NULL, 0, 5000, err, sizeof(err));
+    if (s == NULL)
+        return NULL;
+    while (j->got < j->want) {
+        ssize_t n = stream_read(s, j->data + j->got, j->want - j->got, 5000);
+        if (n <= 0)
+            break;
+        j->got += (size_t)n;
+    }
+    (void)stream_write_all(s, "done", 4, 5000);
+    stream_free(s);
+    return NULL;
+}
+
+Test(tls, records_around_the_read_ahead_size)
+{
+    char err[256] = "";
+    struct tls_server *ts = tls_server_new(&set, err, sizeof(err));
+    cr_assert_not_null(ts, "%s", err);
+    static unsigned char sent[1 + BIG_PIECE + 3], got[sizeof(sent)];
+    for (size_t i = 0; i < sizeof(sent); i++)
+        sent[i] = (unsigned char)(i * 7 + i / 251);
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    struct echo_job j = {.ts = ts, .fd = sv[0], .want = sizeof(sent), .data = got};
+    pthread_t t;
+    pthread_create(&t, NULL, read_all_side, &j);
+    struct tls_client *tc = tls_client_new(set.bundle, err, sizeof(err));
+    cr_assert_not_null(tc, "%s", err);
+    struct stream *s = tls_client_connect(tc, sv[1], "bulk.local", 5000, err, sizeof(err));
+    cr_assert_not_null(s, "%s", err);
+    cr_assert_eq(stream_write_all(s, sent, 1, 5000), 0);
+    cr_assert_eq(stream_write_all(s, sent + 1, BIG_PIECE, 5000), 0);
+    cr_assert_eq(stream_write_all(s, sent + 1 + BIG_PIECE, 3, 5000), 0);
+    char done[8] = "";
+    cr_assert_eq(stream_read(s, done, 4, 5000), 4);
+    pthread_join(t, NULL);
+    cr_assert_eq(j.got, sizeof(sent));
+    cr_assert_eq(memcmp(got, sent, sizeof(sent)), 0);
+    stream_free(s);
+    close(sv[1]);
+    close(sv[0]);
+    tls_client_free(tc);
+    tls_server_free(ts);
+}
