@@ -10,6 +10,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import random
 import signal
 import socket
@@ -53,18 +54,20 @@ class Egressd:
         self.conf.chmod(0o644)
         self.proc = subprocess.Popen([*prefix, binary, "-c", str(self.conf)], stdout=self.logfile,
                                      stderr=self.logfile, env=env)
-        self.port = self._wait_port()
+        self.port = int(self._wait_msg("listening on").rsplit(":", 1)[1])
+        if re.search(r"^admin\s*=\s*\S", config, re.M):
+            self._wait_msg("admin endpoint on")  # it starts after the proxy's listener
 
-    def _wait_port(self):
+    def _wait_msg(self, text):
         deadline = time.time() + 10
         while time.time() < deadline:
             for line in self.lines():
-                if "listening on" in line.get("msg", ""):
-                    return int(line["msg"].rsplit(":", 1)[1])
+                if text in line.get("msg", ""):
+                    return line["msg"]
             if self.proc.poll() is not None:
                 raise RuntimeError("egressd exited: " + self.logpath.read_text())
             time.sleep(0.02)
-        raise RuntimeError("egressd did not start: " + self.logpath.read_text())
+        raise RuntimeError(f"egressd did not log {text!r}: " + self.logpath.read_text())
 
     @property
     def url(self):
