@@ -18,6 +18,7 @@ LDLIBS   := $(shell pkg-config --libs inih libsystemd 2>/dev/null || echo -linih
             -lmbedtls -lmbedx509 -lmbedcrypto -pthread
 REL_FLAGS := -O2
 SAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+TSAN_FLAGS := -O1 -fsanitize=thread -fno-omit-frame-pointer
 
 MODULES  := policy tls inference proxy
 LIB_SRC  := $(filter-out proxy/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
@@ -27,8 +28,9 @@ HEADERS  := $(wildcard */*.h)
 
 REL_OBJ  := $(LIB_SRC:%.c=$(BUILD)/rel/%.o)
 SAN_OBJ  := $(LIB_SRC:%.c=$(BUILD)/san/%.o)
+TSAN_OBJ := $(LIB_SRC:%.c=$(BUILD)/tsan/%.o)
 
-.PHONY: all run test unit integration smoke deps install clean format check-format bench
+.PHONY: all run test unit integration integration-tsan smoke deps install clean format check-format bench
 
 all: $(BUILD)/rel/egressd
 
@@ -42,6 +44,11 @@ $(BUILD)/san/%.o: %.c $(HEADERS)
 	@echo "CC san  $<"
 	@$(CC) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -c $< -o $@
 
+$(BUILD)/tsan/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	@echo "CC tsan $<"
+	@$(CC) $(CPPFLAGS) $(CFLAGS) $(TSAN_FLAGS) -c $< -o $@
+
 $(BUILD)/rel/egressd: $(REL_OBJ) $(BUILD)/rel/proxy/main.o
 	@echo "LD      $@"
 	@$(CC) $(CFLAGS) $(REL_FLAGS) $^ $(LDLIBS) -o $@
@@ -49,6 +56,10 @@ $(BUILD)/rel/egressd: $(REL_OBJ) $(BUILD)/rel/proxy/main.o
 $(BUILD)/san/egressd: $(SAN_OBJ) $(BUILD)/san/proxy/main.o
 	@echo "LD san  $@"
 	@$(CC) $(CFLAGS) $(SAN_FLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tsan/egressd: $(TSAN_OBJ) $(BUILD)/tsan/proxy/main.o
+	@echo "LD tsan $@"
+	@$(CC) $(CFLAGS) $(TSAN_FLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/san/unit-tests: $(SAN_OBJ) $(UNIT_SRC:%.c=$(BUILD)/san/%.o)
 	@echo "LD san  $@"
@@ -87,11 +98,13 @@ run: deps
 	./$(BUILD)/rel/egressd -c $(BUILD)/egressd-run.ini
 
 # Unit tests, then the smoke script and the integration suite against the
-# sanitizer build of the real binary.
+# AddressSanitizer/UBSan build of the real binary, then the tests that
+# drive its threads hardest (pool, reloads, tunnels, interception) against
+# the ThreadSanitizer build, which exits at the first data race.
 test: deps
 	@$(MAKE) --no-print-directory $(BUILD)/rel/egressd $(BUILD)/san/egressd $(BUILD)/san/unit-tests \
-		$(BUILD)/mock-backend $(BUILD)/node/.installed
-	@$(MAKE) --no-print-directory unit smoke integration
+		$(BUILD)/tsan/egressd $(BUILD)/mock-backend $(BUILD)/node/.installed
+	@$(MAKE) --no-print-directory unit smoke integration integration-tsan
 
 unit: $(BUILD)/san/unit-tests
 	./$(BUILD)/san/unit-tests --jobs 2
@@ -101,6 +114,11 @@ smoke: $(BUILD)/san/egressd
 
 integration: $(BUILD)/san/egressd $(BUILD)/mock-backend $(BUILD)/node/.installed
 	EGRESSD=$(CURDIR)/$(BUILD)/san/egressd MOCK_BACKEND=$(CURDIR)/$(BUILD)/mock-backend /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
+
+integration-tsan: $(BUILD)/tsan/egressd $(BUILD)/mock-backend
+	TSAN_OPTIONS="halt_on_error=1 exitcode=66" EGRESSD=$(CURDIR)/$(BUILD)/tsan/egressd \
+		MOCK_BACKEND=$(CURDIR)/$(BUILD)/mock-backend /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+		tests/integration/test_core.py tests/integration/test_operations.py tests/integration/test_inference.py
 
 UNITDIR ?= /lib/systemd/system
 MANDIR  ?= $(PREFIX)/share/man

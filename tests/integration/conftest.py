@@ -109,6 +109,7 @@ class Egressd:
         assert "ERROR: AddressSanitizer" not in text, text
         assert "ERROR: LeakSanitizer" not in text, text
         assert "runtime error:" not in text, text
+        assert "WARNING: ThreadSanitizer" not in text, text
         return self.proc.returncode
 
     def connect(self):
