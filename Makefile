@@ -140,12 +140,14 @@ install: all
 		useradd --system --no-create-home --home-dir /var/lib/egressd \
 			--shell /usr/sbin/nologin egressd; fi
 
+FORMATTED := $(LIB_SRC) $(MAIN_SRC) $(UNIT_SRC) $(HEADERS) $(wildcard tests/helpers/*.c) \
+	$(wildcard bench/*.c)
+
 format:
-	clang-format -i $(LIB_SRC) $(MAIN_SRC) $(UNIT_SRC) $(HEADERS) $(wildcard tests/helpers/*.c) \
-		$(wildcard bench/*.c)
+	clang-format -i $(FORMATTED)
 
 check-format:
-	clang-format --dry-run -Werror $(LIB_SRC) $(MAIN_SRC) $(UNIT_SRC) $(HEADERS)
+	clang-format --dry-run -Werror $(FORMATTED)
 
 clean:
 	rm -rf $(BUILD)
