@@ -160,15 +160,11 @@ static int literal_address(const struct host *h, struct sockaddr_storage *ss)
  * flags a failed connect POLLERR, so a plain POLLOUT needs no SO_ERROR. */
 static int connect_wait(int fd, int64_t deadline)
 {
-    struct pollfd p = {.fd = fd, .events = POLLOUT};
-    int rc;
-    do {
-        int64_t left = deadline - now_ms();
-        rc = left > 0 ? poll(&p, 1, (int)left) : 0;
-    } while (rc < 0 && errno == EINTR);
-    if (rc <= 0)
-        return rc == 0 ? ETIMEDOUT : errno;
-    if (!(p.revents & (POLLERR | POLLHUP)))
+    int64_t left = deadline - now_ms();
+    int w = left > 0 ? fd_wait(fd, POLLOUT, (int)left) : 0;
+    if (w <= 0)
+        return w == 0 ? ETIMEDOUT : errno;
+    if (!(w & (POLLERR | POLLHUP)))
         return 0;
     int err = 0;
     socklen_t elen = sizeof(err);

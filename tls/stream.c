@@ -35,7 +35,7 @@ int fd_wait(int fd, short events, int timeout_ms)
     for (;;) {
         int rc = poll(&p, 1, timeout_ms);
         if (rc > 0)
-            return 1;
+            return p.revents;
         if (rc == 0)
             return 0;
         if (errno != EINTR)
@@ -43,6 +43,16 @@ int fd_wait(int fd, short events, int timeout_ms)
         /* EINTR: signals are blocked in every worker, so this is rare enough
          * to restart the whole wait rather than track the time left */
     }
+}
+
+/* After a call on fd failed with errno: 0 to try again once fd is ready
+ * (EAGAIN), -1 on any other error, -2 on timeout. */
+static int wait_to_retry(int fd, short events, int timeout_ms)
+{
+    if (errno != EAGAIN && errno != EWOULDBLOCK)
+        return -1;
+    int w = fd_wait(fd, events, timeout_ms);
+    return w > 0 ? 0 : w == 0 ? -2 : -1;
 }
 
 ssize_t fd_read(int fd, void *buf, size_t len, int timeout_ms)
@@ -53,13 +63,9 @@ ssize_t fd_read(int fd, void *buf, size_t len, int timeout_ms)
             return n;
         if (errno == EINTR)
             continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return -1;
-        int w = fd_wait(fd, POLLIN, timeout_ms);
-        if (w == 0)
-            return -2;
+        int w = wait_to_retry(fd, POLLIN, timeout_ms);
         if (w < 0)
-            return -1;
+            return w;
     }
 }
 
@@ -72,13 +78,9 @@ static ssize_t fd_write_some(int fd, const void *buf, size_t len, int timeout_ms
             return n;
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-            return -1;
-        int w = fd_wait(fd, POLLOUT, timeout_ms);
-        if (w == 0)
-            return -2;
+        int w = wait_to_retry(fd, POLLOUT, timeout_ms);
         if (w < 0)
-            return -1;
+            return w;
     }
 }
 

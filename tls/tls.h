@@ -27,7 +27,7 @@
 /* Milliseconds of CLOCK_MONOTONIC: for deadlines. */
 int64_t now_ms(void);
 
-/* 1 when ready, 0 on timeout, -1 on error. */
+/* The poll(2) revents (> 0) when ready, 0 on timeout, -1 on error. */
 int fd_wait(int fd, short events, int timeout_ms);
 /* > 0 bytes, 0 at EOF, -1 on error (errno set), -2 on timeout. */
 ssize_t fd_read(int fd, void *buf, size_t len, int timeout_ms);

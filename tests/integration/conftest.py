@@ -10,7 +10,6 @@ import hashlib
 import http.server
 import json
 import os
-import re
 import random
 import signal
 import socket
@@ -55,8 +54,7 @@ class Egressd:
         self.proc = subprocess.Popen([*prefix, binary, "-c", str(self.conf)], stdout=self.logfile,
                                      stderr=self.logfile, env=env)
         self.port = int(self._wait_msg("listening on").rsplit(":", 1)[1])
-        if re.search(r"^admin\s*=\s*\S", config, re.M):
-            self._wait_msg("admin endpoint on")  # it starts after the proxy's listener
+        self._wait_msg(" started with ")  # logged once everything, admin endpoint included, is up
 
     def _wait_msg(self, text):
         deadline = time.time() + 10
