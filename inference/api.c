@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define METHOD_MAX 16
 
 enum peek_kind peek_classify(const unsigned char *p, size_t n)
 {
@@ -26,10 +25,13 @@ enum peek_kind peek_classify(const unsigned char *p, size_t n)
             return PEEK_OTHER;
         return n >= 3 ? PEEK_TLS : PEEK_MORE;
     }
-    for (size_t i = 0; i < n; i++) { /* an HTTP method: upper-case letters, then a space */
+    /* Something shaped like a request line: printable ASCII, then a space.
+     * Whether it is a valid method is the parser's question, so that a bad
+     * request line gets its 400 instead of a silent close. */
+    for (size_t i = 0; i < n; i++) {
         if (p[i] == ' ')
             return i > 0 ? PEEK_HTTP : PEEK_OTHER;
-        if (!isupper(p[i]) || i == METHOD_MAX)
+        if (p[i] <= 0x20 || p[i] >= 0x7f || i == PEEK_TOKEN_MAX)
             return PEEK_OTHER;
     }
     return PEEK_MORE;

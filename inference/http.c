@@ -336,3 +336,43 @@ const char *http_reason_phrase(int status)
     }
     return "Error";
 }
+
+/* Is seg (the bytes between two slashes) "." or ".."? */
+static bool dot_segment(const char *seg, size_t n)
+{
+    return (n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.');
+}
+
+int http_path_check(const char *target, size_t len, const char **why)
+{
+    const char *q = memchr(target, '?', len);
+    size_t plen = q ? (size_t)(q - target) : len;
+    if (plen == 0 || target[0] != '/') {
+        *why = "the request target is not an origin-form path";
+        return -1;
+    }
+    for (size_t i = 0, seg = 1; i <= plen; i++) {
+        char ch = i < plen ? target[i] : '/';
+        if (ch == '\\' || ch == '\0' || ch == '#') {
+            *why = "backslash, NUL or fragment in the request path";
+            return -1;
+        }
+        if (ch == '%') {
+            char a = i + 1 < plen ? target[i + 1] : 0;
+            char b = i + 2 < plen ? (char)tolower((unsigned char)target[i + 2]) : 0;
+            if ((a == '2' && (b == 'f' || b == 'e')) || (a == '5' && b == 'c') ||
+                (a == '0' && b == '0')) {
+                *why = "an encoded '/', '\\', '.' or NUL in the request path";
+                return -1;
+            }
+        }
+        if (ch == '/' && i > 0) {
+            if (dot_segment(target + seg, i - seg)) {
+                *why = "a dot segment ('.' or '..') in the request path";
+                return -1;
+            }
+            seg = i + 1;
+        }
+    }
+    return 0;
+}

@@ -62,6 +62,11 @@ enum http_result http_parse_request(const char *buf, size_t len, struct http_msg
 enum http_result http_parse_response(const char *buf, size_t len, bool for_head, struct http_msg *m,
                                      const char **why);
 
+/* Is the path of an origin-form target (the query not included) one that
+ * every server reads the same way?  0, or -1 with *why: not starting with
+ * '/', a dot segment, an encoded '/', '\\', '.' or NUL (any case), a
+ * backslash, NUL or '#'. */
+int http_path_check(const char *target, size_t len, const char **why);
 /* The reason phrase egressd writes for its own error statuses. */
 const char *http_reason_phrase(int status);
 const struct http_header *http_header_find(const struct http_msg *m, const char *name);
@@ -99,9 +104,10 @@ ssize_t chunked_decode(struct chunked *c, const char *p, size_t len, bool *done,
 /* ---- api.c ---- */
 
 /* What the first bytes of an intercepted tunnel are. */
+#define PEEK_TOKEN_MAX 32 /* longest first word of a request line taken for HTTP */
 enum peek_kind {
     PEEK_TLS,   /* a TLS handshake record: 16 03 00..04 */
-    PEEK_HTTP,  /* an HTTP method token and a space */
+    PEEK_HTTP,  /* printable ASCII and a space: a request line, well formed or not */
     PEEK_MORE,  /* a prefix of either: wait for more */
     PEEK_OTHER, /* neither: not served */
 };
@@ -143,7 +149,7 @@ void backend_pool_free(struct backend_pool *bp);
 /* One inference request, as logged. */
 struct inference_record {
     const char *route, *protocol, *error;
-    char model[128];
+    char model[256];
     char detail[320]; /* for the log only: may name what the client must not see */
     int status;
     uint64_t bytes_up, bytes_down;
@@ -185,13 +191,28 @@ void inference_serve(const struct inference_env *env, struct inference_client *c
 
 /* ---- json.c ---- */
 
-/* The byte span [*vstart, *vend) of the value of a top-level member of the
- * JSON object in js; 0, or -1 when absent or js is not a valid object. */
-int json_member(const char *js, size_t len, const char *key, size_t *vstart, size_t *vend);
+struct json_span {
+    size_t start, end; /* the value's bytes, when found */
+    bool found;
+};
+
+enum json_result {
+    JSON_OK,        /* one valid object; each wanted key found at most once */
+    JSON_INVALID,   /* not exactly one valid JSON object */
+    JSON_AMBIGUOUS, /* some parser could read a wanted key from another member */
+};
+
+/* Validate js as one JSON object and find its top-level members named
+ * keys[i] (lower-case ASCII).  A member that a common parser would take for
+ * a key while egressd would not (a repeated name, one differing in case, or
+ * one equal up to a NUL) makes the body JSON_AMBIGUOUS; *why says so. */
+enum json_result json_object_scan(const char *js, size_t len, const char *const *keys,
+                                  size_t nkeys, struct json_span *spans, const char **why);
 /* Decode a JSON string token (quotes included) to UTF-8; its length, or -1
- * when it is not a string or does not fit. */
-int json_string(const char *tok, size_t len, char *out, size_t cap);
-/* JSON string escaping into dst (always NUL-terminated, cut if needed). */
+ * with *why (not a string, contains a NUL, does not fit). */
+int json_string(const char *tok, size_t len, char *out, size_t cap, const char **why);
+/* Any bytes as the inside of a JSON string (control characters escaped,
+ * invalid UTF-8 as U+FFFD), always NUL-terminated, cut if needed. */
 size_t json_escape(char *dst, size_t cap, const char *src);
 
 #endif

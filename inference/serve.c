@@ -31,6 +31,7 @@ struct exchange {
     const struct route *route;
     int minor;
     bool client_close, has_model, stream;
+    struct json_span model; /* the top-level "model" member's value in body */
     char method[16];
     char path[2048];
     char fwd[FWD_HEADERS_MAX]; /* the client headers that may pass, as lines */
@@ -234,32 +235,42 @@ static int read_body(struct exchange *x, enum http_framing framing, uint64_t len
     return 0;
 }
 
-/* The request's model (for routing and logs) and stream flag. */
-static void inspect_body(struct exchange *x)
+/* The request's model (for routing and logs) and stream flag: 0, or -1
+ * with *why when the body must be refused (not one JSON object, or one that
+ * a backend could read another model from). */
+static int inspect_body(struct exchange *x, const char **why)
 {
-    size_t vs, ve;
+    static const char *const keys[] = {"model", "stream"};
+    struct json_span spans[2];
     if (x->proto == PROTO_MODEL_DISCOVERY) {
         const char *id = x->path + strlen("/v1/models");
         if (*id == '/')
             snprintf(x->rec.model, sizeof(x->rec.model), "%.*s", (int)strcspn(id + 1, "?"), id + 1);
         x->has_model = x->rec.model[0] != '\0';
-        return;
+        return 0;
     }
     if (x->body_len == 0)
-        return;
-    if (json_member(x->body, x->body_len, "model", &vs, &ve) == 0 &&
-        json_string(x->body + vs, ve - vs, x->rec.model, sizeof(x->rec.model)) >= 0)
+        return 0;
+    if (json_object_scan(x->body, x->body_len, keys, 2, spans, why) != JSON_OK)
+        return -1;
+    x->model = spans[0];
+    if (spans[0].found && spans[0].end > spans[0].start && x->body[spans[0].start] == '"') {
+        if (json_string(x->body + spans[0].start, spans[0].end - spans[0].start, x->rec.model,
+                        sizeof(x->rec.model), why) < 0)
+            return -1; /* a NUL, or longer than any model name: a backend would read it otherwise */
         x->has_model = true;
-    if (json_member(x->body, x->body_len, "stream", &vs, &ve) == 0)
-        x->stream = ve - vs == 4 && memcmp(x->body + vs, "true", 4) == 0;
+    }
+    x->stream = spans[1].found && spans[1].end - spans[1].start == 4 &&
+                memcmp(x->body + spans[1].start, "true", 4) == 0;
+    return 0;
 }
 
 /* Replace the value of the top-level "model" with the route's. */
 static int rewrite_model(struct exchange *x)
 {
-    size_t vs, ve;
+    size_t vs = x->model.start, ve = x->model.end;
     char esc[600];
-    if (x->route->model[0] == '\0' || json_member(x->body, x->body_len, "model", &vs, &ve) != 0)
+    if (x->route->model[0] == '\0' || !x->model.found)
         return 0;
     size_t elen = json_escape(esc, sizeof(esc), x->route->model);
     size_t len = vs + elen + 2 + (x->body_len - ve);
@@ -274,6 +285,7 @@ static int rewrite_model(struct exchange *x)
     free(x->body);
     x->body = nb;
     x->body_len = x->body_cap = len;
+    x->model.end = vs + elen + 2;
     return 0;
 }
 
@@ -595,8 +607,11 @@ static bool route_and_answer(struct exchange *x)
 static bool serve_parsed(struct exchange *x, const struct http_msg *m)
 {
     int io_ms = (int)policy_settings(x->env->pol)->header_timeout_ms;
+    const char *why;
     if (target_path(m, x->path, sizeof(x->path)) != 0 || m->method_len >= sizeof(x->method))
         return fail(x, 400, "bad_request", "malformed request target", false);
+    if (http_path_check(x->path, strlen(x->path), &why) != 0)
+        return fail(x, 400, "bad_request", why, false);
     memcpy(x->method, m->method, m->method_len);
     x->method[m->method_len] = '\0';
     if (strncmp(x->path, "/v1/messages", 12) == 0 || http_header_find(m, "anthropic-version"))
@@ -615,7 +630,8 @@ static bool serve_parsed(struct exchange *x, const struct http_msg *m)
         return fail(x, 413, "body_too_large", "the request body exceeds max_request_body", false);
     if (rc != 0)
         return fail(x, 400, "bad_request", "the request body is malformed or incomplete", false);
-    inspect_body(x);
+    if (inspect_body(x, &why) != 0)
+        return fail(x, 400, "bad_request", why, true);
     return route_and_answer(x);
 }
 

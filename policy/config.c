@@ -23,6 +23,7 @@
 
 #define CONFIG_FILE_MAX (64u << 20)
 #define MAX_RULES       4096
+#define SIZE_KEY_MAX    (1u << 30) /* 1 GiB: larger bodies are not inference traffic */
 
 enum section { SEC_NONE, SEC_PROXY, SEC_TLS, SEC_INFERENCE, SEC_RULE, SEC_ROUTE, SEC_BAD };
 
@@ -66,8 +67,8 @@ static const struct key_spec tls_keys[] = {
 #undef T
 #define I(field) offsetof(struct policy, inference.field)
 static const struct key_spec inference_keys[] = {
-    {"max_request_body", V_SIZE, I(max_request_body), 1, 0},
-    {"max_response_body", V_SIZE, I(max_response_body), 1, 0},
+    {"max_request_body", V_SIZE, I(max_request_body), 1, SIZE_KEY_MAX},
+    {"max_response_body", V_SIZE, I(max_response_body), 1, SIZE_KEY_MAX},
     {"stream_idle_timeout", V_DURATION, I(stream_idle_timeout_ms), 1, 0},
     {"keepalive_timeout", V_DURATION, I(keepalive_timeout_ms), 1, 0},
     {NULL, 0, 0, 0, 0},
@@ -96,6 +97,7 @@ struct loader {
     int rule_key_line[4];              /* host, port, allowed_ips, binary of the open rule */
     int route_key_line[8];
     bool route_has_endpoint[MAX_ROUTES]; /* said, well or badly: no second complaint */
+    unsigned sections;                   /* headers seen, good or bad */
 };
 
 static void problem(struct loader *L, int line, const char *fmt, ...)
@@ -228,6 +230,7 @@ static void open_section(struct loader *L, char *head)
     bool named =
         strcmp(kind, "deny") == 0 || strcmp(kind, "allow") == 0 || strcmp(kind, "route") == 0;
     L->sec = SEC_BAD; /* until proven good: its keys are then not reported again */
+    L->sections++;
     if (n == 1 && strcmp(kind, "proxy") == 0) {
         open_single(L, 0, SEC_PROXY, kind);
     } else if (n == 1 && strcmp(kind, "tls") == 0) {
@@ -339,8 +342,9 @@ static void set_value(struct loader *L, const struct key_spec *k, const char *v)
         *(unsigned *)field = u;
         return;
     case V_SIZE:
-        if (parse_size(v, &size) != 0 || size < k->min) {
-            problem(L, L->line, "%s: '%s' is not a size (like 512K, 10M, 1G)", k->name, v);
+        if (parse_size(v, &size) != 0 || size < k->min || size > k->max) {
+            problem(L, L->line, "%s: '%s' is not a size from 1 byte to 1G (like 512K, 10M)",
+                    k->name, v);
             return;
         }
         *(uint64_t *)field = size;
@@ -504,20 +508,23 @@ static void rule_key(struct loader *L, const char *name, const char *value)
         problem(L, L->line, "out of memory");
         return;
     }
+    enum list_result lr = LIST_OK;
     if (k == 0) {
         r->has_host = true;
-        list_foreach(copy, add_host, &c);
+        lr = list_foreach(copy, add_host, &c);
     } else if (k == 1) {
         r->has_port = true;
         if (parse_ports(value, &r->ports, &r->n_ports, err, sizeof(err)) != 0)
             problem(L, L->line, "port: %s", err);
     } else if (k == 3) {
-        list_foreach(copy, add_binary, &c);
+        lr = list_foreach(copy, add_binary, &c);
     } else if (r->kind == RULE_DENY) {
         problem(L, L->line, "allowed_ips has no meaning in a deny rule");
     } else {
-        list_foreach(copy, add_allowed_ip, &c);
+        lr = list_foreach(copy, add_allowed_ip, &c);
     }
+    if (lr == LIST_EMPTY_ITEM)
+        problem(L, L->line, "%s: an empty item in the list (a stray comma?)", name);
     free(copy);
 }
 
@@ -565,13 +572,17 @@ static int add_model_glob(void *vctx, const char *item)
 {
     struct models_ctx *c = vctx;
     char **grown = realloc(c->r->models, (c->r->n_models + 1) * sizeof(*grown));
-    if (*item == '\0' || grown == NULL) {
-        problem(c->L, c->L->line, "models: %s", *item ? "out of memory" : "empty pattern");
+    if (grown == NULL) {
+        problem(c->L, c->L->line, "models: out of memory");
         return -1;
     }
-    c->r->models = grown;
-    c->r->models[c->r->n_models] = strdup(item);
-    return c->r->models[c->r->n_models++] ? 0 : -1;
+    c->r->models = grown; /* the old array is gone: never keep its pointer */
+    if ((grown[c->r->n_models] = strdup(item)) == NULL) {
+        problem(c->L, c->L->line, "models: out of memory");
+        return -1;
+    }
+    c->r->n_models++;
+    return 0;
 }
 
 static void route_value(struct loader *L, struct route *r, size_t k, const char *v)
@@ -605,8 +616,8 @@ static void route_value(struct loader *L, struct route *r, size_t k, const char 
     case 4: {
         char *copy = strdup(v);
         struct models_ctx c = {L, r};
-        if (copy != NULL)
-            list_foreach(copy, add_model_glob, &c);
+        if (copy != NULL && list_foreach(copy, add_model_glob, &c) == LIST_EMPTY_ITEM)
+            snprintf(err, sizeof(err), "models: an empty item in the list (a stray comma?)");
         free(copy);
         break;
     }
@@ -803,6 +814,8 @@ static struct policy *load(struct loader *L)
         problem(L, 0, "out of memory");
     else if (rc > 0 && rc != L->last_error_line)
         problem(L, rc, "syntax error (expected 'key = value' or '[section]')");
+    if (L->sections == 0 && L->errors == 0) /* reload: never deny-all for a half-written file */
+        problem(L, 0, "the file has no sections (empty, or written only in part?)");
     finish(L);
     if (L->errors > 0) {
         policy_unref(L->p);

@@ -74,7 +74,9 @@ int parse_bool(const char *s, bool *out);
 int parse_endpoint(const char *s, struct route *r, const char **why);
 int parse_protocols(const char *s, unsigned *mask, char *err, size_t errlen);
 int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out);
-/* Split a comma-separated list in place; calls fn for each trimmed item. */
-int list_foreach(char *s, int (*fn)(void *ctx, const char *item), void *ctx);
+/* Split a comma-separated list in place and call fn for each trimmed item;
+ * an empty item (a stray comma) is not passed on but reported. */
+enum list_result { LIST_OK, LIST_ITEM_FAILED, LIST_EMPTY_ITEM };
+enum list_result list_foreach(char *s, int (*fn)(void *ctx, const char *item), void *ctx);
 
 #endif

@@ -104,15 +104,18 @@ static char *trim(char *s)
     return s;
 }
 
-int list_foreach(char *s, int (*fn)(void *ctx, const char *item), void *ctx)
+enum list_result list_foreach(char *s, int (*fn)(void *ctx, const char *item), void *ctx)
 {
-    int rc = 0;
+    enum list_result rc = LIST_OK;
     for (char *item = s; item != NULL;) {
         char *comma = strchr(item, ',');
         if (comma != NULL)
             *comma = '\0';
-        if (fn(ctx, trim(item)) != 0)
-            rc = -1;
+        const char *t = trim(item);
+        if (*t == '\0') /* "a,,b" or a trailing comma: a typo, never "nothing" */
+            rc = LIST_EMPTY_ITEM;
+        else if (fn(ctx, t) != 0 && rc == LIST_OK)
+            rc = LIST_ITEM_FAILED;
         item = comma ? comma + 1 : NULL;
     }
     return rc;
@@ -168,9 +171,11 @@ int parse_ports(const char *s, struct port_range **out, size_t *n, char *err, si
     struct ports_ctx c = {NULL, 0, err, errlen};
     if (copy == NULL)
         return -1;
-    int rc = list_foreach(copy, add_port_item, &c);
+    enum list_result rc = list_foreach(copy, add_port_item, &c);
     free(copy);
-    if (rc != 0) {
+    if (rc == LIST_EMPTY_ITEM)
+        snprintf(err, errlen, "an empty item in the list (a stray comma?)");
+    if (rc != LIST_OK) {
         free(c.r);
         return -1;
     }
@@ -292,10 +297,12 @@ int parse_protocols(const char *s, unsigned *mask, char *err, size_t errlen)
     struct protocols_ctx c = {0, err, errlen};
     if (copy == NULL)
         return -1;
-    int rc = list_foreach(copy, add_protocol, &c);
+    enum list_result rc = list_foreach(copy, add_protocol, &c);
     free(copy);
+    if (rc == LIST_EMPTY_ITEM)
+        snprintf(err, errlen, "protocols: an empty item in the list (a stray comma?)");
     *mask = c.mask;
-    return rc;
+    return rc == LIST_OK ? 0 : -1;
 }
 
 /* http://host[:port][/path], https://..., or mock://anything. */

@@ -20,7 +20,7 @@
 
 #define ESTABLISHED     "HTTP/1.1 200 Connection Established\r\n\r\n"
 #define PARTIAL_WAIT_MS 100 /* a prefix of TLS or HTTP: wait this long for the rest */
-#define PEEK_BYTES      16
+#define PEEK_BYTES      (PEEK_TOKEN_MAX + 1)
 
 static void log_inference(void *ctx, const struct inference_record *r)
 {

@@ -49,7 +49,7 @@ static struct policy *load_ok(const char *text)
 
 Test(config, defaults)
 {
-    struct policy *p = load_ok("");
+    struct policy *p = load_ok("[proxy]\n");
     const struct proxy_settings *s = policy_settings(p);
     cr_assert_str_eq(s->listen, "127.0.0.1:3128");
     cr_assert_eq(s->workers, 16);
@@ -115,7 +115,7 @@ Test(config, errors_have_lines)
     expect_error("[allow a]\nhost = a.com\nport = 0\n", 3, "invalid port");
     expect_error("[allow a]\nhost = a.com\nport = 70000\n", 3, "invalid port");
     expect_error("[allow a]\nhost = a.com\nport = 90-80\n", 3, "invalid port");
-    expect_error("[allow a]\nhost = a.com\nport = 80,,443\n", 3, "invalid port");
+    expect_error("[allow a]\nhost = a.com\nport = 80,,443\n", 3, "empty item");
     expect_error("[allow a]\nhost = a.com\nallowed_ips = 10.0.0.1/24\n", 3, "bits set");
     expect_error("[allow a]\nhost = a.com\nallowed_ips = 10.0.0.0/33\n", 3, "prefix");
     expect_error("[allow a]\nhost = a.com\nallowed_ips = ten\n", 3, "invalid address");
@@ -349,4 +349,35 @@ Test(config, inference_errors)
     expect_error("[route r]\nendpoint = http://h\nbogus = 1\n", 3, "unknown key 'bogus'");
     expect_error("[route r]\nendpoint = http://h\n[route r]\nendpoint = http://h\n", 3,
                  "duplicate route");
+}
+
+Test(config, empty_list_items_are_errors_with_lines)
+{
+    /* a trailing comma in `models =` once freed the list and used it again */
+    expect_error("[route r]\nendpoint = http://h\nmodels = gpt-4*,\n", 3, "empty item");
+    expect_error("[route r]\nendpoint = http://h\nmodels = a,,b\n", 3, "empty item");
+    expect_error("[route r]\nendpoint = http://h\nprotocols = openai_embeddings,\n", 3,
+                 "empty item");
+    expect_error("[allow a]\nhost = a.com,\n", 2, "empty item");
+    expect_error("[allow a]\nhost = a.com\nport = 443,\n", 3, "empty item");
+    expect_error("[allow a]\nhost = a.com\nbinary = /usr/bin/git, \n", 3, "empty item");
+    expect_error("[allow a]\nhost = a.com\nallowed_ips = ,10.0.0.0/8\n", 3, "empty item");
+    expect_error("[inference]\nhost = , a.com\n", 2, "empty item");
+}
+
+Test(config, sizes_are_bounded)
+{
+    expect_error("[inference]\nhost = a.com\nmax_response_body = 18446744073709551615\n", 3,
+                 "max_response_body");
+    expect_error("[inference]\nhost = a.com\nmax_request_body = 2G\n", 3, "1G");
+    struct policy *p = load_ok("[inference]\nhost = a.com\nmax_response_body = 1G\n");
+    cr_assert_eq(policy_inference(p)->max_response_body, 1u << 30);
+    policy_unref(p);
+}
+
+Test(config, an_empty_file_is_refused)
+{
+    /* a reload catching a file half written must keep the running policy */
+    expect_error("", 0, "no sections");
+    expect_error("; only a comment\n\n", 0, "no sections");
 }
