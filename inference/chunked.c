@@ -10,8 +10,10 @@
 #include "inference.h"
 
 #include <ctype.h>
+#include <string.h>
 
 #define CHUNK_LINE_MAX 4096 /* a size line with its extensions, or all trailers */
+#define CHUNK_SIZE_MAX (1ull << 40) /* 1 TiB: no real client sends more in one chunk */
 
 enum {
     S_SIZE,
@@ -21,6 +23,7 @@ enum {
     S_DATA_CR,
     S_DATA_LF,
     S_TRAILER_START,
+    S_TRAILER_NAME,
     S_TRAILER,
     S_TRAILER_LF,
     S_END_LF,
@@ -30,6 +33,11 @@ enum {
 void chunked_init(struct chunked *c, uint64_t max_chunks)
 {
     *c = (struct chunked){.state = S_SIZE, .max_chunks = max_chunks};
+}
+
+static bool is_tchar(unsigned char ch)
+{
+    return isalnum(ch) || (ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
 }
 
 static int hexval(unsigned char ch)
@@ -52,6 +60,10 @@ static int step(struct chunked *c, unsigned char ch, const char **why)
         if (hexval(ch) >= 0 && c->digits < 16) {
             c->remaining = c->remaining * 16 + (uint64_t)hexval(ch);
             c->digits++;
+            if (c->remaining > CHUNK_SIZE_MAX) {
+                *why = "chunk size too large";
+                return -1;
+            }
             return 0;
         }
         if ((ch == ';' || ch == '\r') && c->digits > 0) {
@@ -89,9 +101,26 @@ static int step(struct chunked *c, unsigned char ch, const char **why)
             break;
         c->state = S_SIZE, c->digits = 0, c->remaining = 0, c->line_bytes = 0;
         return 0;
-    case S_TRAILER_START:
-        c->state = ch == '\r' ? S_END_LF : S_TRAILER;
-        return ch == '\n' ? (*why = "bare LF in trailer", -1) : 0;
+    case S_TRAILER_START: /* the end, or a field name: never a fold, never a control byte */
+        if (ch == '\r') {
+            c->state = S_END_LF;
+            return 0;
+        }
+        if (!is_tchar(ch)) {
+            *why = ch == ' ' || ch == '\t' ? "obsolete line folding in trailer"
+                                           : "malformed trailer field name";
+            return -1;
+        }
+        c->state = S_TRAILER_NAME;
+        return 0;
+    case S_TRAILER_NAME:
+        if (ch == ':')
+            c->state = S_TRAILER;
+        else if (!is_tchar(ch)) {
+            *why = "malformed trailer field name";
+            return -1;
+        }
+        return 0;
     case S_TRAILER_LF:
         if (ch != '\n')
             break;

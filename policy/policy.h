@@ -165,7 +165,9 @@ bool policy_wants_identity(const struct policy *p, const struct host *h, uint16_
 
 /* ---- process identity helpers (identity.c) ---- */
 
-/* Glob over paths: '*' stays within a segment, '**' crosses them. */
+/* Glob over paths: '*' stays within a segment, '**' crosses them; time
+ * linear in the path for a given pattern (at most GLOB_PATTERN_MAX). */
+#define GLOB_PATTERN_MAX 1024
 bool path_glob_match(const char *pattern, const char *path);
 /* One line of /proc/net/tcp or tcp6: the socket's local and remote
  * addresses (IPv4-mapped IPv6 normalised to IPv4), uid and inode.  0, or -1

@@ -236,6 +236,17 @@ Test(chunked, malformed)
         "0\r\nX: a\nb\r\n\r\n",
         "0\r\n\n",
         "0\r\r\n",
+        /* trailers are judged from their first byte: no fold, no control, no NUL */
+        "0\r\nX: a\r\n b\r\n\r\n",
+        "0\r\n\tX: a\r\n\r\n",
+        "0\r\n X: a\r\n\r\n",
+        "0\r\n\x01X: a\r\n\r\n",
+        "0\r\nX\x01: a\r\n\r\n",
+        "0\r\nX a: b\r\n\r\n",
+        "0\r\nX: a\x7f\r\n\r\n",
+        /* sizes no real client sends */
+        "10000000001\r\n",
+        "ffffffffffffffff\r\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         bool done = false;
