@@ -79,6 +79,7 @@ static enum http_result parse_content_length(struct http_msg *m, const struct ht
         v = v * 10 + (uint64_t)(h->value[i] - '0');
     }
     m->content_length = v;
+    m->has_length = true;
     m->framing = BODY_LENGTH;
     return HTTP_OK;
 }

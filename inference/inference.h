@@ -41,6 +41,7 @@ struct http_msg {
     size_t n_headers;
     enum http_framing framing;
     uint64_t content_length;
+    bool has_length; /* a Content-Length was given (also on HEAD, 204 and 304 answers) */
     bool conn_close, conn_keep_alive, expect_continue;
     size_t head_len; /* bytes of the head, final blank line included */
 };
@@ -188,6 +189,18 @@ bool inference_serve_request(const struct inference_env *env, struct inference_c
  * first head must come within first_wait_ms. */
 void inference_serve(const struct inference_env *env, struct inference_client *cl,
                      int first_wait_ms);
+
+/* ---- sbuf.c: bounded string building ---- */
+
+struct sbuf {
+    char *buf;
+    size_t cap, len; /* buf[len] is always NUL */
+    bool cut;        /* something did not fit: the text is incomplete */
+};
+void sbuf_init(struct sbuf *b, char *buf, size_t cap);
+void sbuf_add(struct sbuf *b, const char *p, size_t n);
+void sbuf_str(struct sbuf *b, const char *s);
+void sbuf_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- json.c ---- */
 

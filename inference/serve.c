@@ -20,6 +20,8 @@
 
 #define REQUEST_MAX_CHUNKS 65536
 #define FWD_HEADERS_MAX    HTTP_HEAD_MAX
+/* request line, Host, the client's headers, the key, framing: always fits */
+#define BACKEND_HEAD_MAX (FWD_HEADERS_MAX + API_KEY_MAX + 4096)
 #define RESP_HEADERS_MAX   (32 * 1024)
 
 struct exchange {
@@ -66,22 +68,30 @@ static bool fail(struct exchange *x, int status, const char *code, const char *m
 
 /* ---- replies to the client --------------------------------------------------- */
 
-/* Status line, headers and framing into out (RESP_HEADERS_MAX + 256). */
+/* Status line, headers and framing into out (RESP_HEADERS_MAX + 256);
+ * headers that do not fit are dropped rather than cut in the middle. */
 static size_t format_head(struct reply *rp, char *out, int status, const char *reason,
                           const char *headers, long long content_length)
 {
-    int n = snprintf(out, RESP_HEADERS_MAX + 128, "HTTP/1.1 %d %s\r\n%s", status, reason, headers);
-    if (n < 0 || n >= RESP_HEADERS_MAX + 128)
-        n = snprintf(out, 64, "HTTP/1.1 %d %s\r\n", status, reason); /* headers dropped */
+    struct sbuf b;
+    sbuf_init(&b, out, RESP_HEADERS_MAX + 256);
+    sbuf_printf(&b, "HTTP/1.1 %d %s\r\n", status, reason);
+    size_t mark = b.len;
+    sbuf_str(&b, headers);
+    if (b.cut || b.len > RESP_HEADERS_MAX) {
+        sbuf_init(&b, out, RESP_HEADERS_MAX + 256);
+        sbuf_printf(&b, "HTTP/1.1 %d %s\r\n", status, reason);
+    }
+    (void)mark;
     if (content_length >= 0)
         rp->chunked = false;
     if (content_length >= 0)
-        n += snprintf(out + n, 64, "Content-Length: %lld\r\n\r\n", content_length);
+        sbuf_printf(&b, "Content-Length: %lld\r\n\r\n", content_length);
     else
-        n += snprintf(out + n, 64, "%s\r\n",
-                      rp->chunked ? "Transfer-Encoding: chunked\r\n" : "Connection: close\r\n");
+        sbuf_printf(&b, "%s\r\n",
+                    rp->chunked ? "Transfer-Encoding: chunked\r\n" : "Connection: close\r\n");
     rp->head_sent = true;
-    return (size_t)n;
+    return b.len;
 }
 
 /* Head and a whole body in one write: one TLS record, one packet when small. */
@@ -291,41 +301,43 @@ static int rewrite_model(struct exchange *x)
 
 /* ---- the backend --------------------------------------------------------------- */
 
+/* The backend request head into out; its length, or -1 when it does not
+ * fit (a long client head and a long key together). */
 static int backend_head(const struct exchange *x, char *out, size_t cap)
 {
     const struct route *r = x->route;
-    char path[2400], port[8] = "";
+    char path[2400];
+    struct sbuf b;
     if (path_join(path, sizeof(path), r->base_path, x->path, strlen(x->path)) != 0)
         return -1;
     bool v6 = strchr(r->host, ':') != NULL;
+    sbuf_init(&b, out, cap);
+    sbuf_printf(&b, "%s %s HTTP/1.1\r\nHost: %s%s%s", x->method, path, v6 ? "[" : "", r->host,
+                v6 ? "]" : "");
     if (r->port != (r->scheme == ENDPOINT_HTTPS ? 443 : 80))
-        snprintf(port, sizeof(port), ":%u", r->port);
-    int n = snprintf(out, cap, "%s %s HTTP/1.1\r\nHost: %s%s%s%s\r\n%.*s", x->method, path,
-                     v6 ? "[" : "", r->host, v6 ? "]" : "", port, (int)x->fwd_len, x->fwd);
+        sbuf_printf(&b, ":%u", r->port);
+    sbuf_str(&b, "\r\n");
+    sbuf_add(&b, x->fwd, x->fwd_len);
     if (r->provider == PROVIDER_ANTHROPIC && !x->has_anthropic_version)
-        n += snprintf(out + n, cap - (size_t)n, "anthropic-version: 2023-06-01\r\n");
-    if (r->api_key != NULL)
-        n += snprintf(out + n, cap - (size_t)n,
-                      r->provider == PROVIDER_ANTHROPIC ? "x-api-key: %s\r\n"
-                                                        : "Authorization: Bearer %s\r\n",
-                      r->api_key);
+        sbuf_str(&b, "anthropic-version: 2023-06-01\r\n");
+    if (r->api_key != NULL) {
+        sbuf_str(&b, r->provider == PROVIDER_ANTHROPIC ? "x-api-key: " : "Authorization: Bearer ");
+        sbuf_str(&b, r->api_key);
+        sbuf_str(&b, "\r\n");
+    }
     if (x->body_len > 0 || strcmp(x->method, "POST") == 0)
-        n += snprintf(out + n, cap - (size_t)n, "Content-Length: %zu\r\n", x->body_len);
-    n += snprintf(out + n, cap - (size_t)n, "\r\n");
-    return n > 0 && (size_t)n < cap ? n : -1;
+        sbuf_printf(&b, "Content-Length: %zu\r\n", x->body_len);
+    sbuf_str(&b, "\r\n");
+    return b.cut ? -1 : (int)b.len;
 }
 
 enum { SENT, STALE, DOWN };
 
-static int send_to_backend(struct exchange *x, struct backend_conn *b, bool reused)
+static int send_to_backend(struct exchange *x, struct backend_conn *b, bool reused,
+                           const char *head, size_t len)
 {
-    char *head = malloc(FWD_HEADERS_MAX + 4096);
-    int n = head ? backend_head(x, head, FWD_HEADERS_MAX + 4096) : -1;
     int io_ms = (int)x->route->timeout_ms;
-    int rc = n < 0 ? -1 : stream_write_all(b->s, head, (size_t)n, io_ms);
-    if (head != NULL)
-        explicit_bzero(head, FWD_HEADERS_MAX + 4096); /* it held the key */
-    free(head);
+    int rc = stream_write_all(b->s, head, len, io_ms);
     if (rc == 0 && x->body_len > 0)
         rc = stream_write_all(b->s, x->body, x->body_len, io_ms);
     if (rc != 0)
@@ -541,14 +553,22 @@ static bool call_backend(struct exchange *x)
     const char *why = NULL;
     char err[256] = "";
     int rc = DOWN;
+    char *head = malloc(BACKEND_HEAD_MAX);
+    int hlen = head ? backend_head(x, head, BACKEND_HEAD_MAX) : -1;
+    if (hlen < 0) {
+        free(head);
+        return fail(x, 431, "bad_request", "the request head is too large to forward", false);
+    }
     for (int attempt = 0; attempt < 2; attempt++) {
         bool reused;
         b = backend_open(x->env, x->route, attempt > 0, &reused, err, sizeof(err));
         if (b == NULL) {
+            explicit_bzero(head, BACKEND_HEAD_MAX);
+            free(head);
             snprintf(x->rec.detail, sizeof(x->rec.detail), "%s", err);
             return fail(x, 503, "upstream_unavailable", "the model backend is unavailable", true);
         }
-        rc = send_to_backend(x, b, reused);
+        rc = send_to_backend(x, b, reused, head, (size_t)hlen);
         if (rc == SENT)
             rc = read_response(x, b, reused, &r, &why);
         if (rc == SENT)
@@ -557,6 +577,8 @@ static bool call_backend(struct exchange *x)
         if (rc != STALE)
             break; /* a kept connection that the backend closed: once more, fresh */
     }
+    explicit_bzero(head, BACKEND_HEAD_MAX); /* it held the key */
+    free(head);
     if (rc != SENT) {
         snprintf(x->rec.detail, sizeof(x->rec.detail), "%s", why ? why : "cannot send");
         bool malformed = rc < 0;

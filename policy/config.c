@@ -530,7 +530,7 @@ static void rule_key(struct loader *L, const char *name, const char *value)
 
 static int set_api_key_file(struct route *r, const char *path, char *err, size_t errlen)
 {
-    char buf[4097];
+    char buf[API_KEY_MAX + 1];
     FILE *f = fopen(path, "r");
     if (f == NULL) {
         snprintf(err, errlen, "api_key_file: cannot read %s: %s", path, strerror(errno));
@@ -554,9 +554,11 @@ static int set_api_key_file(struct route *r, const char *path, char *err, size_t
 static int set_api_key_env(struct route *r, const char *var, char *err, size_t errlen)
 {
     const char *v = getenv(var);
-    if (v == NULL || *v == '\0' || strpbrk(v, "\r\n") != NULL) {
+    if (v == NULL || *v == '\0' || strpbrk(v, "\r\n") != NULL || strlen(v) >= API_KEY_MAX) {
         snprintf(err, errlen, "api_key_env: environment variable %s is %s", var,
-                 v == NULL || *v == '\0' ? "not set" : "not one line");
+                 v == NULL || *v == '\0' ? "not set"
+                 : strlen(v) >= API_KEY_MAX ? "longer than 4095 bytes"
+                                            : "not one line");
         return -1;
     }
     r->api_key = strdup(v);

@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 
 #define POLICY_HOST_MAX 253 /* longest DNS name, without the trailing dot */
+#define API_KEY_MAX     4096 /* a route's key, its NUL included */
 
 enum log_format { LOGF_JSON, LOGF_TEXT };
 enum log_level { LOGL_DEBUG, LOGL_INFO, LOGL_WARN, LOGL_ERROR };
@@ -82,7 +83,7 @@ struct route {
     char model[256];    /* rewrite to this; "" keeps the request's */
     char **models;      /* fnmatch globs; none: any model */
     size_t n_models;
-    char *api_key; /* secret: never logged, never sent to a client */
+    char *api_key; /* secret: never logged, never sent to a client; < API_KEY_MAX */
     unsigned timeout_ms;
 };
 

@@ -79,6 +79,10 @@ static bool listed_in_connection(const struct http_msg *m, const struct http_hea
     return false;
 }
 
+/* Headers that are not passed on as they came: hop-by-hop ones, and the
+ * framing headers (Content-Length, Transfer-Encoding, Host), which egressd
+ * writes itself from what it parsed, so that a client naming one in its
+ * Connection header cannot make the next hop frame the message differently. */
 static bool hop_by_hop(const struct http_msg *m, const struct http_header *h)
 {
     static const char *const names[] = {"connection",
@@ -89,6 +93,7 @@ static bool hop_by_hop(const struct http_msg *m, const struct http_header *h)
                                         "te",
                                         "trailer",
                                         "transfer-encoding",
+                                        "content-length",
                                         "upgrade",
                                         "host"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
@@ -131,8 +136,14 @@ static void add_end_to_end(struct out *o, const struct http_msg *m)
         add_str(o, "\r\n");
     }
     add_str(o, VIA_HEADER);
-    if (m->framing == BODY_CHUNKED)
+    if (m->framing == BODY_CHUNKED) {
         add_str(o, "Transfer-Encoding: chunked\r\n");
+    } else if (m->has_length) {
+        char line[48];
+        snprintf(line, sizeof(line), "Content-Length: %llu\r\n",
+                 (unsigned long long)m->content_length);
+        add_str(o, line);
+    }
 }
 
 static void build_request(struct out *o, const struct http_msg *m, const struct target *t)
@@ -178,10 +189,20 @@ static void bufsock_consume(struct bufsock *s, size_t n)
     s->len -= n;
 }
 
-/* Move one message body from src (buffered bytes first) to dst.  Returns 0,
- * -1 when src failed or broke the framing (*why), -2 when dst failed. */
-static int relay_body(struct bufsock *src, int dst, const struct http_msg *m, int io_ms,
-                      uint64_t *moved, const char **why)
+/* How moving a body ended. */
+enum move_result {
+    MOVE_DONE,
+    MOVE_SRC_MALFORMED, /* src broke the framing */
+    MOVE_SRC_CUT,       /* src ended (EOF) before the body did */
+    MOVE_SRC_STALLED,   /* nothing from src for io_ms */
+    MOVE_SRC_ERROR,     /* reading src failed (reset) */
+    MOVE_DST_FAILED,    /* dst stopped taking bytes */
+};
+
+/* Move one message body from src (buffered bytes first) to dst, *why set
+ * for anything but MOVE_DONE. */
+static enum move_result relay_body(struct bufsock *src, int dst, const struct http_msg *m,
+                                   int io_ms, uint64_t *moved, const char **why)
 {
     uint64_t remaining = m->content_length;
     struct chunked ch;
@@ -191,10 +212,10 @@ static int relay_body(struct bufsock *src, int dst, const struct http_msg *m, in
         if (src->len == 0) {
             ssize_t n = fd_read(src->fd, src->buf, src->cap, io_ms);
             if (n == 0 && m->framing == BODY_UNTIL_CLOSE)
-                return 0;
+                return MOVE_DONE;
             if (n <= 0) {
                 *why = n == 0 ? "body cut short" : n == -2 ? "body stalled" : "read error";
-                return -1;
+                return n == 0 ? MOVE_SRC_CUT : n == -2 ? MOVE_SRC_STALLED : MOVE_SRC_ERROR;
             }
             src->len = (size_t)n;
         }
@@ -206,17 +227,17 @@ static int relay_body(struct bufsock *src, int dst, const struct http_msg *m, in
         } else if (m->framing == BODY_CHUNKED) {
             ssize_t n = chunked_scan(&ch, src->buf, src->len, &done, why);
             if (n < 0)
-                return -1;
+                return MOVE_SRC_MALFORMED;
             take = (size_t)n;
         }
         if (fd_write_all(dst, src->buf, take, io_ms) != 0) {
             *why = "peer stopped reading";
-            return -2;
+            return MOVE_DST_FAILED;
         }
         *moved += take;
         bufsock_consume(src, take);
     }
-    return 0;
+    return MOVE_DONE;
 }
 
 /* "why: starts with ..." with the first bytes printable-escaped. */
@@ -299,7 +320,9 @@ static const struct proxy_error *upstream_get(struct exchange *x, bool *reused)
     return NULL;
 }
 
-enum { SENT, CLIENT_FAILED, UPSTREAM_FAILED, UPSTREAM_STALE };
+/* How sending a request went.  The client's failures while its body moves
+ * come before any response: those it can still read get their answer. */
+enum { SENT, CLIENT_BAD, CLIENT_SLOW, CLIENT_GONE, UPSTREAM_FAILED, UPSTREAM_STALE };
 
 /* Head (already built) and body upstream; 100 Continue to the client. */
 static int send_request(struct exchange *x, const struct out *o, bool reused)
@@ -315,13 +338,26 @@ static int send_request(struct exchange *x, const struct out *o, bool reused)
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         if (fd_write_all(c->fd, cont, sizeof(cont) - 1, io_ms) != 0) {
             x->why = "client went away";
-            return CLIENT_FAILED;
+            return CLIENT_GONE;
         }
     }
     struct bufsock cs = {c->fd, c->cs, c->buf, sizeof(c->buf), c->len};
-    int rc = relay_body(&cs, u->s.fd, x->m, io_ms, &x->up_bytes, &x->why);
+    enum move_result rc = relay_body(&cs, u->s.fd, x->m, io_ms, &x->up_bytes, &x->why);
     c->len = cs.len;
-    return rc == 0 ? SENT : rc == -1 ? CLIENT_FAILED : UPSTREAM_FAILED;
+    switch (rc) {
+    case MOVE_DONE:
+        return SENT;
+    case MOVE_SRC_MALFORMED:
+    case MOVE_SRC_CUT:
+        return CLIENT_BAD;
+    case MOVE_SRC_STALLED:
+        return CLIENT_SLOW;
+    case MOVE_SRC_ERROR:
+        return CLIENT_GONE;
+    case MOVE_DST_FAILED:
+        break;
+    }
+    return UPSTREAM_FAILED;
 }
 
 /* The final response head (1xx skipped); NULL, or the error to answer. */
@@ -371,7 +407,7 @@ static bool relay_response(struct exchange *x, const struct http_msg *r, struct 
     bool upstream_keep = r->minor == 1 && !r->conn_close && r->framing != BODY_UNTIL_CLOSE;
     bufsock_consume(s, r->head_len);
     if (fd_write_all(c->fd, o->buf, o->n, io_ms) != 0 ||
-        relay_body(s, c->fd, r, io_ms, &x->down_bytes, &x->why) != 0 || s->len > 0)
+        relay_body(s, c->fd, r, io_ms, &x->down_bytes, &x->why) != MOVE_DONE || s->len > 0)
         return false;
     if (!upstream_keep)
         upstream_close(c);
@@ -401,13 +437,15 @@ static bool exchange_run(struct exchange *x, struct out *o)
         }
         if (rc == SENT && err == NULL)
             break;
-        upstream_close(x->c);
+        upstream_close(x->c); /* it has part of a request: never reused */
         x->f.reason = x->why;
-        if (rc == CLIENT_FAILED) {
+        if (rc == CLIENT_GONE) {
             x->f.src = x->c->src;
             log_event(LOGL_INFO, &x->f);
             return false;
         }
+        if (rc == CLIENT_BAD || rc == CLIENT_SLOW)
+            err = rc == CLIENT_BAD ? &ERR_BAD_REQUEST : &ERR_REQUEST_TIMEOUT;
         conn_fail(x->c, &x->f, err ? err : &ERR_UPSTREAM_ERROR, x->why);
         return false;
     }

@@ -146,7 +146,8 @@ struct conn {
     struct server *srv;
     struct relay_pipes *pipes; /* the worker's */
     struct snapshot *snap;
-    struct policy *pol; /* snap->pol */
+    unsigned generation; /* of the configuration snap was taken from */
+    struct policy *pol;  /* snap->pol */
     const struct proxy_settings *set;
     int fd;
     struct stream *cs; /* fd as a plain stream, for head reading */

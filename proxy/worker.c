@@ -130,6 +130,23 @@ static bool dispatch(struct conn *c, struct http_msg *m)
     return false;
 }
 
+/* A kept-alive client's next request is decided under the configuration
+ * in force now, like a tunnel after a reload; a kept upstream connection
+ * was checked under the old rules, so it goes. */
+static void follow_reload(struct conn *c)
+{
+    unsigned now = server_generation(c->srv);
+    if (now == c->generation)
+        return;
+    struct snapshot *s = server_snapshot(c->srv);
+    forward_release(c);
+    snapshot_unref(c->snap);
+    c->snap = s;
+    c->pol = s->pol;
+    c->set = policy_settings(s->pol);
+    c->generation = now;
+}
+
 /* Read and answer requests until one ends the connection.  A kept-alive
  * connection that sends nothing more within header_timeout is closed
  * quietly: that is an idle client, not a slow one. */
@@ -144,8 +161,10 @@ static void serve_requests(struct conn *c)
                 head_failed(c, st);
             return;
         }
-        if (!first)
+        if (!first) {
             c->t0 = now_ms();
+            follow_reload(c);
+        }
         struct http_msg m;
         const char *why = NULL;
         if (http_parse_request(c->buf, c->len, &m, &why) != HTTP_OK) {
@@ -174,6 +193,7 @@ void conn_serve(struct server *srv, int fd, const struct sockaddr_storage *peer,
     }
     c->srv = srv;
     c->pipes = pipes;
+    c->generation = server_generation(srv); /* before the snapshot: a reload between is seen */
     c->snap = server_snapshot(srv);
     c->pol = c->snap->pol;
     c->set = policy_settings(c->pol);

@@ -115,6 +115,21 @@ class Egressd:
         return s
 
 
+def reload(e, text=None, wait_for="reloaded"):
+    """Rewrite egressd's configuration (when text is given), SIGHUP it, and
+    wait for the log line that says how the reload went."""
+    if text is not None:
+        e.conf.write_text(text)
+    before = len(e.raw_lines())
+    e.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if any(wait_for in l for l in e.raw_lines()[before:]):
+            return e.raw_lines()[before:]
+        time.sleep(0.02)
+    raise AssertionError("no reload line: " + "\n".join(e.raw_lines()[before:]))
+
+
 def proxy_config(extra_proxy="", rules="", loopback=True):
     return (
         "[proxy]\nlisten = 127.0.0.1:0\nworkers = 4\nmax_workers = 32\n"

@@ -11,7 +11,7 @@ import time
 
 import requests
 
-from conftest import (EGRESSD, INFERENCE_ENV, Egressd, connect_via, inference_config, proxy_config)
+from conftest import (EGRESSD, INFERENCE_ENV, Egressd, connect_via, inference_config, proxy_config, reload)
 
 
 def free_port():
@@ -20,19 +20,6 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
-
-
-def reload(e, text=None, wait_for="reloaded"):
-    if text is not None:
-        e.conf.write_text(text)
-    before = len(e.raw_lines())
-    e.proc.send_signal(signal.SIGHUP)
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        if any(wait_for in l for l in e.raw_lines()[before:]):
-            return e.raw_lines()[before:]
-        time.sleep(0.02)
-    raise AssertionError("no reload line: " + "\n".join(e.raw_lines()[before:]))
 
 
 def rules(ports):

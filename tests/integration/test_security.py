@@ -1,0 +1,257 @@
+"""Regression tests for the security audit's findings: each one drove the
+real binary into a bypass, a crash or a silent close before its fix."""
+import json
+import os
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+
+from conftest import (INFERENCE_ENV, TcpServer, inference_config, parse_error, proxy_config, read_head,
+                      read_response, reload)
+
+CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def allow_local(ports="1-65535"):
+    return f"[allow local]\nhost = 127.0.0.1, localhost\nport = {ports}\n"
+
+
+class Recorder:
+    """A raw origin: records every byte, answers each request head with
+    `answer` (None: never answers)."""
+
+    def __init__(self, answer=None):
+        self.data = b""
+        self.answer = answer
+        self.srv = TcpServer(self._handle)
+        self.port = self.srv.port
+
+    def _handle(self, conn):
+        conn.settimeout(3)
+        answered = False
+        try:
+            while True:
+                d = conn.recv(65536)
+                if not d:
+                    return
+                self.data += d
+                if self.answer is not None and not answered and b"\r\n\r\n" in self.data:
+                    conn.sendall(self.answer)
+                    answered = True
+        except OSError:
+            pass
+
+    def close(self):
+        self.srv.close()
+
+
+@pytest.fixture
+def recorder():
+    made = []
+
+    def make(answer=None):
+        r = Recorder(answer)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()
+
+
+# ---- forward path: framing ------------------------------------------------------------
+
+@pytest.mark.parametrize("body", [
+    b"FFFFFFFFFFFFFFFFF\r\n",  # overflows
+    b"-5\r\nhello\r\n0\r\n\r\n",  # negative
+    b"zz\r\nhello\r\n0\r\n\r\n",  # not hex
+    b"5 \r\nhello\r\n0\r\n\r\n",  # a space
+    b"5\nhello\r\n0\r\n\r\n",  # bare LF
+    b"5\r\nhelloXX\r\n0\r\n\r\n",  # data not followed by CRLF
+    b"0\r\nX: a\r\n b\r\n\r\n",  # obs-fold in a trailer
+])
+def test_malformed_chunked_body_is_answered_400(start_egressd, recorder, body):
+    origin = recorder()
+    e = start_egressd(proxy_config(rules=allow_local()))
+    s = e.connect()
+    s.sendall(b"POST http://127.0.0.1:%d/up HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+              b"Transfer-Encoding: chunked\r\n\r\n" % origin.port + body)
+    code, headers, js = parse_error(read_response(s))
+    assert code == 400 and js["error"] == "bad_request", js
+    assert headers["x-egressd-error"] == "bad_request"
+    assert e.events("forward", status=400)
+
+
+def test_connection_header_cannot_remove_framing(start_egressd, recorder):
+    """`Connection: Content-Length` once made egressd drop the length and
+    relay the body: the origin read it as a second, unlogged request."""
+    origin = recorder(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    e = start_egressd(proxy_config(rules=allow_local()))
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: evil.example\r\n\r\n"
+    s = e.connect()
+    s.sendall(b"POST http://127.0.0.1:%d/a HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+              b"Connection: Content-Length, Transfer-Encoding, Host\r\nContent-Length: %d\r\n\r\n%s"
+              % (origin.port, len(smuggled), smuggled))
+    f = s.makefile("rb")
+    status, headers = read_head(f)
+    assert status.startswith(b"HTTP/1.1 200")
+    assert f.read(2) == b"ok"
+    time.sleep(0.3)
+    head, _, body = origin.data.partition(b"\r\n\r\n")
+    lines = [l.lower() for l in head.split(b"\r\n")]
+    assert b"content-length: %d" % len(smuggled) in lines, head
+    assert b"host: 127.0.0.1:%d" % origin.port in lines
+    assert body == smuggled, "the body is the body, framed as egressd framed it"
+
+
+def test_response_framing_is_kept(start_egressd, recorder):
+    origin = recorder(b"HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\nhello")
+    e = start_egressd(proxy_config(rules=allow_local()))
+    s = e.connect()
+    s.sendall(b"GET http://127.0.0.1:%d/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % origin.port)
+    f = s.makefile("rb")
+    status, headers = read_head(f)
+    assert headers.get("content-length") == "5"
+    assert f.read(5) == b"hello"
+
+
+def test_kept_forward_connection_follows_reloads(start_egressd, origin):
+    e = start_egressd(proxy_config(rules=allow_local()))
+    s = e.connect()
+    f = s.makefile("rb")
+    req = b"GET http://127.0.0.1:%d/hello HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % origin
+    s.sendall(req)
+    status, headers = read_head(f)
+    assert status.startswith(b"HTTP/1.1 200") and f.read(int(headers["content-length"])) == b"hello\n"
+    reload(e, proxy_config(rules=allow_local(ports="1")))
+    s.sendall(req)
+    status, headers = read_head(f)
+    assert status.startswith(b"HTTP/1.1 403"), "no longer allowed after the reload"
+    assert headers["x-egressd-error"] == "policy_denied"
+
+
+# ---- interception --------------------------------------------------------------------
+
+@pytest.fixture
+def proxy(start_egressd, backend, tmp_path):
+    e = start_egressd(inference_config(tmp_path, backend.port), env=INFERENCE_ENV)
+    e.bundle = str(tmp_path / "bundle.pem")
+    return e
+
+
+def intercepted(e, tls=False):
+    s = socket.create_connection(("127.0.0.1", e.port), timeout=10)
+    s.sendall(b"CONNECT inference.local:%d HTTP/1.1\r\nHost: x\r\n\r\n" % (443 if tls else 80))
+    assert b" 200 " in s.recv(100)
+    if tls:
+        ctx = ssl.create_default_context(cafile=e.bundle)
+        s = ctx.wrap_socket(s, server_hostname="inference.local")
+    return s
+
+
+def post(s, path, body, extra=b""):
+    s.sendall(b"POST %s HTTP/1.1\r\nHost: inference.local\r\nContent-Type: application/json\r\n%s"
+              b"Content-Length: %d\r\n\r\n%s" % (path.encode(), extra, len(body), body))
+    f = s.makefile("rb")
+    status, headers = read_head(f)
+    return int(status.split()[1]), headers, f
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_bad_request_line_in_interception_gets_400(proxy, tls):
+    s = intercepted(proxy, tls)
+    s.sendall(b"GE/T /v1/models HTTP/1.1\r\nHost: inference.local\r\n\r\n")
+    raw = read_response(s)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), raw
+    assert json.loads(body)["error"]["code"] == "bad_request"
+
+
+AMBIGUOUS = [
+    b'{"model":"gpt-4o-mini","messages":[],"model":"gpt-4o"}',
+    b'{"model\\u0000":"gpt-4o","messages":[]}',
+    b'{"model":"gpt-4o-mini","Model":"gpt-4o"}',
+    b'{"model":"gpt-4o-mini\\u0000x","messages":[]}',
+    b'{"model":"gpt-4o-mini","messages":[]} {"model":"gpt-4o"}',
+]
+
+
+@pytest.mark.parametrize("body", AMBIGUOUS)
+def test_a_model_the_backend_could_read_otherwise_is_refused(start_egressd, backend, tmp_path, body):
+    routes = (f"[route mini]\nendpoint = http://127.0.0.1:{backend.port}/v1\nmodels = gpt-4o-mini\n"
+              f"[route forced]\nendpoint = http://127.0.0.1:{backend.port}/v1\nmodel = cheap\n")
+    e = start_egressd(inference_config(tmp_path, backend.port, routes=routes), env=INFERENCE_ENV)
+    s = intercepted(e)
+    code, headers, f = post(s, "/v1/chat/completions", body)
+    assert code == 400, body
+    err = json.loads(f.read(int(headers["content-length"])))["error"]
+    assert err["code"] == "bad_request"
+    assert backend.requests() == [], "nothing reached the backend"
+    line = e.events("inference", status=400)
+    assert line and line[0]["reason"] == "bad_request"
+
+
+def test_forced_model_rewrites_the_one_model(start_egressd, backend, tmp_path):
+    routes = f"[route forced]\nendpoint = http://127.0.0.1:{backend.port}/v1\nmodel = cheap\n"
+    e = start_egressd(inference_config(tmp_path, backend.port, routes=routes), env=INFERENCE_ENV)
+    s = intercepted(e)
+    code, headers, f = post(s, "/v1/chat/completions", b'{"mod\\u0065l":"gpt-4o","messages":[]}')
+    assert code == 200
+    assert json.loads(backend.last()["body"])["model"] == "cheap"
+
+
+@pytest.mark.parametrize("path", ["/v1/models/..", "/v1/models/%2F", "/v1/models/%2e%2e",
+                                  "/v1/models/a%2fb", "/v1/models/%2E%2E", "/v1/models/..%5c"])
+def test_model_id_cannot_walk_the_backend(proxy, backend, path):
+    s = intercepted(proxy)
+    s.sendall(b"GET %s HTTP/1.1\r\nHost: inference.local\r\n\r\n" % path.encode())
+    raw = read_response(s)
+    assert raw.startswith(b"HTTP/1.1 400"), raw
+    assert backend.requests() == []
+
+
+def test_long_key_and_long_head_do_not_overflow(start_egressd, backend, tmp_path):
+    """An 8 KiB client head plus a 4,000-byte key wrote past the buffer of
+    the backend head (found by AddressSanitizer)."""
+    key = "k" * 4090
+    (tmp_path / "key").write_text(key)
+    routes = (f"[route r]\nendpoint = http://127.0.0.1:{backend.port}/{'p' * 200}/v1\n"
+              f"api_key_file = {tmp_path}/key\n")
+    e = start_egressd(inference_config(tmp_path, backend.port, routes=routes), env=INFERENCE_ENV)
+    s = intercepted(e)
+    body = json.dumps(CHAT).encode()
+    agent = b"a" * (8192 - 220)
+    code, headers, f = post(s, "/v1/chat/completions", body, extra=b"User-Agent: %s\r\n" % agent)
+    assert code == 200, code
+    rec = {k.lower(): v for k, v in backend.last()["headers"]}
+    assert rec["authorization"] == "Bearer " + key and rec["user-agent"] == agent.decode()
+    assert key not in e.logpath.read_text()
+
+
+def test_trailing_comma_is_a_line_numbered_error_not_a_crash(start_egressd, backend, tmp_path):
+    good = inference_config(tmp_path, backend.port)
+    e = start_egressd(good, env=INFERENCE_ENV)
+    bad = good + f"[route r]\nendpoint = http://127.0.0.1:{backend.port}/v1\nmodels = gpt-4*,\n"
+    (tmp_path / "bad.ini").write_text(bad)
+    from conftest import EGRESSD
+    r = subprocess.run([EGRESSD, "-t", "-c", str(tmp_path / "bad.ini")], capture_output=True, text=True,
+                       env=dict(os.environ, **INFERENCE_ENV), timeout=30)
+    assert r.returncode == 1 and "empty item" in r.stderr, r.stderr
+    assert f"bad.ini:{bad.count(chr(10))}:" in r.stderr, "the line of the models key"
+    reload(e, bad, wait_for="reload failed")
+    assert e.proc.poll() is None, "the daemon survived the bad reload"
+    s = intercepted(e)
+    code, headers, f = post(s, "/v1/chat/completions", json.dumps(CHAT).encode())
+    assert code == 200, "and still serves with the old configuration"
+
+
+def test_half_written_config_does_not_become_deny_all(start_egressd, origin):
+    e = start_egressd(proxy_config(rules=allow_local()))
+    reload(e, "", wait_for="reload failed")
+    s = e.connect()
+    s.sendall(b"GET http://127.0.0.1:%d/hello HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % origin)
+    status, _ = read_head(s.makefile("rb"))
+    assert status.startswith(b"HTTP/1.1 200")
