@@ -29,19 +29,35 @@ static bool destination_matches(const struct rule *r, const struct host *h, uint
     return ports_match(r->ports, r->n_ports, port) && hostset_match(&r->hosts, h);
 }
 
-/* A rule with `binary` matches when the process or one of its ancestors
- * runs one of the listed executables; unknown identity matches nothing. */
+/* Does this process or one of its ancestors run a listed executable? */
+static bool chain_matches(const struct rule *r, const struct identity_holder *h)
+{
+    for (size_t c = 0; c < h->n; c++)
+        for (size_t b = 0; b < r->n_binaries; b++)
+            if (path_glob_match(r->binaries[b], h->chain[c]))
+                return true;
+    return false;
+}
+
+/* Whether a rule's `binary` list admits the caller.  Any process holding
+ * the socket can write the request, so an allow rule needs every holder to
+ * match; a deny rule takes any holder, and an identity that could not be
+ * established (or was not looked up) as a match: doubt denies. */
 static bool binary_matches(const struct rule *r, const struct identity *id)
 {
     if (r->n_binaries == 0)
         return true;
-    if (id == NULL || id->unresolved != NULL)
-        return false;
-    for (size_t c = 0; c < id->n; c++)
-        for (size_t b = 0; b < r->n_binaries; b++)
-            if (path_glob_match(r->binaries[b], id->chain[c]))
+    bool unknown = id == NULL || id->unresolved != NULL || id->n == 0;
+    if (r->kind == RULE_DENY) {
+        for (size_t h = 0; !unknown && h < id->n; h++)
+            if (chain_matches(r, &id->holder[h]))
                 return true;
-    return false;
+        return unknown;
+    }
+    for (size_t h = 0; !unknown && h < id->n; h++)
+        if (!chain_matches(r, &id->holder[h]))
+            return false;
+    return !unknown;
 }
 
 struct matcher {
@@ -60,7 +76,7 @@ static int first_match(struct matcher *m, enum rule_kind kind)
             continue;
         if (binary_matches(r, m->id))
             return (int)i;
-        if (m->missed == NULL)
+        if (m->missed == NULL && kind != RULE_DENY)
             m->missed = r->name;
     }
     return -1;
@@ -86,7 +102,10 @@ void policy_decide_as(const struct policy *p, const struct host *h, uint16_t por
     struct matcher m = {p, h, port, id, NULL};
     int i = first_match(&m, RULE_DENY);
     if (i >= 0) {
-        *out = (struct policy_decision){ACTION_DENY, p->rules[i].name, "denied by rule", i};
+        const char *why = "denied by rule";
+        if (p->rules[i].n_binaries > 0 && (id == NULL || id->unresolved != NULL))
+            why = id ? id->unresolved : "denied by rule: the calling program is not known";
+        *out = (struct policy_decision){ACTION_DENY, p->rules[i].name, why, i};
         return;
     }
     i = first_match(&m, RULE_INTERCEPT);
@@ -105,6 +124,8 @@ void policy_decide_as(const struct policy *p, const struct host *h, uint16_t por
         why = "a rule names binaries, and the calling process was not looked up";
     else if (m.missed != NULL && id->unresolved != NULL)
         why = id->unresolved; /* deny with the reason, never allow on doubt */
+    else if (m.missed != NULL && id->n > 1)
+        why = "the client's socket is shared by processes the rule does not all allow";
     else if (m.missed != NULL)
         why = "the calling binary is not one the rule allows";
     *out = (struct policy_decision){ACTION_DENY, m.missed, why, -1};
@@ -156,7 +177,7 @@ void policy_explain(const struct policy *p, const struct host *h, uint16_t port,
                            policy_action_name(d.action), rule_kind_name(r->kind), r->name, r->line);
     if (n > 0 && (size_t)n < len && r->n_binaries > 0 && id != NULL && id->n > 0)
         n += snprintf(buf + n, len - (size_t)n, "  binary %s is on the rule's binary list\n",
-                      id->chain[0]);
+                      id->holder[0].chain[0]);
     if (n > 0 && (size_t)n < len && d.action == ACTION_ALLOW && r->n_allowed > 0)
         snprintf(buf + n, len - (size_t)n,
                  "  private addresses reachable through allowed_ips (%zu entries)\n", r->n_allowed);

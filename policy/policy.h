@@ -136,14 +136,21 @@ int host_port_parse(const char *s, size_t len, uint16_t default_port, struct hos
 
 enum policy_action { ACTION_DENY, ACTION_ALLOW, ACTION_INTERCEPT };
 
-/* The calling process, for rules with `binary` (DESIGN section 6). */
-#define IDENTITY_CHAIN_MAX 65 /* the process and up to 64 ancestors */
-#define IDENTITY_PATH_MAX  512
-struct identity {
-    const char *unresolved; /* NULL when resolved, else why not */
+/* The calling programs, for rules with `binary` (DESIGN section 6): every
+ * process holding the client's socket, each with its executable and its
+ * ancestors'. */
+#define IDENTITY_CHAIN_MAX   65 /* a process and up to 64 ancestors */
+#define IDENTITY_HOLDERS_MAX 16 /* more processes on one socket: not established */
+#define IDENTITY_PATH_MAX    512
+struct identity_holder {
     long pid;
-    size_t n;                                          /* executables in chain */
-    char chain[IDENTITY_CHAIN_MAX][IDENTITY_PATH_MAX]; /* exe of pid, its parent, ... */
+    size_t n;
+    char *chain[IDENTITY_CHAIN_MAX]; /* exe of pid, of its parent, ... */
+};
+struct identity {
+    const char *unresolved; /* NULL when resolved, else why not (and n is 0) */
+    size_t n;
+    struct identity_holder holder[IDENTITY_HOLDERS_MAX];
 };
 
 struct policy_decision {
@@ -164,7 +171,26 @@ void policy_decide_as(const struct policy *p, const struct host *h, uint16_t por
  * should look the process up before deciding? */
 bool policy_wants_identity(const struct policy *p, const struct host *h, uint16_t port);
 
-/* ---- process identity helpers (identity.c) ---- */
+/* ---- process identity (identity.c, trust.c, glob.c) ---- */
+
+/* Trust on first use: the content of each executable path, pinned. */
+struct trust_store;
+struct trust_store *trust_store_new(void);
+void trust_store_free(struct trust_store *t);
+/* NULL when the content fd reads is what path held when first seen (hashed
+ * again only when its inode, size or times change), else why not. */
+const char *trust_check(struct trust_store *t, int fd, const char *path);
+
+/* Who holds the client socket fd (our accepted end), looked up in /proc
+ * (of sandbox_pid's network namespace when not 0).  NULL only when out of
+ * memory; check ->unresolved. */
+struct identity *identity_lookup(int fd, unsigned sandbox_pid, struct trust_store *t);
+/* For callers that know the programs (--explain, tests): an empty identity,
+ * a holder (its index, or -1 when full), an executable in its chain. */
+struct identity *identity_new(void);
+int identity_add_holder(struct identity *id, long pid);
+int identity_add_exe(struct identity *id, size_t holder, const char *path);
+void identity_free(struct identity *id);
 
 /* Glob over paths: '*' stays within a segment, '**' crosses them; time
  * linear in the path for a given pattern (at most GLOB_PATTERN_MAX). */

@@ -44,7 +44,7 @@ static int explain(struct policy *p, const char *target, const char *binary)
     uint16_t port;
     const char *why;
     char out[1024];
-    static struct identity id; /* large: not on the stack */
+    struct identity *id = NULL;
     if (host_port_parse(target, strlen(target), 443, &h, &port, &why) != 0) {
         fprintf(stderr, "egressd: %s: %s\n", target, why);
         return 2;
@@ -52,11 +52,15 @@ static int explain(struct policy *p, const char *target, const char *binary)
     if (binary != NULL) {
         char real[4096];
         /* as the kernel would report it: symlinks resolved */
-        snprintf(id.chain[0], sizeof(id.chain[0]), "%.511s",
-                 realpath(binary, real) != NULL ? real : binary);
-        id.n = 1;
+        if ((id = identity_new()) == NULL || identity_add_holder(id, 0) != 0 ||
+            identity_add_exe(id, 0, realpath(binary, real) != NULL ? real : binary) != 0) {
+            fprintf(stderr, "egressd: out of memory\n");
+            identity_free(id);
+            return 1;
+        }
     }
-    policy_explain(p, &h, port, binary ? &id : NULL, out, sizeof(out));
+    policy_explain(p, &h, port, id, out, sizeof(out));
+    identity_free(id);
     fputs(out, stdout);
     return 0;
 }

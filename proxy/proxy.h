@@ -106,7 +106,8 @@ int server_run(struct server *s);
 struct snapshot *server_snapshot(struct server *s);
 /* Changes at every reload: long-lived connections check their destination again. */
 unsigned server_generation(struct server *s);
-struct fingerprints *server_fingerprints(struct server *s);
+/* Trust on first use of executables: kept across reloads. */
+struct trust_store *server_trust(struct server *s);
 
 /* Pool and cache state, for /metrics. */
 struct metrics_gauges {
@@ -158,18 +159,10 @@ struct conn {
     struct upstream *upstream;  /* forward.c: the kept upstream connection */
     const char *intercept_host; /* intercept.c: for the inference log lines */
     long intercept_port;
-    struct identity *id; /* identity.c: looked up once, when a rule needs it */
+    struct identity *id; /* looked up once, when a rule needs it */
     bool closed_cleanly; /* tunnel.c: both directions ended with EOF */
 };
 
-/* identity.c: the calling process, for `binary` rules. */
-struct fingerprints;
-struct fingerprints *fingerprints_new(void);
-void fingerprints_free(struct fingerprints *f);
-struct identity *identity_lookup(const struct conn *c, struct fingerprints *fp);
-/* Trust on first use: NULL when the content fd reads is what path held when
- * first seen (hashed again only when its inode, size or times change). */
-const char *fingerprint_check(struct fingerprints *fp, int fd, const char *path);
 /* worker.c: decide for the connection's client, looking it up when a rule
  * names binaries; fills the log's pid and binary. */
 void conn_decide(struct conn *c, const struct host *h, uint16_t port, struct policy_decision *d,

@@ -57,7 +57,7 @@ struct idler {
 
 struct server {
     const char *config_path;
-    struct fingerprints *fingerprints; /* trust on first use: kept across reloads */
+    struct trust_store *trust; /* trust on first use: kept across reloads */
     struct admin *admin;
     struct snapshot_holder cfg;
     int lfd;
@@ -82,9 +82,9 @@ unsigned server_generation(struct server *s)
     return holder_generation(&s->cfg);
 }
 
-struct fingerprints *server_fingerprints(struct server *s)
+struct trust_store *server_trust(struct server *s)
 {
-    return s->fingerprints;
+    return s->trust;
 }
 
 bool server_stopping(struct server *s)
@@ -375,12 +375,12 @@ struct server *server_start(struct snapshot *first, const char *config_path)
     if (s == NULL)
         return NULL;
     s->q = calloc(set->queue, sizeof(*s->q));
-    s->fingerprints = fingerprints_new();
-    s->lfd = s->q && s->fingerprints
+    s->trust = trust_store_new();
+    s->lfd = s->q && s->trust
                  ? listen_socket(&set->listen_addr, set->listen_len, set->listen, "proxy")
                  : -1;
     if (s->lfd < 0) {
-        fingerprints_free(s->fingerprints);
+        trust_store_free(s->trust);
         free(s->q);
         free(s);
         return NULL;
@@ -418,7 +418,7 @@ static void server_free(struct server *s)
     pthread_cond_destroy(&s->idle_change);
     pthread_mutex_destroy(&s->mu);
     snapshot_unref(atomic_load(&s->cfg.cur));
-    fingerprints_free(s->fingerprints);
+    trust_store_free(s->trust);
     free(s->q);
     free(s);
 }

@@ -40,11 +40,11 @@ void conn_decide(struct conn *c, const struct host *h, uint16_t port, struct pol
                  struct log_fields *f)
 {
     if (c->id == NULL && policy_wants_identity(c->pol, h, port))
-        c->id = identity_lookup(c, server_fingerprints(c->srv));
+        c->id = identity_lookup(c->fd, c->set->sandbox_pid, server_trust(c->srv));
     policy_decide_as(c->pol, h, port, c->id, d);
     if (c->id != NULL && c->id->n > 0) {
-        f->pid = c->id->pid;
-        f->binary = c->id->chain[0];
+        f->pid = c->id->holder[0].pid;
+        f->binary = c->id->holder[0].chain[0];
     }
     metrics_connection(d->action);
 }
@@ -213,6 +213,6 @@ void conn_serve(struct server *srv, int fd, const struct sockaddr_storage *peer,
     else
         linger_close(fd);
     snapshot_unref(c->snap);
-    free(c->id);
+    identity_free(c->id);
     free(c);
 }

@@ -1,6 +1,5 @@
 /*
- * rng.c - random numbers for mbedTLS, its error codes in words, and SHA-256
- * of a file (the one other use egressd has for mbedTLS's crypto).
+ * rng.c - random numbers for mbedTLS, and its error codes in words.
  *
  * A CTR-DRBG may be shared once seeded, but its reseeding is not
  * thread-safe, so each thread gets its own, seeded from getrandom(2) on
@@ -18,7 +17,6 @@
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
-#include <mbedtls/sha256.h>
 #include <mbedtls/net_sockets.h>
 #include <mbedtls/ssl.h>
 
@@ -101,23 +99,4 @@ void tls_describe(int rc, bool timed_out, char *buf, size_t len)
     char msg[160];
     mbedtls_strerror(rc, msg, sizeof(msg));
     snprintf(buf, len, "%s (-0x%04x)", msg, (unsigned)-rc);
-}
-
-int sha256_fd(int fd, unsigned char out[32])
-{
-    mbedtls_sha256_context ctx;
-    unsigned char buf[65536];
-    ssize_t n;
-    int rc;
-    mbedtls_sha256_init(&ctx);
-    rc = mbedtls_sha256_starts_ret(&ctx, 0);
-    while (rc == 0 && (n = read(fd, buf, sizeof(buf))) != 0) {
-        if (n < 0 && errno == EINTR)
-            continue;
-        rc = n < 0 ? -1 : mbedtls_sha256_update_ret(&ctx, buf, (size_t)n);
-    }
-    if (rc == 0)
-        rc = mbedtls_sha256_finish_ret(&ctx, out);
-    mbedtls_sha256_free(&ctx);
-    return rc == 0 ? 0 : -1;
 }

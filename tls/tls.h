@@ -79,9 +79,4 @@ void tls_client_free(struct tls_client *tc);
 struct stream *tls_client_connect(struct tls_client *tc, int fd, const char *hostname,
                                   int timeout_ms, char *err, size_t errlen);
 
-/* ---- hashing (for binary fingerprints) ---- */
-
-/* SHA-256 of everything readable from fd, streamed; 0 or -1. */
-int sha256_fd(int fd, unsigned char out[32]);
-
 #endif

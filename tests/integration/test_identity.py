@@ -122,3 +122,67 @@ def test_client_in_another_namespace(start_egressd, origin):
             sandbox.wait()
         subprocess.run(["ip", "link", "del", outside], capture_output=True)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+BORROW = r"""
+import os, socket, sys, time
+proxy, origin, allowed = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+s = socket.create_connection(("127.0.0.1", proxy), timeout=10)
+s.set_inheritable(True)
+child = os.fork()
+if child == 0:
+    grandchild = os.fork()
+    if grandchild == 0:
+        os.execv(allowed, [allowed, "20"])  # the allowed program inherits the socket
+    deadline = time.time() + 10  # leave only once it runs the allowed program
+    while time.time() < deadline:
+        try:
+            if os.readlink(f"/proc/{grandchild}/exe") == allowed:
+                break
+        except OSError:
+            pass
+        time.sleep(0.01)
+    print(grandchild, flush=True)
+    os._exit(0)  # the grandchild is orphaned: python is no ancestor of it
+os.waitpid(child, 0)
+s.sendall(b"GET http://127.0.0.1:%d/hello HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % origin)
+print(s.recv(200).split(b"\r\n")[0].decode(), flush=True)
+"""
+
+
+def test_identity_cannot_be_borrowed(start_egressd, origin, tmp_path):
+    """A process no rule allows keeps its socket while an orphaned
+    grandchild runs an allowed program: every holder is judged."""
+    sleep = os.path.realpath(shutil.which("sleep"))
+    e = start_egressd(proxy_config(rules=rule(sleep, origin)))
+    r = subprocess.run(["/usr/bin/python3", "-c", BORROW, str(e.port), str(origin), sleep],
+                       capture_output=True, text=True, timeout=30)
+    grandchild, status = r.stdout.split("\n")[:2]
+    try:
+        assert " 403 " in status + " ", r.stdout + r.stderr
+        deny = e.events("forward", action="deny")[0]
+        assert "shared" in deny["reason"], deny
+    finally:
+        subprocess.run(["kill", grandchild], capture_output=True)
+
+
+@pytestmark_netns
+def test_deny_rule_with_binary_denies_when_identity_is_unknown(start_egressd, origin):
+    """With the identity unknown (the socket is looked for in another
+    namespace), a deny rule that names binaries once stepped aside and a
+    later allow rule admitted the connection."""
+    other = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+    try:
+        ours = os.readlink("/proc/self/ns/net")
+        deadline = time.time() + 10
+        while os.readlink(f"/proc/{other.pid}/ns/net") == ours and time.time() < deadline:
+            time.sleep(0.02)
+        rules = (f"[deny no-curl]\nhost = 127.0.0.1\nbinary = {CURL}\n"
+                 f"[allow local]\nhost = 127.0.0.1\nport = {origin}\n")
+        e = start_egressd(proxy_config(f"sandbox_pid = {other.pid}", rules=rules))
+        assert fetch(CURL, e, origin) == "403"
+        deny = e.events("forward", action="deny")[0]
+        assert deny["rule"] == "no-curl" and "process identity" in deny["reason"], deny
+    finally:
+        other.kill()
+        other.wait()

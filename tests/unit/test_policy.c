@@ -5,8 +5,11 @@
 #include "../../policy/policy_int.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static struct policy *load(const char *text)
@@ -432,6 +435,19 @@ Test(identity, proc_net_tcp_lines)
     cr_assert_eq(proc_net_tcp_line("   0: 0100007F 0100007F:0C38 01", &ps), -1);
 }
 
+/* An identity of holders, each given as a NULL-ended chain of executables. */
+static struct identity *holders(const char *const *chains[], size_t n)
+{
+    struct identity *id = identity_new();
+    cr_assert_not_null(id);
+    for (size_t h = 0; h < n; h++) {
+        cr_assert_eq(identity_add_holder(id, (long)(100 + h)), (int)h);
+        for (const char *const *c = chains[h]; *c != NULL; c++)
+            cr_assert_eq(identity_add_exe(id, h, *c), 0);
+    }
+    return id;
+}
+
 Test(identity, binary_rules)
 {
     struct policy *p =
@@ -441,29 +457,129 @@ Test(identity, binary_rules)
     const char *why;
     host_parse("github.com", 10, &h, &why);
     cr_assert(policy_wants_identity(p, &h, 443));
-    static struct identity id;
     struct policy_decision d;
     policy_decide(p, &h, 443, &d);
     cr_assert_eq(d.action, ACTION_DENY, "unknown process: denied, with a reason");
     cr_assert(strstr(d.reason, "not looked up") != NULL, "%s", d.reason);
-    id.unresolved = "process identity: gone";
-    policy_decide_as(p, &h, 443, &id, &d);
+    struct identity *id = identity_new();
+    id->unresolved = "process identity: gone";
+    policy_decide_as(p, &h, 443, id, &d);
     cr_assert_eq(d.action, ACTION_DENY);
     cr_assert_str_eq(d.reason, "process identity: gone");
-    id.unresolved = NULL;
-    id.n = 3;
-    strcpy(id.chain[0], "/usr/bin/curl");
-    strcpy(id.chain[1], "/usr/bin/bash");
-    strcpy(id.chain[2], "/usr/lib/git-core/git-remote-https");
-    policy_decide_as(p, &h, 443, &id, &d);
+    identity_free(id);
+    const char *const chain[] = {"/usr/bin/curl", "/usr/bin/bash",
+                                 "/usr/lib/git-core/git-remote-https", NULL};
+    const char *const *one[] = {chain};
+    id = holders(one, 1);
+    policy_decide_as(p, &h, 443, id, &d);
     cr_assert_eq(d.action, ACTION_ALLOW, "an ancestor matches");
     cr_assert_str_eq(d.rule, "git");
-    id.n = 2;
-    policy_decide_as(p, &h, 443, &id, &d);
+    identity_free(id);
+    const char *const short_chain[] = {"/usr/bin/curl", "/usr/bin/bash", NULL};
+    const char *const *other[] = {short_chain};
+    id = holders(other, 1);
+    policy_decide_as(p, &h, 443, id, &d);
     cr_assert_eq(d.action, ACTION_DENY);
     cr_assert(strstr(d.reason, "not one the rule allows") != NULL);
-    strcpy(id.chain[0], "/opt/y/curl");
-    policy_decide_as(p, &h, 443, &id, &d);
+    identity_free(id);
+    const char *const curl[] = {"/opt/y/curl", NULL};
+    const char *const *c[] = {curl};
+    id = holders(c, 1);
+    policy_decide_as(p, &h, 443, id, &d);
     cr_assert_str_eq(d.rule, "curl");
+    identity_free(id);
     policy_unref(p);
+}
+
+Test(identity, every_holder_of_a_shared_socket_must_match)
+{
+    /* a process no rule allows forks; a grandchild execs git while the
+     * original keeps the socket and writes the request */
+    struct policy *p = load("[allow git]\nhost = github.com\nbinary = /usr/bin/git\n");
+    struct host h;
+    const char *why;
+    host_parse("github.com", 10, &h, &why);
+    const char *const git[] = {"/usr/bin/git", "/usr/lib/systemd/systemd", NULL};
+    const char *const python[] = {"/usr/bin/python3.11", "/usr/bin/bash", NULL};
+    const char *const *shared[] = {git, python};
+    struct identity *id = holders(shared, 2);
+    struct policy_decision d;
+    policy_decide_as(p, &h, 443, id, &d);
+    cr_assert_eq(d.action, ACTION_DENY, "the python holder is not allowed");
+    cr_assert(strstr(d.reason, "shared") != NULL, "%s", d.reason);
+    identity_free(id);
+    const char *const *both_git[] = {git, git};
+    id = holders(both_git, 2);
+    policy_decide_as(p, &h, 443, id, &d);
+    cr_assert_eq(d.action, ACTION_ALLOW, "git and git's fork");
+    identity_free(id);
+    policy_unref(p);
+}
+
+Test(identity, a_deny_rule_naming_binaries_denies_on_doubt)
+{
+    struct policy *p = load("[deny no-curl]\nhost = example.com\nbinary = /usr/bin/curl\n"
+                            "[allow all]\nhost = example.com\n");
+    struct host h;
+    const char *why;
+    host_parse("example.com", 11, &h, &why);
+    struct policy_decision d;
+    struct identity *id = identity_new();
+    id->unresolved = "process identity: the socket is not in /proc/net/tcp";
+    policy_decide_as(p, &h, 443, id, &d);
+    cr_assert_eq(d.action, ACTION_DENY, "unknown identity: the deny rule applies");
+    cr_assert_str_eq(d.rule, "no-curl");
+    identity_free(id);
+    policy_decide(p, &h, 443, &d);
+    cr_assert_eq(d.action, ACTION_DENY, "not looked up: the same");
+    const char *const python[] = {"/usr/bin/python3.11", NULL};
+    const char *const curl[] = {"/usr/bin/curl", NULL};
+    const char *const *py[] = {python};
+    id = holders(py, 1);
+    policy_decide_as(p, &h, 443, id, &d);
+    cr_assert_eq(d.action, ACTION_ALLOW, "known and not curl");
+    identity_free(id);
+    const char *const *mixed[] = {python, curl};
+    id = holders(mixed, 2);
+    policy_decide_as(p, &h, 443, id, &d);
+    cr_assert_eq(d.action, ACTION_DENY, "curl among the holders");
+    identity_free(id);
+    policy_unref(p);
+}
+
+static int write_file(const char *path, const char *content)
+{
+    FILE *f = fopen(path, "w");
+    fputs(content, f);
+    fclose(f);
+    return open(path, O_RDONLY);
+}
+
+Test(trust, first_use_pins_the_content)
+{
+    char dir[] = "/tmp/egressd-fp-XXXXXX", path[64], other[64];
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/tool", dir);
+    snprintf(other, sizeof(other), "%s/other", dir);
+    struct trust_store *fp = trust_store_new();
+    int fd = write_file(path, "version one");
+    cr_assert_null(trust_check(fp, fd, path), "first use is trusted");
+    cr_assert_null(trust_check(fp, fd, path), "unchanged");
+    close(fd);
+    usleep(20000); /* a distinct mtime */
+    fd = write_file(path, "version two");
+    const char *why = trust_check(fp, fd, path);
+    cr_assert_not_null(why, "changed in place: refused");
+    cr_assert(strstr(why, "binary integrity") != NULL, "%s", why);
+    close(fd);
+    fd = write_file(other, "version two");
+    cr_assert_null(trust_check(fp, fd, other), "the same content elsewhere is its own path");
+    close(fd);
+    fd = write_file(path, "version one");
+    cr_assert_null(trust_check(fp, fd, path), "back to what was trusted");
+    close(fd);
+    trust_store_free(fp);
+    unlink(path);
+    unlink(other);
+    rmdir(dir);
 }

@@ -175,39 +175,3 @@ Test(relay, idle_timeout_ends_it)
 
 /* ---- trust on first use ---- */
 
-static int write_file(const char *path, const char *content)
-{
-    FILE *f = fopen(path, "w");
-    fputs(content, f);
-    fclose(f);
-    return open(path, O_RDONLY);
-}
-
-Test(fingerprints, trust_on_first_use)
-{
-    char dir[] = "/tmp/egressd-fp-XXXXXX", path[64], other[64];
-    cr_assert_not_null(mkdtemp(dir));
-    snprintf(path, sizeof(path), "%s/tool", dir);
-    snprintf(other, sizeof(other), "%s/other", dir);
-    struct fingerprints *fp = fingerprints_new();
-    int fd = write_file(path, "version one");
-    cr_assert_null(fingerprint_check(fp, fd, path), "first use is trusted");
-    cr_assert_null(fingerprint_check(fp, fd, path), "unchanged");
-    close(fd);
-    usleep(20000); /* a distinct mtime */
-    fd = write_file(path, "version two");
-    const char *why = fingerprint_check(fp, fd, path);
-    cr_assert_not_null(why, "changed in place: refused");
-    cr_assert(strstr(why, "binary integrity") != NULL, "%s", why);
-    close(fd);
-    fd = write_file(other, "version two");
-    cr_assert_null(fingerprint_check(fp, fd, other), "the same content elsewhere is its own path");
-    close(fd);
-    fd = write_file(path, "version one");
-    cr_assert_null(fingerprint_check(fp, fd, path), "back to what was trusted");
-    close(fd);
-    fingerprints_free(fp);
-    unlink(path);
-    unlink(other);
-    rmdir(dir);
-}
