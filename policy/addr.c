@@ -157,6 +157,16 @@ enum addr_class addr_classify(const struct sockaddr *sa, const char **what)
     return ADDR_BLOCKED;
 }
 
+bool addr_embedded_v4(const struct sockaddr *sa, struct in_addr *out)
+{
+    uint32_t v4;
+    if (sa->sa_family != AF_INET6 ||
+        !embedded_v4(((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr, &v4))
+        return false;
+    out->s_addr = htonl(v4);
+    return true;
+}
+
 /* allowed_ips are compared with the address the packets really go to: an
  * IPv4 CIDR also covers that IPv4 address inside any IPv6 embedding. */
 bool cidr_contains(const struct cidr *c, const struct sockaddr *sa)

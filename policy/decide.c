@@ -8,6 +8,7 @@
  */
 #include "policy_int.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -152,6 +153,50 @@ bool policy_address_permitted(const struct policy *p, const struct policy_decisi
         if (cidr_contains(&r->allowed[i], sa))
             return true;
     return false;
+}
+
+/* The address as a host, for matching IP-literal patterns; false when it
+ * is not an IP address. */
+static bool address_host(const struct sockaddr *sa, struct host *h)
+{
+    memset(h, 0, sizeof(*h));
+    if (sa->sa_family == AF_INET) {
+        h->kind = HOST_IPV4;
+        h->ip.v4 = ((const struct sockaddr_in *)sa)->sin_addr;
+        return inet_ntop(AF_INET, &h->ip.v4, h->name, sizeof(h->name)) != NULL;
+    }
+    if (sa->sa_family == AF_INET6) {
+        h->kind = HOST_IPV6;
+        h->ip.v6 = ((const struct sockaddr_in6 *)sa)->sin6_addr;
+        return inet_ntop(AF_INET6, &h->ip.v6, h->name, sizeof(h->name)) != NULL;
+    }
+    return false;
+}
+
+int policy_address_denied(const struct policy *p, const struct sockaddr *sa, uint16_t port,
+                          const struct identity *id)
+{
+    struct host as_host, carried;
+    struct sockaddr_in v4 = {.sin_family = AF_INET};
+    if (!address_host(sa, &as_host))
+        return -1;
+    /* an IPv6 form carrying an IPv4 address is judged by that address too */
+    bool also_v4 = sa->sa_family == AF_INET6 && addr_embedded_v4(sa, &v4.sin_addr) &&
+                   address_host((const struct sockaddr *)&v4, &carried);
+    for (size_t i = 0; i < p->n_rules; i++) {
+        const struct rule *r = &p->rules[i];
+        if (r->kind != RULE_DENY || !ports_match(r->ports, r->n_ports, port) ||
+            !binary_matches(r, id))
+            continue;
+        if (hostset_match(&r->hosts, &as_host) || (also_v4 && hostset_match(&r->hosts, &carried)))
+            return (int)i;
+    }
+    return -1;
+}
+
+const char *policy_rule_name(const struct policy *p, int i)
+{
+    return i >= 0 && (size_t)i < p->n_rules ? p->rules[i].name : NULL;
 }
 
 static const char *rule_kind_name(enum rule_kind k)

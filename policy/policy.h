@@ -224,6 +224,16 @@ enum addr_class addr_classify(const struct sockaddr *sa, const char **what);
 bool policy_address_permitted(const struct policy *p, const struct policy_decision *d,
                               const struct sockaddr *sa, const char **why);
 
+/* The deny rule (its index, else -1) naming this resolved address as an IP
+ * literal on port: a name that resolves to a denied address is denied like
+ * the address itself. */
+int policy_address_denied(const struct policy *p, const struct sockaddr *sa, uint16_t port,
+                          const struct identity *id);
+const char *policy_rule_name(const struct policy *p, int i);
+/* The IPv4 address an IPv6 address carries (mapped, compatible, NAT64,
+ * 6to4, Teredo...); false for plain IPv6 and for IPv4. */
+bool addr_embedded_v4(const struct sockaddr *sa, struct in_addr *out);
+
 /* For "egressd --explain": a human description of a decision. */
 void policy_explain(const struct policy *p, const struct host *h, uint16_t port,
                     const struct identity *id, char *buf, size_t len);

@@ -240,7 +240,14 @@ void dial(const struct conn *c, const struct host *h, uint16_t port,
     int n = addresses(h, (int)c->set->dns_timeout_ms, addrs, &why);
     if (n < 0)
         return fail(r, &ERR_DNS_FAILURE, "%s: %s", h->name, why);
+    r->rule = NULL;
     for (int i = 0; i < n; i++) {
+        int deny = policy_address_denied(c->pol, (struct sockaddr *)&addrs[i], port, c->id);
+        if (deny >= 0 && h->kind == HOST_NAME) {
+            r->rule = policy_rule_name(c->pol, deny);
+            return fail(r, &ERR_POLICY_DENIED, "%s resolves to an address rule %s denies",
+                        h->name, r->rule);
+        }
         if (!policy_address_permitted(c->pol, d, (struct sockaddr *)&addrs[i], &why)) {
             format_sockaddr((struct sockaddr *)&addrs[i], ip, sizeof(ip));
             *strrchr(ip, ':') = '\0'; /* the port is not set yet */

@@ -306,6 +306,7 @@ static const struct proxy_error *upstream_get(struct exchange *x, bool *reused)
     dial(c, &x->t.h, x->t.port, &x->d, &r);
     if (r.err != NULL) {
         snprintf(x->detail, sizeof(x->detail), "%s", r.detail);
+        x->f.rule = r.rule ? r.rule : x->f.rule;
         return r.err;
     }
     u->s.st = stream_plain(r.fd);

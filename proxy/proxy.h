@@ -183,6 +183,7 @@ void conn_fail(struct conn *c, const struct log_fields *f, const struct proxy_er
 struct dial_result {
     int fd;
     const struct proxy_error *err; /* NULL on success */
+    const char *rule;              /* a deny rule that named a resolved address */
     char detail[320];
 };
 void dial(const struct conn *c, const struct host *h, uint16_t port,

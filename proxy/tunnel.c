@@ -35,6 +35,7 @@ static bool still_allowed(void *ctx)
     const char *why;
     bool ok = d.action == ACTION_ALLOW &&
               getpeername(r->upstream, (struct sockaddr *)&peer, &len) == 0 &&
+              policy_address_denied(s->pol, (struct sockaddr *)&peer, r->port, r->c->id) < 0 &&
               policy_address_permitted(s->pol, &d, (struct sockaddr *)&peer, &why);
     snapshot_unref(s);
     return ok;
@@ -71,6 +72,7 @@ void tunnel_serve(struct conn *c, const struct http_msg *m)
     dial(c, &h, port, &d, &r);
     if (r.err != NULL) {
         f.reason = r.err->code;
+        f.rule = r.rule ? r.rule : f.rule;
         return conn_fail(c, &f, r.err, r.detail);
     }
     conn_consume(c, m->head_len);

@@ -74,8 +74,8 @@ void conn_fail(struct conn *c, const struct log_fields *f, const struct proxy_er
     l.src = c->src;
     l.status = e->status;
     l.reason = l.reason ? l.reason : e->code;
-    if (e == &ERR_SSRF_DENIED)
-        l.action = "deny"; /* allowed by name, refused by address */
+    if (e == &ERR_SSRF_DENIED || e == &ERR_POLICY_DENIED)
+        l.action = "deny"; /* allowed by name, perhaps refused by address */
     l.detail = detail;
     l.duration_ms = now_ms() - c->t0;
     log_event(e->status >= 500 ? LOGL_WARN : LOGL_INFO, &l);

@@ -137,9 +137,29 @@ static int create_ca(const struct tls_settings *set, char *err, size_t errlen)
     return rc;
 }
 
+/* A CA key other users can read lets them mint certificates every sandbox
+ * trusts: refused, as sshd refuses a private key open to others. */
+static int key_private(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        snprintf(err, errlen, "ca_key %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if ((st.st_mode & 0027) != 0) {
+        snprintf(err, errlen,
+                 "ca_key %s is open to other users (mode %04o): make it 0600 (chmod 600 %s)", path,
+                 (unsigned)(st.st_mode & 07777), path);
+        return -1;
+    }
+    return 0;
+}
+
 static int load_ca(struct ca *ca, const struct tls_settings *set, char *err, size_t errlen)
 {
     char why[200];
+    if (key_private(set->ca_key, err, errlen) != 0)
+        return -1;
     int rc = mbedtls_x509_crt_parse_file(&ca->crt, set->ca_cert);
     if (rc != 0) {
         tls_describe(rc, false, why, sizeof(why));

@@ -255,3 +255,39 @@ def test_half_written_config_does_not_become_deny_all(start_egressd, origin):
     s.sendall(b"GET http://127.0.0.1:%d/hello HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % origin)
     status, _ = read_head(s.makefile("rb"))
     assert status.startswith(b"HTTP/1.1 200")
+
+
+def test_deny_on_an_address_applies_to_names_resolving_to_it(start_egressd, origin):
+    rules = ("[deny loopback-literal]\nhost = 127.0.0.1\n"
+             f"[allow by-name]\nhost = localhost\nport = {origin}\n")
+    e = start_egressd(proxy_config(rules=rules))
+    s = e.connect()
+    s.sendall(b"CONNECT localhost:%d HTTP/1.1\r\nHost: localhost\r\n\r\n" % origin)
+    code, headers, js = parse_error(read_response(s))
+    assert code == 403 and js["error"] == "policy_denied" and js["rule"] == "loopback-literal", js
+    s = e.connect()
+    s.sendall(b"GET http://localhost:%d/hello HTTP/1.1\r\nHost: localhost\r\n\r\n" % origin)
+    code, headers, js = parse_error(read_response(s))
+    assert code == 403 and js["rule"] == "loopback-literal"
+    line = e.events("connect", action="deny")[0]
+    assert line["rule"] == "loopback-literal" and line["status"] == 403
+
+
+def test_ca_key_open_to_others_is_refused(tmp_path, backend):
+    from conftest import EGRESSD
+    conf = inference_config(tmp_path, backend.port)
+    (tmp_path / "e.ini").write_text(conf)
+    env = dict(os.environ, **INFERENCE_ENV)
+    first = subprocess.Popen([EGRESSD, "-c", str(tmp_path / "e.ini")], stderr=subprocess.PIPE, text=True,
+                             env=env)
+    deadline = time.time() + 20  # the first start creates the CA, 0600
+    while not (tmp_path / "ca.key").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    first.terminate()
+    first.wait(timeout=20)
+    assert (tmp_path / "ca.key").stat().st_mode & 0o777 == 0o600
+    (tmp_path / "ca.key").chmod(0o644)
+    r = subprocess.run([EGRESSD, "-c", str(tmp_path / "e.ini")], capture_output=True, text=True, env=env,
+                       timeout=20)
+    assert r.returncode != 0
+    assert "open to other users" in r.stderr and "0644" in r.stderr, r.stderr

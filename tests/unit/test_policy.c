@@ -323,6 +323,25 @@ Test(addr, permitted)
     policy_unref(p);
 }
 
+Test(addr, deny_rules_on_addresses_cover_names_resolving_to_them)
+{
+    struct policy *p = load("[deny meta]\nhost = 169.254.169.254, [fd00:ec2::254], 203.0.113.9\n"
+                            "[deny web-only]\nhost = 198.51.100.7\nport = 80\n"
+                            "[allow all]\nhost = example.com\n");
+    struct sockaddr_storage a = addr("203.0.113.9"), mapped = addr("::ffff:203.0.113.9"),
+                            six = addr("fd00:ec2::254"), other = addr("203.0.113.10"),
+                            web = addr("198.51.100.7");
+    cr_assert_eq(policy_address_denied(p, (struct sockaddr *)&a, 443, NULL), 0);
+    cr_assert_str_eq(policy_rule_name(p, 0), "meta");
+    cr_assert_eq(policy_address_denied(p, (struct sockaddr *)&mapped, 443, NULL), 0,
+                 "the same address in an IPv6 form");
+    cr_assert_eq(policy_address_denied(p, (struct sockaddr *)&six, 443, NULL), 0);
+    cr_assert_eq(policy_address_denied(p, (struct sockaddr *)&other, 443, NULL), -1);
+    cr_assert_eq(policy_address_denied(p, (struct sockaddr *)&web, 443, NULL), -1, "port 80 only");
+    cr_assert_eq(policy_address_denied(p, (struct sockaddr *)&web, 80, NULL), 1);
+    policy_unref(p);
+}
+
 Test(addr, loopback_only_when_unsafe)
 {
     struct policy *p =
