@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 enum peek_kind peek_classify(const unsigned char *p, size_t n)
 {
     if (n == 0)

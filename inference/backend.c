@@ -112,9 +112,10 @@ static struct backend_conn *conn_new(const struct inference_env *env, const stru
         b->len = 0;
         b->next = NULL;
         snprintf(b->key, sizeof(b->key), "%s", key);
-        b->s = r->scheme == ENDPOINT_HTTPS
-                   ? tls_client_connect(env->tls, fd, r->host, (int)r->timeout_ms, err, errlen)
-                   : stream_plain(fd);
+        b->s =
+            r->scheme == ENDPOINT_HTTPS
+                ? tls_client_connect(env->tls, fd, r->host, now_ms() + r->timeout_ms, err, errlen)
+                : stream_plain(fd);
         if (b->s != NULL)
             return b;
         free(b);

@@ -12,7 +12,7 @@
 #include <ctype.h>
 #include <string.h>
 
-#define CHUNK_LINE_MAX 4096 /* a size line with its extensions, or all trailers */
+#define CHUNK_LINE_MAX 4096         /* a size line with its extensions, or all trailers */
 #define CHUNK_SIZE_MAX (1ull << 40) /* 1 TiB: no real client sends more in one chunk */
 
 enum {

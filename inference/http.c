@@ -300,17 +300,18 @@ enum head_status http_read_head(struct stream *s, char *buf, size_t cap, size_t 
     while (http_head_length(buf, *len) == 0) {
         if (*len >= cap)
             return HEAD_TOO_LARGE;
-        int64_t left = deadline - now_ms();
-        if (left <= 0)
-            return HEAD_TIMEOUT;
-        ssize_t n = stream_read(s, buf + *len, cap - *len, (int)left);
-        if (n == -2)
-            return HEAD_TIMEOUT;
-        if (n < 0)
-            return HEAD_ERROR;
-        if (n == 0)
+        size_t got;
+        switch (stream_read(s, buf + *len, cap - *len, &got, deadline)) {
+        case IO_OK:
+            *len += got;
+            break;
+        case IO_EOF:
             return *len ? HEAD_PARTIAL_EOF : HEAD_EOF;
-        *len += (size_t)n;
+        case IO_TIMEOUT:
+            return HEAD_TIMEOUT;
+        case IO_ERROR:
+            return HEAD_ERROR;
+        }
     }
     return HEAD_OK;
 }

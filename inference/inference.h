@@ -219,8 +219,8 @@ enum json_result {
  * keys[i] (lower-case ASCII).  A member that a common parser would take for
  * a key while egressd would not (a repeated name, one differing in case, or
  * one equal up to a NUL) makes the body JSON_AMBIGUOUS; *why says so. */
-enum json_result json_object_scan(const char *js, size_t len, const char *const *keys,
-                                  size_t nkeys, struct json_span *spans, const char **why);
+enum json_result json_object_scan(const char *js, size_t len, const char *const *keys, size_t nkeys,
+                                  struct json_span *spans, const char **why);
 /* Decode a JSON string token (quotes included) to UTF-8; its length, or -1
  * with *why (not a string, contains a NUL, does not fit). */
 int json_string(const char *tok, size_t len, char *out, size_t cap, const char **why);

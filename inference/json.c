@@ -287,8 +287,8 @@ static bool note_member(const char *js, size_t ns, size_t ne, size_t vs, size_t 
     return true;
 }
 
-enum json_result json_object_scan(const char *js, size_t len, const char *const *keys,
-                                  size_t nkeys, struct json_span *spans, const char **why)
+enum json_result json_object_scan(const char *js, size_t len, const char *const *keys, size_t nkeys,
+                                  struct json_span *spans, const char **why)
 {
     memset(spans, 0, nkeys * sizeof(*spans));
     *why = "the body is not a valid JSON object";

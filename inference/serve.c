@@ -22,7 +22,7 @@
 #define FWD_HEADERS_MAX    HTTP_HEAD_MAX
 /* request line, Host, the client's headers, the key, framing: always fits */
 #define BACKEND_HEAD_MAX (FWD_HEADERS_MAX + API_KEY_MAX + 4096)
-#define RESP_HEADERS_MAX   (32 * 1024)
+#define RESP_HEADERS_MAX (32 * 1024)
 
 struct exchange {
     const struct inference_env *env;
@@ -59,7 +59,7 @@ static bool fail(struct exchange *x, int status, const char *code, const char *m
                                 status, http_reason_phrase(status), blen, code,
                                 keep ? "" : "Connection: close\r\n", body);
     if (n < 0 || (size_t)n >= sizeof(out) ||
-        stream_write_all(x->cl->s, out, (size_t)n, x->rp.io_ms) != 0)
+        stream_write_all(x->cl->s, out, (size_t)n, now_ms() + x->rp.io_ms) != 0)
         keep = false;
     x->rec.status = status;
     x->rec.error = code;
@@ -103,7 +103,7 @@ int reply_whole(struct reply *rp, int status, const char *reason, const char *he
         return rp->failed = true, -1;
     size_t n = format_head(rp, out, status, reason, headers, (long long)len);
     memcpy(out + n, body, len);
-    int rc = stream_write_all(rp->cl->s, out, n + len, rp->io_ms);
+    int rc = stream_write_all(rp->cl->s, out, n + len, now_ms() + rp->io_ms);
     free(out);
     rp->bytes += len;
     if (rc != 0)
@@ -118,7 +118,7 @@ int reply_head(struct reply *rp, int status, const char *reason, const char *hea
     if (out == NULL)
         return rp->failed = true, -1;
     size_t n = format_head(rp, out, status, reason, headers, content_length);
-    int rc = stream_write_all(rp->cl->s, out, n, rp->io_ms);
+    int rc = stream_write_all(rp->cl->s, out, n, now_ms() + rp->io_ms);
     free(out);
     if (rc != 0)
         rp->failed = true;
@@ -131,14 +131,15 @@ int reply_piece(struct reply *rp, const char *p, size_t n)
         return 0;
     rp->bytes += n;
     if (!rp->chunked)
-        return stream_write_all(rp->cl->s, p, n, rp->io_ms) ? (rp->failed = true, -1) : 0;
+        return stream_write_all(rp->cl->s, p, n, now_ms() + rp->io_ms) ? (rp->failed = true, -1)
+                                                                       : 0;
     char *out = malloc(n + 32); /* one write: one TLS record, one packet when it fits */
     if (out == NULL)
         return rp->failed = true, -1;
     int h = snprintf(out, 32, "%zx\r\n", n);
     memcpy(out + h, p, n);
     memcpy(out + h + n, "\r\n", 2);
-    int rc = stream_write_all(rp->cl->s, out, (size_t)h + n + 2, rp->io_ms);
+    int rc = stream_write_all(rp->cl->s, out, (size_t)h + n + 2, now_ms() + rp->io_ms);
     free(out);
     if (rc != 0)
         rp->failed = true;
@@ -149,7 +150,7 @@ int reply_end(struct reply *rp)
 {
     if (!rp->chunked)
         return 0;
-    if (stream_write_all(rp->cl->s, "0\r\n\r\n", 5, rp->io_ms) != 0)
+    if (stream_write_all(rp->cl->s, "0\r\n\r\n", 5, now_ms() + rp->io_ms) != 0)
         return rp->failed = true, -1;
     return 0;
 }
@@ -209,9 +210,11 @@ static int body_append(void *ctx, const char *p, size_t n)
     return 0;
 }
 
-/* Read the body after the head (already consumed from cl->buf).
- * 0, -1 malformed or cut (400), -2 too large (413). */
-static int read_body(struct exchange *x, enum http_framing framing, uint64_t length, int io_ms)
+/* Read the body after the head (already consumed from cl->buf), all of it
+ * by the deadline.  0, -1 malformed or cut (400), -2 too large (413), -3
+ * not all there by the deadline (408). */
+static int read_body(struct exchange *x, enum http_framing framing, uint64_t length,
+                     int64_t deadline)
 {
     struct inference_client *cl = x->cl;
     struct chunked ch;
@@ -221,12 +224,10 @@ static int read_body(struct exchange *x, enum http_framing framing, uint64_t len
         return -2;
     chunked_init(&ch, REQUEST_MAX_CHUNKS);
     while (!done) {
-        if (cl->len == 0) {
-            ssize_t n = stream_read(cl->s, cl->buf, cl->cap, io_ms);
-            if (n <= 0)
-                return -1;
-            cl->len = (size_t)n;
-        }
+        enum io_result r =
+            cl->len > 0 ? IO_OK : stream_read(cl->s, cl->buf, cl->cap, &cl->len, deadline);
+        if (r != IO_OK)
+            return r == IO_TIMEOUT ? -3 : -1;
         size_t used;
         if (framing == BODY_LENGTH) {
             used = cl->len < length - x->body_len ? cl->len : (size_t)(length - x->body_len);
@@ -336,10 +337,10 @@ enum { SENT, STALE, DOWN };
 static int send_to_backend(struct exchange *x, struct backend_conn *b, bool reused,
                            const char *head, size_t len)
 {
-    int io_ms = (int)x->route->timeout_ms;
-    int rc = stream_write_all(b->s, head, len, io_ms);
-    if (rc == 0 && x->body_len > 0)
-        rc = stream_write_all(b->s, x->body, x->body_len, io_ms);
+    int64_t deadline = now_ms() + x->route->timeout_ms; /* the whole request */
+    enum io_result rc = stream_write_all(b->s, head, len, deadline);
+    if (rc == IO_OK && x->body_len > 0)
+        rc = stream_write_all(b->s, x->body, x->body_len, deadline);
     if (rc != 0)
         return reused ? STALE : DOWN;
     x->rec.bytes_up = x->body_len;
@@ -440,19 +441,17 @@ static int backend_body(struct exchange *x, struct backend_conn *b, const struct
     chunked_init(&ch, 0);
     while (!done) {
         if (b->len == 0) {
-            int64_t left = deadline > 0 ? deadline - now_ms() : idle_ms;
-            ssize_t n = left > 0 ? stream_read(b->s, b->buf, BACKEND_BUF,
-                                               (int)(left < idle_ms ? left : idle_ms))
-                                 : -2;
-            if (n == 0 && r->framing == BODY_UNTIL_CLOSE)
+            int64_t idle = now_ms() + idle_ms; /* between pieces; a whole buffered answer too */
+            enum io_result n = stream_read(b->s, b->buf, BACKEND_BUF, &b->len,
+                                           deadline > 0 && deadline < idle ? deadline : idle);
+            if (n == IO_EOF && r->framing == BODY_UNTIL_CLOSE)
                 return 0;
-            if (n <= 0) {
-                *why = n == 0    ? "the backend closed the stream early"
-                       : n == -2 ? "the backend sent nothing for too long"
-                                 : "reading from the backend failed";
+            if (n != IO_OK) {
+                *why = n == IO_EOF       ? "the backend closed the stream early"
+                       : n == IO_TIMEOUT ? "the backend sent nothing for too long"
+                                         : "reading from the backend failed";
                 return -1;
             }
-            b->len = (size_t)n;
         }
         size_t used = b->len;
         int rc = 0;
@@ -628,7 +627,8 @@ static bool route_and_answer(struct exchange *x)
 
 static bool serve_parsed(struct exchange *x, const struct http_msg *m)
 {
-    int io_ms = (int)policy_settings(x->env->pol)->header_timeout_ms;
+    /* the body follows its head at once: it too must come within header_timeout */
+    int64_t body_deadline = now_ms() + policy_settings(x->env->pol)->header_timeout_ms;
     const char *why;
     if (target_path(m, x->path, sizeof(x->path)) != 0 || m->method_len >= sizeof(x->method))
         return fail(x, 400, "bad_request", "malformed request target", false);
@@ -647,9 +647,11 @@ static bool serve_parsed(struct exchange *x, const struct http_msg *m)
     uint64_t length = m->content_length;
     memmove(x->cl->buf, x->cl->buf + m->head_len, x->cl->len - m->head_len); /* m dies here */
     x->cl->len -= m->head_len;
-    int rc = read_body(x, framing, length, io_ms);
+    int rc = read_body(x, framing, length, body_deadline);
     if (rc == -2)
         return fail(x, 413, "body_too_large", "the request body exceeds max_request_body", false);
+    if (rc == -3)
+        return fail(x, 408, "request_timeout", "the request body did not arrive in time", false);
     if (rc != 0)
         return fail(x, 400, "bad_request", "the request body is malformed or incomplete", false);
     if (inspect_body(x, &why) != 0)
@@ -694,9 +696,9 @@ void inference_serve(const struct inference_env *first_env, struct inference_cli
         if (st != HEAD_OK) {
             if (st == HEAD_TOO_LARGE || (st == HEAD_TIMEOUT && cl->len > 0)) {
                 struct exchange x = {.cl = cl, .minor = 1, .rp.io_ms = 2000};
-                fail(&x, st == HEAD_TOO_LARGE ? 431 : 400, "bad_request",
-                     st == HEAD_TOO_LARGE ? "request head larger than 8 KiB"
-                                          : "request head not received in time",
+                bool big = st == HEAD_TOO_LARGE;
+                fail(&x, big ? 431 : 408, big ? "headers_too_large" : "request_timeout",
+                     big ? "request head larger than 8 KiB" : "request head not received in time",
                      false);
             }
             return; /* gone, or idle between requests: a quiet close */

@@ -556,7 +556,7 @@ static int set_api_key_env(struct route *r, const char *var, char *err, size_t e
     const char *v = getenv(var);
     if (v == NULL || *v == '\0' || strpbrk(v, "\r\n") != NULL || strlen(v) >= API_KEY_MAX) {
         snprintf(err, errlen, "api_key_env: environment variable %s is %s", var,
-                 v == NULL || *v == '\0' ? "not set"
+                 v == NULL || *v == '\0'    ? "not set"
                  : strlen(v) >= API_KEY_MAX ? "longer than 4095 bytes"
                                             : "not one line");
         return -1;

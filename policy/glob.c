@@ -61,4 +61,3 @@ bool path_glob_match(const char *p, const char *s)
             return false;
     return cur[m];
 }
-

@@ -270,8 +270,8 @@ static const char *find_holders(struct identity *id, const char *want, unsigned 
         char *end;
         long pid = strtol(e->d_name, &end, 10);
         struct stat st;
-        if (*end != '\0' || pid <= 0 || pid == self ||
-            fstatat(dirfd(d), e->d_name, &st, 0) != 0 || st.st_uid != uid)
+        if (*end != '\0' || pid <= 0 || pid == self || fstatat(dirfd(d), e->d_name, &st, 0) != 0 ||
+            st.st_uid != uid)
             continue;
         if (holds_socket(dirfd(d), e->d_name, want) && identity_add_holder(id, pid) < 0)
             why = "process identity: too many processes share the client's socket";

@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define POLICY_HOST_MAX 253 /* longest DNS name, without the trailing dot */
+#define POLICY_HOST_MAX 253  /* longest DNS name, without the trailing dot */
 #define API_KEY_MAX     4096 /* a route's key, its NUL included */
 
 enum log_format { LOGF_JSON, LOGF_TEXT };

@@ -35,8 +35,9 @@ static void answer(int fd, int status, const char *reason, const char *ctype, co
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                      "Connection: close\r\n\r\n",
                      status, reason, ctype, len);
-    if (fd_write_all(fd, head, (size_t)n, ADMIN_IO_MS) == 0)
-        (void)fd_write_all(fd, body, len, ADMIN_IO_MS);
+    int64_t deadline = now_ms() + ADMIN_IO_MS;
+    if (fd_write_all(fd, head, (size_t)n, deadline) == IO_OK)
+        (void)fd_write_all(fd, body, len, deadline);
 }
 
 static void serve_one(struct admin *a, int fd)

@@ -245,8 +245,8 @@ void dial(const struct conn *c, const struct host *h, uint16_t port,
         int deny = policy_address_denied(c->pol, (struct sockaddr *)&addrs[i], port, c->id);
         if (deny >= 0 && h->kind == HOST_NAME) {
             r->rule = policy_rule_name(c->pol, deny);
-            return fail(r, &ERR_POLICY_DENIED, "%s resolves to an address rule %s denies",
-                        h->name, r->rule);
+            return fail(r, &ERR_POLICY_DENIED, "%s resolves to an address rule %s denies", h->name,
+                        r->rule);
         }
         if (!policy_address_permitted(c->pol, d, (struct sockaddr *)&addrs[i], &why)) {
             format_sockaddr((struct sockaddr *)&addrs[i], ip, sizeof(ip));

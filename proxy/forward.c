@@ -209,15 +209,18 @@ static enum move_result relay_body(struct bufsock *src, int dst, const struct ht
     bool done = m->framing == BODY_NONE || (m->framing == BODY_LENGTH && remaining == 0);
     chunked_init(&ch, 0);
     while (!done) {
-        if (src->len == 0) {
-            ssize_t n = fd_read(src->fd, src->buf, src->cap, io_ms);
-            if (n == 0 && m->framing == BODY_UNTIL_CLOSE)
+        if (src->len == 0) { /* a streamed body may take long, but never idle long */
+            enum io_result n = fd_read(src->fd, src->buf, src->cap, &src->len, now_ms() + io_ms);
+            if (n == IO_EOF && m->framing == BODY_UNTIL_CLOSE)
                 return MOVE_DONE;
-            if (n <= 0) {
-                *why = n == 0 ? "body cut short" : n == -2 ? "body stalled" : "read error";
-                return n == 0 ? MOVE_SRC_CUT : n == -2 ? MOVE_SRC_STALLED : MOVE_SRC_ERROR;
+            if (n != IO_OK) {
+                *why = n == IO_EOF       ? "body cut short"
+                       : n == IO_TIMEOUT ? "body stalled"
+                                         : "read error";
+                return n == IO_EOF       ? MOVE_SRC_CUT
+                       : n == IO_TIMEOUT ? MOVE_SRC_STALLED
+                                         : MOVE_SRC_ERROR;
             }
-            src->len = (size_t)n;
         }
         size_t take = src->len;
         if (m->framing == BODY_LENGTH) {
@@ -230,7 +233,7 @@ static enum move_result relay_body(struct bufsock *src, int dst, const struct ht
                 return MOVE_SRC_MALFORMED;
             take = (size_t)n;
         }
-        if (fd_write_all(dst, src->buf, take, io_ms) != 0) {
+        if (fd_write_all(dst, src->buf, take, now_ms() + io_ms) != IO_OK) {
             *why = "peer stopped reading";
             return MOVE_DST_FAILED;
         }
@@ -331,13 +334,13 @@ static int send_request(struct exchange *x, const struct out *o, bool reused)
     struct conn *c = x->c;
     struct upstream *u = c->upstream;
     int io_ms = (int)c->set->idle_timeout_ms;
-    if (fd_write_all(u->s.fd, o->buf, o->n, io_ms) != 0) {
+    if (fd_write_all(u->s.fd, o->buf, o->n, now_ms() + io_ms) != IO_OK) {
         x->why = "upstream closed the connection";
         return reused ? UPSTREAM_STALE : UPSTREAM_FAILED;
     }
     if (x->m->expect_continue && x->m->minor == 1) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        if (fd_write_all(c->fd, cont, sizeof(cont) - 1, io_ms) != 0) {
+        if (fd_write_all(c->fd, cont, sizeof(cont) - 1, now_ms() + io_ms) != IO_OK) {
             x->why = "client went away";
             return CLIENT_GONE;
         }
@@ -407,7 +410,7 @@ static bool relay_response(struct exchange *x, const struct http_msg *r, struct 
     int io_ms = (int)c->set->idle_timeout_ms;
     bool upstream_keep = r->minor == 1 && !r->conn_close && r->framing != BODY_UNTIL_CLOSE;
     bufsock_consume(s, r->head_len);
-    if (fd_write_all(c->fd, o->buf, o->n, io_ms) != 0 ||
+    if (fd_write_all(c->fd, o->buf, o->n, now_ms() + io_ms) != IO_OK ||
         relay_body(s, c->fd, r, io_ms, &x->down_bytes, &x->why) != MOVE_DONE || s->len > 0)
         return false;
     if (!upstream_keep)

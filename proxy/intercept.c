@@ -99,13 +99,13 @@ static void make_env(struct conn *c, struct inference_env *env)
 }
 
 /* Classify the first bytes: those read with the head, then peeked ones. */
-static enum peek_kind peek_first(struct conn *c, const char **why)
+static enum peek_kind peek_first(struct conn *c, int64_t deadline, const char **why)
 {
     unsigned char look[sizeof(c->buf) + PEEK_BYTES];
     size_t have = c->len < sizeof(c->buf) ? c->len : sizeof(c->buf);
     memcpy(look, c->buf, have);
     enum peek_kind k = peek_classify(look, have);
-    int64_t deadline = now_ms() + c->set->header_timeout_ms, partial_deadline = 0;
+    int64_t partial_deadline = 0;
     while (k == PEEK_MORE) {
         int64_t left = (partial_deadline ? partial_deadline : deadline) - now_ms();
         if (left <= 0 || fd_wait(c->fd, POLLIN, (int)left) <= 0) {
@@ -135,19 +135,20 @@ void intercept_tunnel(struct conn *c, const struct host *h, struct log_fields *f
     char err[256];
     c->intercept_host = h->name;
     c->intercept_port = (long)f->port;
-    if (fd_write_all(c->fd, ESTABLISHED, sizeof(ESTABLISHED) - 1, (int)c->set->header_timeout_ms))
+    int64_t deadline = now_ms() + c->set->header_timeout_ms; /* the 200, the peek, the handshake */
+    if (fd_write_all(c->fd, ESTABLISHED, sizeof(ESTABLISHED) - 1, deadline) != IO_OK)
         return;
     f->action = "intercept";
     f->src = c->src;
     f->status = 200;
     log_event(LOGL_INFO, f);
-    enum peek_kind k = peek_first(c, &why);
+    enum peek_kind k = peek_first(c, deadline, &why);
     struct inference_client cl = {.s = c->cs, .buf = c->buf, .cap = sizeof(c->buf), .len = c->len};
     struct stream *tls = NULL;
     f->event = "close";
     if (k == PEEK_TLS) {
-        tls = tls_server_accept(ic->tls_server, c->fd, h->name, c->buf, c->len,
-                                (int)c->set->header_timeout_ms, err, sizeof(err));
+        tls = tls_server_accept(ic->tls_server, c->fd, h->name, c->buf, c->len, deadline, err,
+                                sizeof(err));
         if (tls == NULL) {
             f->reason = "tls_handshake_failed";
             f->detail = err;

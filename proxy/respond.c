@@ -49,5 +49,5 @@ void respond_error(int fd, const struct proxy_error *e, const char *detail, cons
                      "\r\n%s",
                      e->status, http_reason_phrase(e->status), blen, e->code, body);
     if (n > 0 && (size_t)n < sizeof(out))
-        (void)fd_write_all(fd, out, (size_t)n, RESPOND_TIMEOUT_MS); /* best effort: we close next */
+        (void)fd_write_all(fd, out, (size_t)n, now_ms() + RESPOND_TIMEOUT_MS); /* we close next */
 }

@@ -77,8 +77,9 @@ void tunnel_serve(struct conn *c, const struct http_msg *m)
     }
     conn_consume(c, m->head_len);
     int io_ms = (int)c->set->idle_timeout_ms;
-    if ((c->len > 0 && fd_write_all(r.fd, c->buf, c->len, io_ms) != 0) ||
-        fd_write_all(c->fd, ESTABLISHED, sizeof(ESTABLISHED) - 1, io_ms) != 0) {
+    int64_t deadline = now_ms() + c->set->header_timeout_ms;
+    if ((c->len > 0 && fd_write_all(r.fd, c->buf, c->len, deadline) != IO_OK) ||
+        fd_write_all(c->fd, ESTABLISHED, sizeof(ESTABLISHED) - 1, deadline) != IO_OK) {
         close(r.fd);
         f.reason = "client or upstream went away before the tunnel opened";
         log_event(LOGL_INFO, &f);

@@ -26,13 +26,9 @@ static void linger_close(int fd)
     size_t total = 0;
     int64_t deadline = now_ms() + LINGER_MS;
     shutdown(fd, SHUT_WR);
-    while (total < LINGER_BYTES) {
-        int64_t left = deadline - now_ms();
-        ssize_t n = left > 0 ? fd_read(fd, junk, sizeof(junk), (int)left) : -2;
-        if (n <= 0)
-            break;
-        total += (size_t)n;
-    }
+    size_t got;
+    while (total < LINGER_BYTES && fd_read(fd, junk, sizeof(junk), &got, deadline) == IO_OK)
+        total += got;
     close(fd);
 }
 

@@ -66,9 +66,9 @@ void tls_client_free(struct tls_client *tc)
 }
 
 struct stream *tls_client_connect(struct tls_client *tc, int fd, const char *hostname,
-                                  int timeout_ms, char *err, size_t errlen)
+                                  int64_t deadline, char *err, size_t errlen)
 {
-    struct stream *s = stream_tls_new(fd, &tc->conf, timeout_ms);
+    struct stream *s = stream_tls_new(fd, &tc->conf, deadline);
     if (s == NULL) {
         snprintf(err, errlen, "out of memory");
         return NULL;

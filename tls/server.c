@@ -125,12 +125,12 @@ static struct leaf *leaf_for(struct tls_server *ts, const char *host, char *err,
 }
 
 struct stream *tls_server_accept(struct tls_server *ts, int fd, const char *host, const void *pre,
-                                 size_t prelen, int timeout_ms, char *err, size_t errlen)
+                                 size_t prelen, int64_t deadline, char *err, size_t errlen)
 {
     struct leaf *l = leaf_for(ts, host, err, errlen);
     if (l == NULL)
         return NULL;
-    struct stream *s = stream_tls_new(fd, &ts->conf, timeout_ms);
+    struct stream *s = stream_tls_new(fd, &ts->conf, deadline);
     int rc = -1;
     if (s == NULL) {
         snprintf(err, errlen, "out of memory");

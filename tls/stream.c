@@ -45,56 +45,68 @@ int fd_wait(int fd, short events, int timeout_ms)
     }
 }
 
-/* After a call on fd failed with errno: 0 to try again once fd is ready
- * (EAGAIN), -1 on any other error, -2 on timeout. */
-static int wait_to_retry(int fd, short events, int timeout_ms)
+/* After a call on fd failed with errno: IO_OK to try again once fd is
+ * ready (EAGAIN), IO_ERROR on any other error, IO_TIMEOUT at the deadline. */
+static enum io_result wait_to_retry(int fd, short events, int64_t deadline)
 {
     if (errno != EAGAIN && errno != EWOULDBLOCK)
-        return -1;
-    int w = fd_wait(fd, events, timeout_ms);
-    return w > 0 ? 0 : w == 0 ? -2 : -1;
+        return IO_ERROR;
+    int64_t left = deadline - now_ms();
+    if (left <= 0)
+        return IO_TIMEOUT;
+    int w = fd_wait(fd, events, left > INT32_MAX ? INT32_MAX : (int)left);
+    return w > 0 ? IO_OK : w == 0 ? IO_TIMEOUT : IO_ERROR;
 }
 
-ssize_t fd_read(int fd, void *buf, size_t len, int timeout_ms)
+enum io_result fd_read(int fd, void *buf, size_t cap, size_t *got, int64_t deadline)
 {
+    *got = 0;
     for (;;) {
-        ssize_t n = recv(fd, buf, len, 0);
-        if (n >= 0)
-            return n;
+        ssize_t n = recv(fd, buf, cap, 0);
+        if (n > 0) {
+            *got = (size_t)n;
+            return IO_OK;
+        }
+        if (n == 0)
+            return IO_EOF;
         if (errno == EINTR)
             continue;
-        int w = wait_to_retry(fd, POLLIN, timeout_ms);
-        if (w < 0)
+        enum io_result w = wait_to_retry(fd, POLLIN, deadline);
+        if (w != IO_OK)
             return w;
     }
 }
 
-/* Write at least one byte: count, -1 on error, -2 on timeout. */
-static ssize_t fd_write_some(int fd, const void *buf, size_t len, int timeout_ms)
+/* Write at least one byte: IO_OK with *put > 0, or why not. */
+static enum io_result fd_write_some(int fd, const void *buf, size_t len, size_t *put,
+                                    int64_t deadline)
 {
     for (;;) {
         ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-        if (n > 0)
-            return n;
+        if (n > 0) {
+            *put = (size_t)n;
+            return IO_OK;
+        }
         if (n < 0 && errno == EINTR)
             continue;
-        int w = wait_to_retry(fd, POLLOUT, timeout_ms);
-        if (w < 0)
+        enum io_result w = wait_to_retry(fd, POLLOUT, deadline);
+        if (w != IO_OK)
             return w;
     }
 }
 
-int fd_write_all(int fd, const void *buf, size_t len, int timeout_ms)
+enum io_result fd_write_all(int fd, const void *buf, size_t len, int64_t deadline)
 {
     const char *p = buf;
     while (len > 0) {
-        ssize_t n = fd_write_some(fd, p, len, timeout_ms);
-        if (n < 0)
-            return (int)n;
-        p += n;
-        len -= (size_t)n;
+        size_t put;
+        enum io_result r = fd_write_some(fd, p, len, &put, deadline);
+        if (r != IO_OK)
+            return r;
+        p += put;
+        len -= put;
     }
-    return 0;
+    return IO_OK;
 }
 
 /* ---- streams ------------------------------------------------------------- */
@@ -112,24 +124,21 @@ int stream_fd(const struct stream *s)
     return s->fd;
 }
 
-bool stream_is_tls(const struct stream *s)
+/* What bio_recv returns for an fd_read that brought nothing: 0 is the
+ * peer's close. */
+static int bio_recv_failed(struct stream *s, enum io_result r)
 {
-    return s->tls != NULL;
-}
-
-/* What bio_recv returns for fd_read's n <= 0: 0 is the peer's close. */
-static int bio_recv_failed(struct stream *s, ssize_t n)
-{
-    if (n == -2) {
+    if (r == IO_TIMEOUT) {
         s->timed_out = true;
         return MBEDTLS_ERR_SSL_TIMEOUT;
     }
-    return n < 0 ? MBEDTLS_ERR_NET_RECV_FAILED : 0;
+    return r == IO_EOF ? 0 : MBEDTLS_ERR_NET_RECV_FAILED;
 }
 
 int bio_recv(void *ctx, unsigned char *buf, size_t len)
 {
     struct stream *s = ctx;
+    size_t got;
     if (s->prelen > 0) {
         size_t n = len < s->prelen ? len : s->prelen;
         memcpy(buf, s->pre, n);
@@ -138,11 +147,11 @@ int bio_recv(void *ctx, unsigned char *buf, size_t len)
         return (int)n;
     }
     if (s->tls->ahead_len == 0 && len < sizeof(s->tls->ahead)) {
-        ssize_t n = fd_read(s->fd, s->tls->ahead, sizeof(s->tls->ahead), s->timeout_ms);
-        if (n <= 0)
-            return bio_recv_failed(s, n);
+        enum io_result r = fd_read(s->fd, s->tls->ahead, sizeof(s->tls->ahead), &got, s->deadline);
+        if (r != IO_OK)
+            return bio_recv_failed(s, r);
         s->tls->ahead_off = 0;
-        s->tls->ahead_len = (size_t)n;
+        s->tls->ahead_len = got;
     }
     if (s->tls->ahead_len > 0) {
         size_t n = len < s->tls->ahead_len ? len : s->tls->ahead_len;
@@ -152,58 +161,61 @@ int bio_recv(void *ctx, unsigned char *buf, size_t len)
         return (int)n;
     }
     /* a large record's body: straight into mbedTLS's buffer */
-    ssize_t n = fd_read(s->fd, buf, len > INT32_MAX ? INT32_MAX : len, s->timeout_ms);
-    return n <= 0 ? bio_recv_failed(s, n) : (int)n;
+    enum io_result r = fd_read(s->fd, buf, len > INT32_MAX ? INT32_MAX : len, &got, s->deadline);
+    return r != IO_OK ? bio_recv_failed(s, r) : (int)got;
 }
 
 int bio_send(void *ctx, const unsigned char *buf, size_t len)
 {
     struct stream *s = ctx;
-    if (len > INT32_MAX)
-        len = INT32_MAX;
-    ssize_t n = fd_write_some(s->fd, buf, len, s->timeout_ms);
-    if (n == -2) {
+    size_t put;
+    enum io_result r =
+        fd_write_some(s->fd, buf, len > INT32_MAX ? INT32_MAX : len, &put, s->deadline);
+    if (r == IO_TIMEOUT) {
         s->timed_out = true;
         return MBEDTLS_ERR_SSL_TIMEOUT;
     }
-    return n < 0 ? MBEDTLS_ERR_NET_SEND_FAILED : (int)n;
+    return r != IO_OK ? MBEDTLS_ERR_NET_SEND_FAILED : (int)put;
 }
 
-ssize_t stream_read(struct stream *s, void *buf, size_t len, int timeout_ms)
+enum io_result stream_read(struct stream *s, void *buf, size_t cap, size_t *got, int64_t deadline)
 {
+    *got = 0;
     if (!s->tls)
-        return fd_read(s->fd, buf, len, timeout_ms);
-    s->timeout_ms = timeout_ms;
+        return fd_read(s->fd, buf, cap, got, deadline);
+    s->deadline = deadline;
     s->timed_out = false;
     for (;;) {
-        int rc = mbedtls_ssl_read(&s->tls->ssl, buf, len);
-        if (rc > 0)
-            return rc;
+        int rc = mbedtls_ssl_read(&s->tls->ssl, buf, cap);
+        if (rc > 0) {
+            *got = (size_t)rc;
+            return IO_OK;
+        }
         if (rc == 0 || rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY)
-            return 0;
+            return IO_EOF;
         if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
             continue; /* a record with no application data in it */
-        return s->timed_out ? -2 : -1;
+        return s->timed_out ? IO_TIMEOUT : IO_ERROR;
     }
 }
 
-int stream_write_all(struct stream *s, const void *buf, size_t len, int timeout_ms)
+enum io_result stream_write_all(struct stream *s, const void *buf, size_t len, int64_t deadline)
 {
     if (!s->tls)
-        return fd_write_all(s->fd, buf, len, timeout_ms);
+        return fd_write_all(s->fd, buf, len, deadline);
     const unsigned char *p = buf;
-    s->timeout_ms = timeout_ms;
+    s->deadline = deadline;
     s->timed_out = false;
     while (len > 0) {
         int rc = mbedtls_ssl_write(&s->tls->ssl, p, len);
         if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
             continue;
         if (rc <= 0)
-            return s->timed_out ? -2 : -1;
+            return s->timed_out ? IO_TIMEOUT : IO_ERROR;
         p += rc;
         len -= (size_t)rc;
     }
-    return 0;
+    return IO_OK;
 }
 
 void stream_free(struct stream *s)
@@ -211,7 +223,7 @@ void stream_free(struct stream *s)
     if (s == NULL)
         return;
     if (s->tls) {
-        s->timeout_ms = CLOSE_NOTIFY_MS;
+        s->deadline = now_ms() + CLOSE_NOTIFY_MS;
         (void)mbedtls_ssl_close_notify(&s->tls->ssl); /* a courtesy: the peer may be gone */
         mbedtls_ssl_free(&s->tls->ssl);
         free(s->tls);
@@ -220,7 +232,7 @@ void stream_free(struct stream *s)
 }
 
 /* A stream ready for a TLS handshake under conf. */
-struct stream *stream_tls_new(int fd, const mbedtls_ssl_config *conf, int timeout_ms)
+struct stream *stream_tls_new(int fd, const mbedtls_ssl_config *conf, int64_t deadline)
 {
     struct stream *s = stream_plain(fd);
     struct tls_session *t = malloc(sizeof(*t));
@@ -231,7 +243,7 @@ struct stream *stream_tls_new(int fd, const mbedtls_ssl_config *conf, int timeou
     }
     mbedtls_ssl_init(&t->ssl);
     t->ahead_off = t->ahead_len = 0;
-    s->timeout_ms = timeout_ms;
+    s->deadline = deadline;
     if (mbedtls_ssl_setup(&t->ssl, conf) != 0) {
         mbedtls_ssl_free(&t->ssl);
         free(t);

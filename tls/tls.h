@@ -22,17 +22,26 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* ---- socket I/O with deadlines (every socket is non-blocking) ---- */
+/* ---- socket I/O with deadlines (every socket is non-blocking) ----
+ *
+ * Every wait has a deadline in now_ms() time that covers a whole phase (a
+ * head, a handshake, a body, a reply): a peer sending or reading one byte
+ * at a time gains nothing.  Results are enum io_result. */
+
+enum io_result {
+    IO_OK,      /* done (a read brought at least one byte) */
+    IO_EOF,     /* the peer closed (reads only) */
+    IO_TIMEOUT, /* the deadline passed */
+    IO_ERROR,   /* the connection failed (errno may say why) */
+};
 
 /* Milliseconds of CLOCK_MONOTONIC: for deadlines. */
 int64_t now_ms(void);
 
-/* The poll(2) revents (> 0) when ready, 0 on timeout, -1 on error. */
+/* One poll(2): revents (> 0) when ready, 0 on timeout, -1 on error. */
 int fd_wait(int fd, short events, int timeout_ms);
-/* > 0 bytes, 0 at EOF, -1 on error (errno set), -2 on timeout. */
-ssize_t fd_read(int fd, void *buf, size_t len, int timeout_ms);
-/* 0, -1 on error, -2 when no byte could be written for timeout_ms. */
-int fd_write_all(int fd, const void *buf, size_t len, int timeout_ms);
+enum io_result fd_read(int fd, void *buf, size_t cap, size_t *got, int64_t deadline);
+enum io_result fd_write_all(int fd, const void *buf, size_t len, int64_t deadline);
 
 /* ---- streams ---- */
 
@@ -40,12 +49,10 @@ struct stream;
 
 /* A plain stream over fd (NULL when out of memory). */
 struct stream *stream_plain(int fd);
-/* Same results as fd_read / fd_write_all; timeouts are per wait. */
-ssize_t stream_read(struct stream *s, void *buf, size_t len, int timeout_ms);
-int stream_write_all(struct stream *s, const void *buf, size_t len, int timeout_ms);
+enum io_result stream_read(struct stream *s, void *buf, size_t cap, size_t *got, int64_t deadline);
+enum io_result stream_write_all(struct stream *s, const void *buf, size_t len, int64_t deadline);
 int stream_fd(const struct stream *s);
-bool stream_is_tls(const struct stream *s);
-/* Ends TLS politely (close_notify) and frees; never closes the socket. */
+/* Ends TLS politely (close_notify, briefly) and frees; never closes the socket. */
 void stream_free(struct stream *s);
 
 /* ---- the interception side ---- */
@@ -62,7 +69,7 @@ void tls_server_free(struct tls_server *ts);
  * caller already read from fd; they are fed to the handshake first.  A
  * client SNI other than host is refused.  NULL with err set on failure. */
 struct stream *tls_server_accept(struct tls_server *ts, int fd, const char *host, const void *pre,
-                                 size_t prelen, int timeout_ms, char *err, size_t errlen);
+                                 size_t prelen, int64_t deadline, char *err, size_t errlen);
 
 struct tls_cache_stats {
     uint64_t hits, misses;
@@ -77,6 +84,6 @@ struct tls_client;
 struct tls_client *tls_client_new(const char *ca_path, char *err, size_t errlen);
 void tls_client_free(struct tls_client *tc);
 struct stream *tls_client_connect(struct tls_client *tc, int fd, const char *hostname,
-                                  int timeout_ms, char *err, size_t errlen);
+                                  int64_t deadline, char *err, size_t errlen);
 
 #endif

@@ -35,7 +35,7 @@ struct tls_session {
 struct stream {
     int fd;
     bool timed_out;
-    int timeout_ms;           /* for the waits inside the current call */
+    int64_t deadline;         /* of the current call: every wait inside it ends there */
     const unsigned char *pre; /* bytes read before the handshake, fed first */
     size_t prelen;
     const char *expected_host; /* server side: the SNI we accept */
@@ -45,7 +45,7 @@ struct stream {
 
 int bio_recv(void *ctx, unsigned char *buf, size_t len);
 int bio_send(void *ctx, const unsigned char *buf, size_t len);
-struct stream *stream_tls_new(int fd, const mbedtls_ssl_config *conf, int timeout_ms);
+struct stream *stream_tls_new(int fd, const mbedtls_ssl_config *conf, int64_t deadline);
 int stream_handshake(struct stream *s, char *err, size_t errlen);
 
 /* rng.c: a CTR-DRBG per thread, seeded from getrandom(2); for f_rng. */

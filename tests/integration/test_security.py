@@ -291,3 +291,77 @@ def test_ca_key_open_to_others_is_refused(tmp_path, backend):
                        timeout=20)
     assert r.returncode != 0
     assert "open to other users" in r.stderr and "0644" in r.stderr, r.stderr
+
+
+# ---- slow clients inside interception: deadlines cover a whole phase --------------------
+
+def client_hello():
+    ctx = ssl.create_default_context()
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname="inference.local")
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()
+
+
+def trickle(send, data, closed, pause=0.25):
+    """Send data a byte at a time; how many bytes went before closed() said
+    the other side gave up (len(data) when it never did)."""
+    for i in range(len(data)):
+        if closed():
+            return i
+        try:
+            send(data[i:i + 1])
+        except OSError:
+            return i
+        time.sleep(pause)
+    return len(data)
+
+
+def peer_spoke(s):
+    """Has the other side answered or closed?"""
+    import select
+    return lambda: bool(select.select([s], [], [], 0)[0]) or (isinstance(s, ssl.SSLSocket) and s.pending() > 0)
+
+
+@pytest.fixture
+def slow_proxy(start_egressd, backend, tmp_path):
+    e = start_egressd(inference_config(tmp_path, backend.port, extra="header_timeout = 2s"),
+                      env=INFERENCE_ENV)
+    e.bundle = str(tmp_path / "bundle.pem")
+    return e
+
+
+def test_slow_tls_handshake_is_cut_at_header_timeout(slow_proxy):
+    hello = client_hello()
+    assert len(hello) > 100  # ~25 s at 4 bytes a second: far beyond the 2 s deadline
+    s = socket.create_connection(("127.0.0.1", slow_proxy.port), timeout=10)
+    s.sendall(b"CONNECT inference.local:443 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b" 200 " in s.recv(100)
+    s.sendall(hello[:5])  # a whole record header: classified as TLS, the handshake starts
+    sent = 5 + trickle(s.sendall, hello[5:], peer_spoke(s))
+    assert sent < len(hello), "egressd kept waiting for a handshake sent a byte at a time"
+    assert slow_proxy.events("close", reason="tls_handshake_failed")
+
+
+def test_slow_head_inside_tls_is_cut_at_header_timeout(slow_proxy):
+    s = intercepted(slow_proxy, tls=True)
+    head = b"GET /v1/models HTTP/1.1\r\nHost: inference.local\r\nUser-Agent: slow-slow-slow\r\n\r\n"
+    sent = trickle(s.sendall, head, peer_spoke(s))
+    assert sent < len(head)
+    raw = read_response(s)
+    assert raw.startswith(b"HTTP/1.1 408"), raw
+
+
+def test_slow_body_inside_interception_is_cut(slow_proxy, backend):
+    s = intercepted(slow_proxy, tls=True)
+    body = json.dumps(CHAT).encode()
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: inference.local\r\n"
+              b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+    sent = trickle(s.sendall, body, peer_spoke(s))
+    assert sent < len(body)
+    raw = read_response(s)
+    assert raw.startswith(b"HTTP/1.1 408"), raw
+    assert backend.requests() == []

@@ -31,10 +31,9 @@ Test(log, json_escape)
 
 static void read_all(int fd, char *buf, size_t cap)
 {
-    size_t n = 0;
-    ssize_t r;
-    while (n < cap - 1 && (r = fd_read(fd, buf + n, cap - 1 - n, 2000)) > 0)
-        n += (size_t)r;
+    size_t n = 0, got;
+    while (n < cap - 1 && fd_read(fd, buf + n, cap - 1 - n, &got, now_ms() + 2000) == IO_OK)
+        n += got;
     buf[n] = '\0';
 }
 
@@ -174,4 +173,3 @@ Test(relay, idle_timeout_ends_it)
 }
 
 /* ---- trust on first use ---- */
-

@@ -201,13 +201,13 @@ static void *server_side(void *arg)
 {
     struct accept_job *j = arg;
     struct stream *s =
-        tls_server_accept(j->ts, j->fd, j->host, NULL, 0, 5000, j->err, sizeof(j->err));
+        tls_server_accept(j->ts, j->fd, j->host, NULL, 0, now_ms() + 5000, j->err, sizeof(j->err));
     if (s == NULL)
         return NULL;
-    ssize_t n = stream_read(s, j->got, sizeof(j->got) - 1, 5000);
-    if (n > 0) {
+    size_t n;
+    if (stream_read(s, j->got, sizeof(j->got) - 1, &n, now_ms() + 5000) == IO_OK) {
         j->got[n] = '\0';
-        j->ok = stream_write_all(s, "pong", 4, 5000) == 0;
+        j->ok = stream_write_all(s, "pong", 4, now_ms() + 5000) == IO_OK;
     }
     stream_free(s);
     return NULL;
@@ -224,12 +224,15 @@ static void handshake(struct tls_server *ts, const char *server_host, const char
     pthread_create(&t, NULL, server_side, &j);
     struct tls_client *tc = tls_client_new(set.bundle, err, sizeof(err));
     cr_assert_not_null(tc, "%s", err);
-    struct stream *s = tls_client_connect(tc, sv[1], client_name, 5000, err, sizeof(err));
+    struct stream *s =
+        tls_client_connect(tc, sv[1], client_name, now_ms() + 5000, err, sizeof(err));
     if (expect_ok) {
         cr_assert_not_null(s, "%s", err);
-        cr_assert_eq(stream_write_all(s, "ping", 4, 5000), 0);
+        cr_assert_eq(stream_write_all(s, "ping", 4, now_ms() + 5000), IO_OK);
         char buf[8] = "";
-        cr_assert_eq(stream_read(s, buf, 4, 5000), 4);
+        size_t got;
+        cr_assert_eq(stream_read(s, buf, 4, &got, now_ms() + 5000), IO_OK);
+        cr_assert_eq(got, 4);
         cr_assert_eq(memcmp(buf, "pong", 4), 0);
         stream_free(s);
     } else {
@@ -281,7 +284,8 @@ Test(tls, client_refuses_untrusted_backend)
     /* the system roots: real CAs, none of them ours */
     struct tls_client *tc = tls_client_new("/etc/ssl/certs/ca-certificates.crt", err, sizeof(err));
     cr_assert_not_null(tc, "%s", err);
-    cr_assert_null(tls_client_connect(tc, sv[1], "backend.test", 5000, err, sizeof(err)));
+    cr_assert_null(
+        tls_client_connect(tc, sv[1], "backend.test", now_ms() + 5000, err, sizeof(err)));
     close(sv[1]);
     pthread_join(t, NULL);
     close(sv[0]);
@@ -305,16 +309,14 @@ static void *read_all_side(void *arg)
     struct echo_job *j = arg;
     char err[256];
     struct stream *s =
-        tls_server_accept(j->ts, j->fd, "bulk.local", NULL, 0, 5000, err, sizeof(err));
+        tls_server_accept(j->ts, j->fd, "bulk.local", NULL, 0, now_ms() + 5000, err, sizeof(err));
     if (s == NULL)
         return NULL;
-    while (j->got < j->want) {
-        ssize_t n = stream_read(s, j->data + j->got, j->want - j->got, 5000);
-        if (n <= 0)
-            break;
-        j->got += (size_t)n;
-    }
-    (void)stream_write_all(s, "done", 4, 5000);
+    size_t n;
+    while (j->got < j->want &&
+           stream_read(s, j->data + j->got, j->want - j->got, &n, now_ms() + 5000) == IO_OK)
+        j->got += n;
+    (void)stream_write_all(s, "done", 4, now_ms() + 5000);
     stream_free(s);
     return NULL;
 }
@@ -334,13 +336,16 @@ Test(tls, records_around_the_read_ahead_size)
     pthread_create(&t, NULL, read_all_side, &j);
     struct tls_client *tc = tls_client_new(set.bundle, err, sizeof(err));
     cr_assert_not_null(tc, "%s", err);
-    struct stream *s = tls_client_connect(tc, sv[1], "bulk.local", 5000, err, sizeof(err));
+    struct stream *s =
+        tls_client_connect(tc, sv[1], "bulk.local", now_ms() + 5000, err, sizeof(err));
     cr_assert_not_null(s, "%s", err);
-    cr_assert_eq(stream_write_all(s, sent, 1, 5000), 0);
-    cr_assert_eq(stream_write_all(s, sent + 1, BIG_PIECE, 5000), 0);
-    cr_assert_eq(stream_write_all(s, sent + 1 + BIG_PIECE, 3, 5000), 0);
+    cr_assert_eq(stream_write_all(s, sent, 1, now_ms() + 5000), IO_OK);
+    cr_assert_eq(stream_write_all(s, sent + 1, BIG_PIECE, now_ms() + 5000), IO_OK);
+    cr_assert_eq(stream_write_all(s, sent + 1 + BIG_PIECE, 3, now_ms() + 5000), IO_OK);
     char done[8] = "";
-    cr_assert_eq(stream_read(s, done, 4, 5000), 4);
+    size_t n;
+    cr_assert_eq(stream_read(s, done, 4, &n, now_ms() + 5000), IO_OK);
+    cr_assert_eq(n, 4);
     pthread_join(t, NULL);
     cr_assert_eq(j.got, sizeof(sent));
     cr_assert_eq(memcmp(got, sent, sizeof(sent)), 0);
