@@ -42,6 +42,7 @@ static const struct key_spec proxy_keys[] = {
     {"workers", V_UINT, P(workers), 1, 4096},
     {"max_workers", V_UINT, P(max_workers), 1, 16384},
     {"queue", V_UINT, P(queue), 1, 1u << 20},
+    {"queue_timeout", V_DURATION, P(queue_timeout_ms), 1, 0},
     {"header_timeout", V_DURATION, P(header_timeout_ms), 1, 0},
     {"connect_timeout", V_DURATION, P(connect_timeout_ms), 1, 0},
     {"dns_timeout", V_DURATION, P(dns_timeout_ms), 1, 0},
@@ -317,10 +318,14 @@ static void set_value(struct loader *L, const struct key_spec *k, const char *v)
         snprintf(ps->listen, sizeof(ps->listen), "%s", v);
         return;
     case V_ADMIN:
-        if (parse_sockaddr(v, &ps->admin_addr, &ps->admin_len) != 0 ||
+        if ((parse_unix_sockaddr(v, &ps->admin_addr, &ps->admin_len) != 0 &&
+             parse_sockaddr(v, &ps->admin_addr, &ps->admin_len) != 0) ||
             strlen(v) >= sizeof(ps->admin)) {
             ps->admin_len = 0;
-            problem(L, L->line, "admin: '%s' is not an address (127.0.0.1:9128)", v);
+            problem(
+                L, L->line,
+                "admin: '%s' is not an address (127.0.0.1:9128, or unix:/run/egressd/admin.sock)",
+                v);
             return;
         }
         snprintf(ps->admin, sizeof(ps->admin), "%s", v);
@@ -726,8 +731,9 @@ static void set_defaults(struct policy *p)
     snprintf(s->listen, sizeof(s->listen), "127.0.0.1:3128");
     parse_sockaddr(s->listen, &s->listen_addr, &s->listen_len);
     s->workers = 16;
-    s->max_workers = 512;
+    s->max_workers = 16384;
     s->queue = 1024;
+    s->queue_timeout_ms = 1000;
     s->header_timeout_ms = 10000;
     s->connect_timeout_ms = 10000;
     s->dns_timeout_ms = 5000;

@@ -31,14 +31,14 @@ struct proxy_settings {
     char listen[64]; /* as written, for logs */
     struct sockaddr_storage listen_addr;
     socklen_t listen_len;
-    unsigned workers, max_workers, queue;
+    unsigned workers, max_workers, queue, queue_timeout_ms;
     unsigned header_timeout_ms, connect_timeout_ms, dns_timeout_ms;
     unsigned idle_timeout_ms, shutdown_timeout_ms;
     enum log_format log_format;
     enum log_level log_level;
     bool unsafe_allow_loopback;
     unsigned sandbox_pid; /* 0: egressd shares the sandbox's network namespace */
-    char admin[64];       /* "" when there is no admin endpoint */
+    char admin[128];      /* "" when there is no admin endpoint; "unix:/path" for a socket file */
     struct sockaddr_storage admin_addr;
     socklen_t admin_len;
 };
@@ -243,5 +243,7 @@ void policy_explain(const struct policy *p, const struct host *h, uint16_t port,
 int parse_duration_ms(const char *s, unsigned *out);
 int parse_size(const char *s, uint64_t *out);
 int parse_sockaddr(const char *s, struct sockaddr_storage *ss, socklen_t *len);
+/* "unix:/absolute/path" (shorter than sun_path) as a Unix socket address. */
+int parse_unix_sockaddr(const char *s, struct sockaddr_storage *ss, socklen_t *len);
 
 #endif

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/un.h>
 
 /* A plain decimal number with nothing but an optional suffix after it. */
 static int parse_number(const char *s, uint64_t *v, const char **suffix)
@@ -255,6 +256,18 @@ int parse_sockaddr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
     } else {
         return -1; /* listen on addresses, not names that may resolve anywhere */
     }
+    return 0;
+}
+
+int parse_unix_sockaddr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+    struct sockaddr_un *un = (struct sockaddr_un *)ss;
+    if (strncmp(s, "unix:/", 6) != 0 || strlen(s + 5) >= sizeof(un->sun_path))
+        return -1;
+    memset(ss, 0, sizeof(*ss));
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, s + 5, strlen(s + 5) + 1);
+    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(s + 5) + 1);
     return 0;
 }
 

@@ -1,10 +1,14 @@
 /*
  * admin.c - the admin endpoint: GET /metrics (Prometheus text) and
- * GET /healthz, on the `admin` address only.
+ * GET /healthz, on the `admin` address only (TCP, or a Unix socket that
+ * the sandbox cannot reach: `admin = unix:/run/egressd/admin.sock`).
  *
- * One thread, one connection at a time, every read and write bounded: a
- * scraper is expected every few seconds, not a crowd, and nothing it does
- * can hold up the proxy.  The listening address is fixed at start.
+ * One thread serves every admin connection with one poll loop, each
+ * connection a small state machine (reading its head, writing its answer)
+ * with a deadline for the whole exchange.  The table of connections is
+ * bounded; when it is full, a new connection evicts the one that has been
+ * there longest, so that idle or slow sockets can delay /healthz by at most
+ * one poll round, never stall it.  Nothing here can hold up the proxy.
  */
 #include "proxy.h"
 
@@ -14,86 +18,184 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
-#define ADMIN_IO_MS   2000
-#define ADMIN_POLL_MS 500
+#define ADMIN_IO_MS   2000 /* a whole exchange: head in, answer out */
+#define ADMIN_POLL_MS 500  /* how often stop and deadlines are looked at */
+#define ADMIN_CONNS   32
+#define ADMIN_HEAD    4096
 #define METRICS_MAX   (256 * 1024)
+
+struct admin_conn {
+    int fd; /* -1: a free slot */
+    int64_t since;
+    size_t len;
+    char head[ADMIN_HEAD];
+    char *out; /* the answer, once the head is in */
+    size_t out_len, out_off;
+};
 
 struct admin {
     struct server *srv;
     int fd;
+    char unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* "" for TCP */
     pthread_t thread;
     atomic_bool stop;
+    struct admin_conn conns[ADMIN_CONNS];
 };
 
-static void answer(int fd, int status, const char *reason, const char *ctype, const char *body,
-                   size_t len)
+/* The whole answer in one buffer: the caller owns it. */
+static char *answer(int status, const char *reason, const char *ctype, const char *body, size_t len,
+                    size_t *out_len)
 {
     char head[256];
     int n = snprintf(head, sizeof(head),
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                      "Connection: close\r\n\r\n",
                      status, reason, ctype, len);
-    int64_t deadline = now_ms() + ADMIN_IO_MS;
-    if (fd_write_all(fd, head, (size_t)n, deadline) == IO_OK)
-        (void)fd_write_all(fd, body, len, deadline);
+    char *out = malloc((size_t)n + len);
+    if (out != NULL) {
+        memcpy(out, head, (size_t)n);
+        memcpy(out + n, body, len);
+        *out_len = (size_t)n + len;
+    }
+    return out;
 }
 
-static void serve_one(struct admin *a, int fd)
+static char *metrics_answer(struct admin *a, size_t *out_len)
 {
-    char buf[4096];
-    size_t len = 0;
+    char *text = malloc(METRICS_MAX);
+    struct metrics_gauges g;
+    if (text == NULL)
+        return answer(503, "Service Unavailable", "text/plain", "out of memory\n", 14, out_len);
+    server_gauges(a->srv, &g);
+    size_t n = metrics_render(text, METRICS_MAX, &g);
+    char *out = answer(200, "OK", "text/plain; version=0.0.4", text, n, out_len);
+    free(text);
+    return out;
+}
+
+/* The answer to a whole head. */
+static char *respond(struct admin *a, struct admin_conn *c, size_t *out_len)
+{
     struct http_msg m;
     const char *why;
-    struct stream *st = stream_plain(fd);
-    enum head_status hs =
-        st ? http_read_head(st, buf, sizeof(buf), &len, now_ms() + ADMIN_IO_MS) : HEAD_ERROR;
-    stream_free(st);
-    if (hs != HEAD_OK || http_parse_request(buf, len, &m, &why) != HTTP_OK) {
-        answer(fd, 400, "Bad Request", "text/plain", "bad request\n", 12);
-        return;
-    }
+    if (http_parse_request(c->head, c->len, &m, &why) != HTTP_OK)
+        return answer(400, "Bad Request", "text/plain", "bad request\n", 12, out_len);
     bool get = m.method_len == 3 && memcmp(m.method, "GET", 3) == 0;
     bool metrics = m.target_len == 8 && memcmp(m.target, "/metrics", 8) == 0;
     bool health = m.target_len == 8 && memcmp(m.target, "/healthz", 8) == 0;
-    if (get && metrics) {
-        char *out = malloc(METRICS_MAX);
-        struct metrics_gauges g;
-        if (out == NULL) {
-            answer(fd, 503, "Service Unavailable", "text/plain", "out of memory\n", 14);
-            return;
-        }
-        server_gauges(a->srv, &g);
-        size_t n = metrics_render(out, METRICS_MAX, &g);
-        answer(fd, 200, "OK", "text/plain; version=0.0.4", out, n);
-        free(out);
-    } else if (get && health) {
+    if (get && metrics)
+        return metrics_answer(a, out_len);
+    if (get && health) {
         bool up = !server_stopping(a->srv);
-        answer(fd, up ? 200 : 503, up ? "OK" : "Service Unavailable", "text/plain",
-               up ? "ok\n" : "stopping\n", up ? 3 : 9);
-    } else {
-        answer(fd, 404, "Not Found", "text/plain", "GET /metrics or /healthz\n", 25);
+        return answer(up ? 200 : 503, up ? "OK" : "Service Unavailable", "text/plain",
+                      up ? "ok\n" : "stopping\n", up ? 3 : 9, out_len);
     }
+    return answer(404, "Not Found", "text/plain", "GET /metrics or /healthz\n", 25, out_len);
+}
+
+static void conn_drop(struct admin_conn *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    free(c->out);
+    c->fd = -1;
+    c->out = NULL;
+}
+
+/* A slot for a new connection: a free one, or the oldest one's. */
+static struct admin_conn *slot_for_new(struct admin *a)
+{
+    struct admin_conn *oldest = &a->conns[0];
+    for (size_t i = 0; i < ADMIN_CONNS; i++) {
+        if (a->conns[i].fd < 0)
+            return &a->conns[i];
+        if (a->conns[i].since < oldest->since)
+            oldest = &a->conns[i];
+    }
+    conn_drop(oldest);
+    return oldest;
+}
+
+static void accept_new(struct admin *a)
+{
+    int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0)
+        return; /* EMFILE and friends: the next round tries again */
+    struct admin_conn *c = slot_for_new(a);
+    c->fd = fd;
+    c->since = now_ms();
+    c->len = c->out_len = c->out_off = 0;
+}
+
+/* Read what came, or write what is due; false when the connection is done. */
+static bool conn_step(struct admin *a, struct admin_conn *c, short revents)
+{
+    if (c->out == NULL && (revents & (POLLIN | POLLHUP | POLLERR))) {
+        ssize_t n = recv(c->fd, c->head + c->len, sizeof(c->head) - c->len, MSG_DONTWAIT);
+        if (n <= 0)
+            return n < 0 && (errno == EAGAIN || errno == EINTR);
+        c->len += (size_t)n;
+        if (http_head_length(c->head, c->len) == 0 && c->len < sizeof(c->head))
+            return true;
+        if ((c->out = respond(a, c, &c->out_len)) == NULL)
+            return false;
+    }
+    if (c->out != NULL) {
+        ssize_t n =
+            send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0)
+            return errno == EAGAIN || errno == EINTR;
+        c->out_off += (size_t)n;
+        if (c->out_off == c->out_len) {
+            shutdown(c->fd, SHUT_WR);
+            return false;
+        }
+    }
+    return true;
 }
 
 static void *admin_main(void *arg)
 {
     struct admin *a = arg;
+    struct pollfd p[ADMIN_CONNS + 1];
     while (!atomic_load(&a->stop)) {
-        if (fd_wait(a->fd, POLLIN, ADMIN_POLL_MS) <= 0)
-            continue;
-        int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE)
-                usleep(100000);
+        p[0] = (struct pollfd){a->fd, POLLIN, 0};
+        for (size_t i = 0; i < ADMIN_CONNS; i++) {
+            struct admin_conn *c = &a->conns[i];
+            p[i + 1] = (struct pollfd){c->fd, c->out ? POLLOUT : POLLIN, 0};
+        }
+        if (poll(p, ADMIN_CONNS + 1, ADMIN_POLL_MS) < 0 && errno != EINTR) {
+            usleep(100000);
             continue;
         }
-        serve_one(a, fd);
-        shutdown(fd, SHUT_WR);
-        close(fd);
+        int64_t now = now_ms();
+        for (size_t i = 0; i < ADMIN_CONNS; i++) {
+            struct admin_conn *c = &a->conns[i];
+            if (c->fd < 0)
+                continue;
+            if ((p[i + 1].revents && !conn_step(a, c, p[i + 1].revents)) ||
+                now - c->since > ADMIN_IO_MS)
+                conn_drop(c);
+        }
+        if (p[0].revents & POLLIN)
+            accept_new(a);
     }
+    for (size_t i = 0; i < ADMIN_CONNS; i++)
+        conn_drop(&a->conns[i]);
     return NULL;
+}
+
+/* A Unix socket's path is the operator's: a socket left by an earlier run
+ * is replaced, anything else there is not touched. */
+static void remove_stale_socket(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+        unlink(path);
 }
 
 struct admin *admin_start(struct server *srv, const struct proxy_settings *set)
@@ -104,6 +206,13 @@ struct admin *admin_start(struct server *srv, const struct proxy_settings *set)
     if (a == NULL)
         return NULL;
     a->srv = srv;
+    for (size_t i = 0; i < ADMIN_CONNS; i++)
+        a->conns[i].fd = -1;
+    if (set->admin_addr.ss_family == AF_UNIX) {
+        const struct sockaddr_un *un = (const struct sockaddr_un *)&set->admin_addr;
+        snprintf(a->unix_path, sizeof(a->unix_path), "%s", un->sun_path);
+        remove_stale_socket(a->unix_path);
+    }
     a->fd = listen_socket(&set->admin_addr, set->admin_len, set->admin, "admin");
     if (a->fd < 0 || pthread_create(&a->thread, NULL, admin_main, a) != 0) {
         if (a->fd >= 0)
@@ -121,5 +230,7 @@ void admin_stop(struct admin *a)
     atomic_store(&a->stop, true);
     pthread_join(a->thread, NULL);
     close(a->fd);
+    if (a->unix_path[0] != '\0')
+        unlink(a->unix_path);
     free(a);
 }

@@ -25,6 +25,7 @@ static struct {
     atomic_ullong bytes_up, bytes_down;
     atomic_ullong upstream_errors[N_ERROR_KINDS];
     atomic_ullong reloads_ok, reloads_failed;
+    atomic_ullong refused[REFUSED_N];
 } counters;
 
 static struct {
@@ -63,6 +64,11 @@ void metrics_upstream_error(const char *code)
 void metrics_reload(bool ok)
 {
     atomic_fetch_add(ok ? &counters.reloads_ok : &counters.reloads_failed, 1);
+}
+
+void metrics_refused(enum refused why)
+{
+    atomic_fetch_add_explicit(&counters.refused[why], 1, memory_order_relaxed);
 }
 
 void metrics_inference(const char *route, int status)
@@ -130,6 +136,11 @@ static void render_counters(struct out *o)
         emit(o, "egressd_inference_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
              by_route.rows[i].route, by_route.rows[i].status, by_route.rows[i].count);
     pthread_mutex_unlock(&by_route.mu);
+    static const char *const refused[REFUSED_N] = {"queue_full", "busy", "descriptors", "stopping"};
+    counter(o, "egressd_refused_total", "Connections answered 503 before a worker took them.");
+    for (int i = 0; i < REFUSED_N; i++)
+        emit(o, "egressd_refused_total{reason=\"%s\"} %llu\n", refused[i],
+             atomic_load(&counters.refused[i]));
     counter(o, "egressd_reloads_total", "Configuration reloads, by result.");
     emit(o,
          "egressd_reloads_total{result=\"ok\"} %llu\negressd_reloads_total{result=\"failed\"} "

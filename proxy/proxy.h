@@ -127,6 +127,9 @@ void metrics_tunnel(int delta);
 void metrics_bytes(uint64_t up, uint64_t down);
 void metrics_upstream_error(const char *code);
 void metrics_reload(bool ok);
+/* Connections answered 503 before any worker saw them, by why. */
+enum refused { REFUSED_QUEUE_FULL, REFUSED_BUSY, REFUSED_DESCRIPTORS, REFUSED_STOPPING, REFUSED_N };
+void metrics_refused(enum refused why);
 void metrics_inference(const char *route, int status);
 size_t metrics_render(char *buf, size_t cap, const struct metrics_gauges *g);
 

@@ -5,8 +5,11 @@
  * both sockets and moves bytes with splice(2) through a pipe per direction
  * (kernel to kernel, no copy through user space).  The pipes belong to the
  * worker thread and serve its tunnels one after the other (made when a
- * direction first carries data; dropped only when a tunnel ends with bytes
- * still in one), so a new tunnel costs no pipe syscalls.
+ * direction first carries data), so a busy worker's next tunnel costs no
+ * pipe syscalls; a tunnel that goes quiet for a second gives them back, so
+ * that thousands of idle tunnels hold two descriptors each, not six.  When
+ * no pipe can be had (descriptors exhausted) bytes are copied through a
+ * small buffer instead: a tunnel never dies for want of a pipe.
  * When one side stops sending (EOF), the other side's write half is shut
  * once everything before the EOF has been delivered, and the tunnel lives
  * on until both directions have ended: half-closed clients get their whole
@@ -19,18 +22,22 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #define SPLICE_CHUNK  (1 << 20)
 #define RECHECK_MS    1000 /* a reload that forbids a tunnel closes it within this */
 #define PUMP_ROUNDS   16
 #define PUMP_MORE_MIN (16 * 1024)
+#define SPILL_SIZE    (8 * 1024) /* the copying fallback's buffer, per direction */
 
 struct direction {
     int src, dst;
     struct direction *other;
     int *pipe;      /* the worker's pipe for this direction: kept between tunnels */
     size_t in_pipe; /* bytes read from src, not yet written to dst */
+    char *spill;    /* without a pipe: a buffer, allocated the first time it is needed */
+    size_t spill_off, spill_len;
     bool eof, shut;
     uint64_t bytes;
 };
@@ -42,40 +49,74 @@ static int open_pipe(struct direction *d)
     return pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC);
 }
 
+/* Bytes read from src and not yet written to dst, in the pipe or spill. */
+static size_t held(const struct direction *d)
+{
+    return d->in_pipe + d->spill_len;
+}
+
+/* Read from src into the pipe, or into spill when no pipe can be had; the
+ * count (0 when nothing came), or -1 on a reset. */
+static ssize_t take_in(struct direction *d)
+{
+    ssize_t n;
+    if (open_pipe(d) == 0) {
+        n = splice(d->src, NULL, d->pipe[1], NULL, SPLICE_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0)
+            d->in_pipe += (size_t)n;
+    } else if (d->spill_len > 0) {
+        return 0; /* copying: one buffer at a time */
+    } else if (d->spill == NULL && (d->spill = malloc(SPILL_SIZE)) == NULL) {
+        return -1; /* neither a pipe nor memory: this tunnel cannot go on */
+    } else {
+        n = recv(d->src, d->spill, SPILL_SIZE, MSG_DONTWAIT);
+        if (n > 0)
+            d->spill_off = 0, d->spill_len = (size_t)n;
+    }
+    if (n == 0)
+        d->eof = true;
+    return n < 0 ? (errno == EAGAIN || errno == EINTR ? 0 : -1) : n;
+}
+
+/* Write what is held to dst; -1 on a reset. */
+static int give_out(struct direction *d, bool *moved)
+{
+    ssize_t n = 0;
+    if (d->in_pipe > 0) {
+        n = splice(d->pipe[0], NULL, d->dst, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0)
+            d->in_pipe -= (size_t)n;
+    } else if (d->spill_len > 0) {
+        n = send(d->dst, d->spill + d->spill_off, d->spill_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0)
+            d->spill_off += (size_t)n, d->spill_len -= (size_t)n;
+    }
+    if (n > 0) {
+        d->bytes += (uint64_t)n;
+        *moved = true;
+    }
+    return n < 0 && errno != EAGAIN && errno != EINTR ? -1 : 0;
+}
+
 /* Move what can be moved now; -1 ends the tunnel (reset, broken pipe).
  * *more: the read was large enough that the socket may hold more. */
 static int pump_once(struct direction *d, short src_ready, bool *moved, bool *more)
 {
     *more = false;
     if ((src_ready & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)) && !d->eof) {
-        if (open_pipe(d) != 0)
+        ssize_t n = take_in(d);
+        if (n < 0)
             return -1;
-        ssize_t n =
-            splice(d->src, NULL, d->pipe[1], NULL, SPLICE_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
-            d->in_pipe += (size_t)n;
             *moved = true;
             /* a peer's EOF behind the bytes: take it now, not after a poll */
             *more = n >= PUMP_MORE_MIN || (src_ready & (POLLRDHUP | POLLHUP));
-        } else if (n == 0) {
-            d->eof = true;
-        } else if (errno != EAGAIN && errno != EINTR) {
-            return -1;
         }
     }
     /* a non-blocking splice just tries: poll only said when to wake */
-    if (d->in_pipe > 0) {
-        ssize_t n =
-            splice(d->pipe[0], NULL, d->dst, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (n > 0) {
-            d->in_pipe -= (size_t)n;
-            d->bytes += (uint64_t)n;
-            *moved = true;
-        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
-            return -1;
-        }
-    }
-    if (d->eof && d->in_pipe == 0 && !d->shut) {
+    if (give_out(d, moved) != 0)
+        return -1;
+    if (d->eof && held(d) == 0 && !d->shut) {
         /* the last direction to end needs no shutdown: both peers have
          * sent their EOF, nothing is left unread, and the close right after
          * sends the FIN */
@@ -83,7 +124,7 @@ static int pump_once(struct direction *d, short src_ready, bool *moved, bool *mo
             shutdown(d->dst, SHUT_WR);
         d->shut = true;
     }
-    if (d->in_pipe > 0)
+    if (held(d) > 0)
         *more = false; /* dst is full: wait for POLLOUT */
     return 0;
 }
@@ -109,7 +150,7 @@ static short wanted(const struct direction *d, int fd)
     short ev = 0;
     if (fd == d->src && !d->eof)
         ev |= POLLIN | POLLRDHUP;
-    if (fd == d->dst && d->in_pipe > 0)
+    if (fd == d->dst && held(d) > 0)
         ev |= POLLOUT;
     return ev;
 }
@@ -148,8 +189,11 @@ void relay(int client, int upstream, int idle_ms, const struct relay_check *chec
             st->end = rc == 0 ? "idle timeout" : "poll failed";
             break;
         }
-        if (rc == 0)
+        if (rc == 0) { /* quiet for a while: the pipes go back */
+            if (held(&up) == 0 && held(&down) == 0)
+                relay_pipes_close(rp);
             continue;
+        }
         if ((p[0].revents | p[1].revents) & POLLERR) {
             st->end = "connection reset";
             break;
@@ -170,6 +214,8 @@ void relay(int client, int upstream, int idle_ms, const struct relay_check *chec
             dirs[d]->pipe[0] = dirs[d]->pipe[1] = -1;
         }
     }
+    free(up.spill);
+    free(down.spill);
     st->up = up.bytes;
     st->down = down.bytes;
 }

@@ -39,12 +39,13 @@
 
 #define WORKER_STACK   (256 * 1024)
 #define POOL_SHRINK_MS 30000
-#define ACCEPT_POLL_MS 1000
+#define ACCEPT_POLL_MS 250 /* the acceptor looks at the queue at least this often */
 #define BACKOFF_MAX_MS 1000
 
 struct queued {
     int fd;                       /* -1: no socket, the server is stopping */
     struct sockaddr_storage peer; /* from accept: no getpeername per connection */
+    int64_t since;                /* when it was queued */
 };
 
 /* A waiting worker, on its own stack; linked into the idle stack under mu. */
@@ -61,6 +62,9 @@ struct server {
     struct admin *admin;
     struct snapshot_holder cfg;
     int lfd;
+    int reserve;            /* a descriptor given up to answer a client when none is left */
+    int64_t shed_logged;    /* rate limit for the log line of refusals */
+    unsigned shed_unlogged; /* refusals since that line */
     pthread_t acceptor;
 
     pthread_mutex_t mu; /* the queue, the idle stack and the pool counters */
@@ -69,6 +73,7 @@ struct server {
     size_t qcap, qhead, qlen;
     struct idler *idle_top; /* the worker that went idle last */
     unsigned total, starting, busy, base, max;
+    unsigned queue_wait_ms; /* queue_timeout: longest a socket waits for a worker */
     bool stopping;
 };
 
@@ -245,10 +250,23 @@ static void reject(int fd, const char *why)
     close(fd);
 }
 
+/* One log line a second at most about refused connections, however many. */
+static void note_refused(struct server *s, const char *why)
+{
+    int64_t now = now_ms();
+    s->shed_unlogged++;
+    if (now - s->shed_logged < 1000)
+        return;
+    log_msg(LOGL_WARN, "connect", "refused %u connection%s with 503: %s", s->shed_unlogged,
+            s->shed_unlogged == 1 ? "" : "s", why);
+    s->shed_logged = now;
+    s->shed_unlogged = 0;
+}
+
 static void enqueue(struct server *s, int fd, const struct sockaddr_storage *peer)
 {
     pthread_mutex_lock(&s->mu);
-    struct idler *w = s->stopping ? NULL : idle_hand(s, (struct queued){fd, *peer});
+    struct idler *w = s->stopping ? NULL : idle_hand(s, (struct queued){fd, *peer, 0});
     if (w != NULL) {
         pthread_mutex_unlock(&s->mu);
         sem_post(&w->wake); /* cannot fail: the count is 0 or 1 */
@@ -257,16 +275,57 @@ static void enqueue(struct server *s, int fd, const struct sockaddr_storage *pee
     if (s->qlen == s->qcap || s->stopping) {
         bool stopping = s->stopping;
         pthread_mutex_unlock(&s->mu);
-        log_msg(LOGL_WARN, "connect", "%s",
-                stopping ? "refused: shutting down" : "refused: queue full");
+        metrics_refused(stopping ? REFUSED_STOPPING : REFUSED_QUEUE_FULL);
+        note_refused(s, stopping ? "shutting down" : "the queue is full");
         reject(fd, stopping ? "egressd is shutting down" : "too many connections waiting; retry");
         return;
     }
-    s->q[(s->qhead + s->qlen) % s->qcap] = (struct queued){fd, *peer};
+    s->q[(s->qhead + s->qlen) % s->qcap] = (struct queued){fd, *peer, now_ms()};
     s->qlen++;
     if (s->starting < s->qlen && s->total < s->max)
         spawn_worker(s);
     pthread_mutex_unlock(&s->mu);
+}
+
+/* A socket that has waited queue_timeout for a worker gets its 503 now:
+ * past capacity every client is answered within a second or two, instead
+ * of waiting for its own timeout behind workers that hold long tunnels. */
+static void reap_queue(struct server *s)
+{
+    int64_t now = now_ms();
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        if (s->qlen == 0 || now - s->q[s->qhead].since < s->queue_wait_ms) {
+            pthread_mutex_unlock(&s->mu);
+            return;
+        }
+        int fd = s->q[s->qhead].fd;
+        s->qhead = (s->qhead + 1) % s->qcap;
+        s->qlen--;
+        pthread_mutex_unlock(&s->mu);
+        metrics_refused(REFUSED_BUSY);
+        note_refused(s, "every worker is busy");
+        reject(fd, "every worker is busy; retry");
+    }
+}
+
+/* Out of descriptors, accept fails while clients wait in the kernel's
+ * queue until their own timeouts.  Giving up the reserve descriptor for a
+ * moment lets one of them in to hear 503; true when one was answered. */
+static bool shed_one(struct server *s)
+{
+    if (s->reserve < 0 && (s->reserve = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0)
+        return false;
+    close(s->reserve);
+    s->reserve = -1;
+    int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+        metrics_refused(REFUSED_DESCRIPTORS);
+        note_refused(s, "out of file descriptors");
+        reject(fd, "egressd is out of file descriptors; retry");
+    }
+    s->reserve = open("/dev/null", O_RDONLY | O_CLOEXEC); /* -1: tried again next time */
+    return fd >= 0;
 }
 
 /* ---- acceptor --------------------------------------------------------------- */
@@ -304,12 +363,13 @@ static void *acceptor_main(void *arg)
         struct sockaddr_storage peer;
         socklen_t plen = sizeof(peer);
         int fd = accept4(s->lfd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int e = errno;
+        reap_queue(s);
         if (fd >= 0) {
             backoff = 0;
             enqueue(s, fd, &peer);
             continue;
         }
-        int e = errno;
         if (server_stopping(s))
             break; /* the listener was shut down under us */
         if (e == EAGAIN || e == EWOULDBLOCK) {
@@ -319,6 +379,8 @@ static void *acceptor_main(void *arg)
         }
         if (accept_error_is_transient(e))
             continue;
+        if ((e == EMFILE || e == ENFILE) && shed_one(s))
+            continue; /* answered; the next one may find a descriptor again */
         /* EMFILE, ENFILE, ENOBUFS, ENOMEM: wait for resources, never give up */
         backoff = backoff ? (backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2) : 10;
         log_msg(LOGL_ERROR, "server", "accept failed: %s; retrying in %d ms", strerror(e), backoff);
@@ -335,7 +397,8 @@ int listen_socket(const struct sockaddr_storage *addr, socklen_t len, const char
     /* SO_REUSEADDR lets a restart bind its port while old connections sit in
      * TIME_WAIT; with port 0 there is nothing to rebind, and Linux may then
      * hand out a port another SO_REUSEADDR listener still holds */
-    bool fixed_port = ((const struct sockaddr_in *)addr)->sin_port != 0; /* same offset in v6 */
+    bool fixed_port = addr->ss_family != AF_UNIX &&
+                      ((const struct sockaddr_in *)addr)->sin_port != 0; /* same offset in v6 */
     if (fd < 0 ||
         (fixed_port && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) ||
         bind(fd, (const struct sockaddr *)addr, len) != 0 || listen(fd, SOMAXCONN) != 0) {
@@ -344,12 +407,15 @@ int listen_socket(const struct sockaddr_storage *addr, socklen_t len, const char
             close(fd);
         return -1;
     }
-    set_nodelay(fd); /* accepted sockets inherit it: one syscall less per connection */
-    struct sockaddr_storage bound;
-    socklen_t blen = sizeof(bound);
-    char shown[INET6_ADDRSTRLEN + 8] = "?";
-    if (getsockname(fd, (struct sockaddr *)&bound, &blen) == 0)
-        format_sockaddr((struct sockaddr *)&bound, shown, sizeof(shown));
+    char shown[128];
+    snprintf(shown, sizeof(shown), "%s", text);
+    if (addr->ss_family != AF_UNIX) {
+        set_nodelay(fd); /* accepted sockets inherit it: one syscall less per connection */
+        struct sockaddr_storage bound;
+        socklen_t blen = sizeof(bound);
+        if (getsockname(fd, (struct sockaddr *)&bound, &blen) == 0)
+            format_sockaddr((struct sockaddr *)&bound, shown, sizeof(shown));
+    }
     if (strcmp(what, "proxy") == 0)
         log_msg(LOGL_INFO, "server", "listening on %s", shown);
     else
@@ -376,11 +442,14 @@ struct server *server_start(struct snapshot *first, const char *config_path)
         return NULL;
     s->q = calloc(set->queue, sizeof(*s->q));
     s->trust = trust_store_new();
-    s->lfd = s->q && s->trust
+    s->reserve = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    s->lfd = s->q && s->trust && s->reserve >= 0
                  ? listen_socket(&set->listen_addr, set->listen_len, set->listen, "proxy")
                  : -1;
     if (s->lfd < 0) {
         trust_store_free(s->trust);
+        if (s->reserve >= 0)
+            close(s->reserve);
         free(s->q);
         free(s);
         return NULL;
@@ -397,6 +466,7 @@ struct server *server_start(struct snapshot *first, const char *config_path)
     s->qcap = set->queue;
     s->base = set->workers;
     s->max = set->max_workers;
+    s->queue_wait_ms = set->queue_timeout_ms;
     pthread_mutex_lock(&s->mu);
     for (unsigned i = 0; i < s->base; i++)
         spawn_worker(s);
@@ -419,6 +489,8 @@ static void server_free(struct server *s)
     pthread_mutex_destroy(&s->mu);
     snapshot_unref(atomic_load(&s->cfg.cur));
     trust_store_free(s->trust);
+    if (s->reserve >= 0)
+        close(s->reserve);
     free(s->q);
     free(s);
 }
@@ -461,6 +533,7 @@ static void reload(struct server *s)
     pthread_mutex_lock(&s->mu);
     s->base = set->workers;
     s->max = set->max_workers;
+    s->queue_wait_ms = set->queue_timeout_ms;
     pthread_mutex_unlock(&s->mu);
     log_configure(set->log_format, set->log_level);
     holder_swap(&s->cfg, next);

@@ -267,7 +267,7 @@ def test_pool_grows_beyond_workers(start_egressd, echo_server):
 
 def test_full_queue_503(start_egressd, echo_server):
     e = start_egressd(proxy_config(rules=allow_local()).replace(
-        "workers = 4\nmax_workers = 32", "workers = 1\nmax_workers = 1\nqueue = 1"))
+        "workers = 4\nmax_workers = 32", "workers = 1\nmax_workers = 1\nqueue = 1\nqueue_timeout = 30s"))
     busy, status, _ = connect_via(e.port, f"127.0.0.1:{echo_server}")  # the only worker
     assert " 200 " in status
     waiting = e.connect()  # takes the only queue slot
@@ -394,29 +394,69 @@ def test_requests_https_through_connect(start_egressd, tmp_path):
     stop_http_server(srv, thread)
 
 
-def test_fd_exhaustion_does_not_stop_the_proxy(tmp_path, echo_server):
-    """With a tiny open-file limit, accept() fails with EMFILE; egressd backs
-    off, keeps running, and serves again once descriptors are free."""
+def test_fd_exhaustion_is_answered_and_survived(tmp_path, echo_server):
+    """With a tiny open-file limit, accept() fails with EMFILE: egressd gives
+    up its reserve descriptor to tell waiting clients 503 at once (they once
+    sat in the kernel's queue until their own timeouts), keeps running, and
+    serves again once descriptors are free."""
     from conftest import Egressd
     conf = proxy_config(rules=allow_local()).replace("workers = 4\nmax_workers = 32",
                                                      "workers = 2\nmax_workers = 64")
     e = Egressd(tmp_path, conf)
     subprocess.run(["prlimit", f"--pid={e.proc.pid}", "--nofile=24:24"], check=True)
-    hogs = []
-    for _ in range(40):  # more than the limit: some are accepted, the rest wait in the backlog
-        s = socket.socket()
-        s.settimeout(5)
-        s.connect(("127.0.0.1", e.port))
-        hogs.append(s)
-    time.sleep(1.5)
+    tunnels = []
+    for _ in range(30):  # each holds two descriptors: the limit is soon reached
+        try:
+            s, status, _ = connect_via(e.port, f"127.0.0.1:{echo_server}")
+        except OSError:
+            break
+        if " 200 " not in status:
+            break
+        tunnels.append(s)
+    assert 0 < len(tunnels) < 30
+    late = socket.create_connection(("127.0.0.1", e.port), timeout=5)
+    late.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n\r\n" % echo_server)
+    code, headers, body = parse_error(read_response(late))  # an answer, not a hang
+    assert code == 503 and body["error"] == "overloaded", body
     assert e.proc.poll() is None, "still running"
-    assert any("accept failed" in l.get("msg", "") for l in e.lines()), "EMFILE was met and logged"
-    for s in hogs:
+    assert any("file descriptors" in l.get("msg", "") or "file descriptors" in l.get("detail", "")
+               for l in e.lines()), "the exhaustion was met and logged"
+    for s in tunnels:
         s.close()
-    time.sleep(2.5)  # the hogs' heads time out or their closes are seen; backoff is at most 1 s
-    s, status, _ = connect_via(e.port, f"127.0.0.1:{echo_server}")
+    deadline = time.time() + 10
+    while time.time() < deadline:  # the tunnels' ends are seen, their descriptors come back
+        s, status, _ = connect_via(e.port, f"127.0.0.1:{echo_server}")
+        if " 200 " in status:
+            break
+        s.close()
+        time.sleep(0.2)
     assert " 200 " in status
     s.sendall(b"ping")
     assert s.recv(10) == b"ping"
     s.close()
     assert e.stop() == 0
+
+
+def test_busy_workers_mean_503_not_a_hang(start_egressd, echo_server):
+    """Every worker holds a tunnel: a connection that waits in the queue gets
+    503 after queue_timeout (they once waited for a worker forever)."""
+    e = start_egressd(proxy_config(rules=allow_local()).replace(
+        "workers = 4\nmax_workers = 32", "workers = 2\nmax_workers = 2\nqueue = 64\nqueue_timeout = 500ms"))
+    held = [connect_via(e.port, f"127.0.0.1:{echo_server}")[0] for _ in range(2)]
+    waiting = []
+    for _ in range(8):
+        s = socket.create_connection(("127.0.0.1", e.port), timeout=10)
+        s.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n\r\n" % echo_server)
+        waiting.append(s)
+    for s in waiting:
+        code, headers, body = parse_error(read_response(s))
+        assert code == 503 and body["error"] == "overloaded"
+        assert "busy" in body["detail"]
+    for s in held:
+        s.close()
+    s, status, _ = connect_via(e.port, f"127.0.0.1:{echo_server}")
+    deadline = time.time() + 5
+    while " 200 " not in status and time.time() < deadline:
+        time.sleep(0.1)
+        s, status, _ = connect_via(e.port, f"127.0.0.1:{echo_server}")
+    assert " 200 " in status

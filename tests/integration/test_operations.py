@@ -256,3 +256,28 @@ def test_pool_grows_then_shrinks_to_base(start_egressd, echo_server):
     assert s.recv(10) == b"base"
     s.close()
     assert e.stop() == 0
+
+
+def test_admin_endpoint_cannot_be_stalled(start_egressd):
+    """Idle sockets once held the one-at-a-time admin endpoint 2 s each."""
+    admin = free_port()
+    e = start_egressd(proxy_config(extra_proxy=f"admin = 127.0.0.1:{admin}\n", rules=rules("1")))
+    idle = [socket.create_connection(("127.0.0.1", admin), timeout=5) for _ in range(50)]
+    for _ in range(3):
+        r = requests.get(f"http://127.0.0.1:{admin}/healthz", timeout=3)
+        assert r.status_code == 200 and r.text == "ok\n"
+    for s in idle:
+        s.close()
+
+
+def test_admin_on_a_unix_socket(start_egressd, tmp_path):
+    path = tmp_path / "admin.sock"
+    e = start_egressd(proxy_config(extra_proxy=f"admin = unix:{path}\n", rules=rules("1")))
+    r = subprocess.run(["curl", "-sS", "--unix-socket", str(path), "http://egressd/healthz"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.stdout == "ok\n", r.stderr
+    r = subprocess.run(["curl", "-sS", "--unix-socket", str(path), "http://egressd/metrics"],
+                       capture_output=True, text=True, timeout=10)
+    assert "egressd_refused_total" in r.stdout
+    e.stop()
+    assert not path.exists(), "removed at stop"

@@ -53,7 +53,7 @@ Test(config, defaults)
     const struct proxy_settings *s = policy_settings(p);
     cr_assert_str_eq(s->listen, "127.0.0.1:3128");
     cr_assert_eq(s->workers, 16);
-    cr_assert_eq(s->max_workers, 512);
+    cr_assert_eq(s->max_workers, 16384);
     cr_assert_eq(s->queue, 1024);
     cr_assert_eq(s->header_timeout_ms, 10000);
     cr_assert_eq(s->dns_timeout_ms, 5000);
