@@ -16,8 +16,9 @@
  * one span, leaving every other byte as it was.
  *
  * json_escape writes any bytes as the inside of a JSON string: control
- * characters escaped, invalid UTF-8 replaced by U+FFFD, so that a log line
- * or an error body stays valid JSON whatever a client sent.
+ * characters and the Unicode line separators escaped, invalid UTF-8
+ * replaced by U+FFFD, so that a log line or an error body stays one valid
+ * JSON line whatever a client sent.
  */
 #include "inference.h"
 
@@ -387,9 +388,10 @@ size_t json_escape(char *dst, size_t cap, const char *src)
             dst[n++] = '\\';
             dst[n++] = (char)*p;
             p++, left--;
-        } else if (*p < 0x20 || *p == 0x7f) {
-            n += (size_t)snprintf(dst + n, cap - n, "\\u%04x", *p);
-            p++, left--;
+        } else if (*p < 0x20 || *p == 0x7f || cp == 0x2028 || cp == 0x2029) {
+            /* U+2028 and U+2029 too: some line readers break lines there */
+            n += (size_t)snprintf(dst + n, cap - n, "\\u%04x", cp);
+            p += len, left -= len;
         } else {
             memcpy(dst + n, p, len);
             n += len, p += len, left -= len;

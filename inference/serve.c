@@ -708,8 +708,13 @@ void inference_serve(const struct inference_env *first_env, struct inference_cli
             fail(&x, 400, "bad_request", why, false);
             return;
         }
-        if (!first && env->refresh != NULL && !env->refresh(env->refresh_ctx, env))
+        if (!first && env->refresh != NULL && !env->refresh(env->refresh_ctx, env)) {
+            struct exchange x = {.cl = cl, .minor = 1, .rp.io_ms = 2000};
+            fail(&x, 403, "policy_denied",
+                 "egressd no longer intercepts this destination (its configuration was reloaded)",
+                 false);
             return;
+        }
         if (!inference_serve_request(env, cl, &m))
             return;
         wait_ms = (int)policy_inference(env->pol)->keepalive_timeout_ms;

@@ -136,8 +136,12 @@ void intercept_tunnel(struct conn *c, const struct host *h, struct log_fields *f
     c->intercept_host = h->name;
     c->intercept_port = (long)f->port;
     int64_t deadline = now_ms() + c->set->header_timeout_ms; /* the 200, the peek, the handshake */
-    if (fd_write_all(c->fd, ESTABLISHED, sizeof(ESTABLISHED) - 1, deadline) != IO_OK)
+    if (fd_write_all(c->fd, ESTABLISHED, sizeof(ESTABLISHED) - 1, deadline) != IO_OK) {
+        f->reason = "client went away before the 200";
+        f->src = c->src;
+        log_event(LOGL_INFO, f);
         return;
+    }
     f->action = "intercept";
     f->src = c->src;
     f->status = 200;

@@ -91,10 +91,8 @@ static void head_failed(struct conn *c, enum head_status st)
     case HEAD_TOO_LARGE:
         conn_fail(c, &f, &ERR_HEADERS_TOO_LARGE, "request head larger than 8 KiB");
         break;
-    case HEAD_PARTIAL_EOF:
-        f.reason = "client closed mid-head";
-        f.src = c->src;
-        log_event(LOGL_DEBUG, &f);
+    case HEAD_PARTIAL_EOF: /* it may still read: say why nothing happened */
+        conn_fail(c, &f, &ERR_BAD_REQUEST, "the request head ended before its blank line");
         break;
     default:
         break; /* connected and left, or reset: nothing to say to anybody */

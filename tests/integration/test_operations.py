@@ -219,7 +219,10 @@ def test_kept_intercepted_connection_follows_reloads(start_egressd, backend, tmp
     reload(e, inference_config(tmp_path, backend.port))  # the backend route now
     assert b'"m1"' in models(), "the next request on the same connection uses the new routes"
     reload(e, inference_config(tmp_path, backend.port).replace("inference.local, ", ""))
-    assert models() is None, "no longer intercepted: closed"
+    answer = models()
+    assert answer is not None and answer.startswith(b"HTTP/1.1 403"), answer
+    assert b'"policy_denied"' in answer and b"Connection: close" in answer
+    assert s.recv(100) == b"", "no longer intercepted: answered, then closed"
 
 
 def test_pool_grows_then_shrinks_to_base(start_egressd, echo_server):

@@ -365,3 +365,27 @@ def test_slow_body_inside_interception_is_cut(slow_proxy, backend):
     raw = read_response(s)
     assert raw.startswith(b"HTTP/1.1 408"), raw
     assert backend.requests() == []
+
+
+def test_head_cut_short_is_answered(start_egressd):
+    e = start_egressd(proxy_config(rules=allow_local()))
+    s = e.connect()
+    s.sendall(b"CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: x\r\n")
+    s.shutdown(socket.SHUT_WR)  # half-closed: it can still read the answer
+    code, headers, js = parse_error(read_response(s))
+    assert code == 400 and js["error"] == "bad_request"
+
+
+def test_model_names_reach_the_log_as_valid_json(start_egressd, backend, tmp_path):
+    e = start_egressd(inference_config(tmp_path, backend.port), env=INFERENCE_ENV)
+    s = intercepted(e)
+    code, headers, f = post(s, "/v1/chat/completions", b'{"model":"gpt\\u0001\\u2028\\"x","messages":[]}')
+    assert code == 200
+    f.read(int(headers.get("content-length", 0)) or 0)
+    s = intercepted(e)
+    code, headers, f = post(s, "/v1/chat/completions", b'{"model":"gpt\xff\xfe","messages":[]}')
+    assert code == 400, "invalid UTF-8 is not JSON"
+    for raw in e.raw_lines():  # every line parses
+        json.loads(raw)
+    line = e.events("inference", status=200)[0]
+    assert line["model"] == 'gpt\x01\u2028"x'

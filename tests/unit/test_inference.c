@@ -303,6 +303,8 @@ Test(json, escape_keeps_log_lines_valid)
     cr_assert_str_eq(out, "ok \\ufffd\\ufffd(\xc3\xa9", "invalid UTF-8 replaced, valid kept");
     json_escape(out, sizeof(out), "\xf0\x9f\x98\x80\x7f");
     cr_assert_str_eq(out, "\xf0\x9f\x98\x80\\u007f");
+    json_escape(out, sizeof(out), "a\xe2\x80\xa8" "b\xe2\x80\xa9");
+    cr_assert_str_eq(out, "a\\u2028b\\u2029", "line separators would split a log line");
 }
 
 /* ---- responses egressd writes ---- */
