@@ -20,7 +20,7 @@ REL_FLAGS := -O2
 SAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 TSAN_FLAGS := -O1 -fsanitize=thread -fno-omit-frame-pointer
 
-MODULES  := policy tls inference proxy
+MODULES  := policy tls http inference proxy
 LIB_SRC  := $(filter-out proxy/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
 MAIN_SRC := proxy/main.c
 UNIT_SRC := $(wildcard tests/unit/*.c)

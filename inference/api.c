@@ -1,6 +1,5 @@
 /*
- * api.c - the inference APIs as data: telling TLS from HTTP in the first
- * bytes of a tunnel, the table of recognised calls, route selection, the
+ * api.c - the inference APIs as data: the table of recognised calls, route selection, the
  * backend path, the request headers that may pass, error bodies in the
  * shape of each API, the SSE event that reports a cut stream, and token
  * usage as backends report it.
@@ -12,29 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-enum peek_kind peek_classify(const unsigned char *p, size_t n)
-{
-    if (n == 0)
-        return PEEK_MORE;
-    if (p[0] == 0x16) { /* a TLS handshake record: 16 03 00..04 */
-        if (n >= 2 && p[1] != 0x03)
-            return PEEK_OTHER;
-        if (n >= 3 && p[2] > 0x04)
-            return PEEK_OTHER;
-        return n >= 3 ? PEEK_TLS : PEEK_MORE;
-    }
-    /* Something shaped like a request line: printable ASCII, then a space.
-     * Whether it is a valid method is the parser's question, so that a bad
-     * request line gets its 400 instead of a silent close. */
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] == ' ')
-            return i > 0 ? PEEK_HTTP : PEEK_OTHER;
-        if (p[i] <= 0x20 || p[i] >= 0x7f || i == PEEK_TOKEN_MAX)
-            return PEEK_OTHER;
-    }
-    return PEEK_MORE;
-}
 
 struct api_call {
     const char *method, *path;

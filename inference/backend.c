@@ -34,9 +34,9 @@ struct backend_pool *backend_pool_new(size_t max_idle)
     return bp;
 }
 
-static void conn_close(struct backend_conn *b)
+static void backend_close(struct backend_conn *b)
 {
-    stream_free(b->s);
+    stream_free(b->in.s);
     close(b->fd);
     free(b);
 }
@@ -48,7 +48,7 @@ void backend_pool_free(struct backend_pool *bp)
     while (bp->idle != NULL) {
         struct backend_conn *b = bp->idle;
         bp->idle = b->next;
-        conn_close(b);
+        backend_close(b);
     }
     pthread_mutex_destroy(&bp->mu);
     free(bp);
@@ -86,11 +86,11 @@ static struct backend_conn *pool_take(struct backend_pool *bp, const char *key)
     while (stale != NULL) {
         struct backend_conn *b = stale;
         stale = b->next;
-        conn_close(b);
+        backend_close(b);
     }
     /* readable while idle: closed by the backend, or junk we must not read as a response */
     if (found != NULL && fd_wait(found->fd, POLLIN, 0) != 0) {
-        conn_close(found);
+        backend_close(found);
         found = NULL;
     }
     return found;
@@ -109,14 +109,14 @@ static struct backend_conn *conn_new(const struct inference_env *env, const stru
     struct backend_conn *b = malloc(sizeof(*b));
     if (b != NULL) {
         b->fd = fd;
-        b->len = 0;
         b->next = NULL;
         snprintf(b->key, sizeof(b->key), "%s", key);
-        b->s =
+        struct stream *s =
             r->scheme == ENDPOINT_HTTPS
                 ? tls_client_connect(env->tls, fd, r->host, now_ms() + r->timeout_ms, err, errlen)
                 : stream_plain(fd);
-        if (b->s != NULL)
+        bufconn_init(&b->in, s, b->buf, sizeof(b->buf));
+        if (s != NULL)
             return b;
         free(b);
     } else {
@@ -140,8 +140,8 @@ void backend_done(const struct inference_env *env, struct backend_conn *b, bool 
 {
     struct backend_pool *bp = env->pool;
     struct backend_conn *evict = NULL;
-    if (!reusable || b->len > 0) { /* leftover bytes: the backend said more than it should */
-        conn_close(b);
+    if (!reusable || b->in.len > 0) { /* leftover bytes: the backend said more than it should */
+        backend_close(b);
         return;
     }
     b->idle_since = now_ms();
@@ -158,5 +158,5 @@ void backend_done(const struct inference_env *env, struct backend_conn *b, bool 
     }
     pthread_mutex_unlock(&bp->mu);
     if (evict != NULL)
-        conn_close(evict);
+        backend_close(evict);
 }

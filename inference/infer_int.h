@@ -1,21 +1,26 @@
 /*
- * infer_int.h - shared by the files that serve intercepted requests.
+ * infer_int.h - shared by the files that serve intercepted requests, and
+ * nobody else.  Within the module the calls run one way:
+ * serve.c -> call.c -> backend.c, and serve.c, call.c, mock.c -> reply.c.
  */
 #ifndef EGRESSD_INFER_INT_H
 #define EGRESSD_INFER_INT_H
 
 #include "inference.h"
 
-#define BACKEND_BUF (64 * 1024)
+#define BACKEND_BUF     (64 * 1024)
+#define FWD_HEADERS_MAX HTTP_HEAD_MAX
+#define PATH_MAX_LEN    2048
+
+/* ---- backend.c ---- */
 
 /* A connection to a backend, with the bytes read from it not yet used. */
 struct backend_conn {
     int fd;
-    struct stream *s;
+    struct bufconn in;
     char key[POLICY_HOST_MAX + 16]; /* scheme://host:port */
     int64_t idle_since;
     struct backend_conn *next;
-    size_t len;
     char buf[BACKEND_BUF];
 };
 
@@ -26,10 +31,11 @@ struct backend_conn *backend_open(const struct inference_env *env, const struct 
 /* Back to the pool when reusable, closed otherwise. */
 void backend_done(const struct inference_env *env, struct backend_conn *b, bool reusable);
 
-/* What goes back to the client: a head, then pieces, then the end. */
+/* ---- reply.c: what goes back to the client ---- */
+
 struct reply {
-    struct inference_client *cl;
-    int io_ms;
+    struct stream *s;
+    int io_ms; /* longest wait to write one piece */
     bool chunked, head_sent, failed;
     uint64_t bytes;
 };
@@ -37,10 +43,44 @@ int reply_head(struct reply *rp, int status, const char *reason, const char *hea
                long long content_length);
 int reply_piece(struct reply *rp, const char *p, size_t n);
 int reply_end(struct reply *rp);
+/* Head and body in one write: one TLS record, one packet when small. */
 int reply_whole(struct reply *rp, int status, const char *reason, const char *headers,
                 const char *body, size_t len);
 
-/* mock.c: the canned answer of a mock:// route. */
+/* The request being served, from its head to its logged answer. */
+struct exchange {
+    const struct inference_env *env;
+    struct bufconn *cl;
+    const struct inference_settings *lim;
+    enum err_style style;
+    enum protocol proto;
+    const struct route *route;
+    int minor;
+    bool client_close, has_model, stream;
+    struct json_span model; /* the top-level "model" member's value in body */
+    char method[16];
+    char path[PATH_MAX_LEN];
+    char fwd[FWD_HEADERS_MAX]; /* the client headers that may pass, as lines */
+    size_t fwd_len;
+    bool has_anthropic_version;
+    struct body_buffer body;
+    struct reply rp;
+    struct inference_record rec;
+    int64_t t0;
+};
+
+/* An error in the request's API shape, recorded for the log; true when the
+ * connection may carry another request. */
+bool exchange_fail(struct exchange *x, int status, const char *code, const char *message,
+                   bool keep);
+
+/* ---- call.c ---- */
+
+/* The call to x's route's backend and its answer relayed; true: keep-alive. */
+bool call_backend(struct exchange *x);
+
+/* ---- mock.c: the canned answer of a mock:// route ---- */
+
 int mock_respond(struct reply *rp, enum protocol proto, const char *model, bool stream);
 
 #endif

@@ -38,7 +38,8 @@ struct admin_conn {
 };
 
 struct admin {
-    struct server *srv;
+    struct runtime *rt;
+    struct pool *pool;
     int fd;
     char unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* "" for TCP */
     pthread_t thread;
@@ -70,7 +71,12 @@ static char *metrics_answer(struct admin *a, size_t *out_len)
     struct metrics_gauges g;
     if (text == NULL)
         return answer(503, "Service Unavailable", "text/plain", "out of memory\n", 14, out_len);
-    server_gauges(a->srv, &g);
+    pool_gauges(a->pool, &g);
+    struct snapshot *snap = holder_acquire(&a->rt->cfg);
+    memset(&g.cache, 0, sizeof(g.cache));
+    if (snap->ic != NULL)
+        tls_server_stats(snap->ic->tls_server, &g.cache);
+    snapshot_unref(snap);
     size_t n = metrics_render(text, METRICS_MAX, &g);
     char *out = answer(200, "OK", "text/plain; version=0.0.4", text, n, out_len);
     free(text);
@@ -90,7 +96,7 @@ static char *respond(struct admin *a, struct admin_conn *c, size_t *out_len)
     if (get && metrics)
         return metrics_answer(a, out_len);
     if (get && health) {
-        bool up = !server_stopping(a->srv);
+        bool up = !atomic_load(&a->rt->stopping);
         return answer(up ? 200 : 503, up ? "OK" : "Service Unavailable", "text/plain",
                       up ? "ok\n" : "stopping\n", up ? 3 : 9, out_len);
     }
@@ -198,14 +204,15 @@ static void remove_stale_socket(const char *path)
         unlink(path);
 }
 
-struct admin *admin_start(struct server *srv, const struct proxy_settings *set)
+struct admin *admin_start(struct runtime *rt, struct pool *pool, const struct proxy_settings *set)
 {
     if (set->admin_len == 0)
         return NULL;
     struct admin *a = calloc(1, sizeof(*a));
     if (a == NULL)
         return NULL;
-    a->srv = srv;
+    a->rt = rt;
+    a->pool = pool;
     for (size_t i = 0; i < ADMIN_CONNS; i++)
         a->conns[i].fd = -1;
     if (set->admin_addr.ss_family == AF_UNIX) {

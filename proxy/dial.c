@@ -198,7 +198,7 @@ static int connect_one(struct sockaddr_storage *ss, uint16_t port, int64_t deadl
     return fd;
 }
 
-static void fail(struct dial_result *r, const struct proxy_error *e, const char *fmt, const char *a,
+static void fail(struct dial_result *r, const struct http_error *e, const char *fmt, const char *a,
                  const char *b)
 {
     r->fd = -1;

@@ -18,19 +18,28 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define ESTABLISHED     "HTTP/1.1 200 Connection Established\r\n\r\n"
 #define PARTIAL_WAIT_MS 100 /* a prefix of TLS or HTTP: wait this long for the rest */
 #define PEEK_BYTES      (PEEK_TOKEN_MAX + 1)
 
+/* An intercepted connection, as the inference module's callbacks see it. */
+struct intercepted {
+    struct conn *c;
+    const struct host *h;
+    uint16_t port;
+    struct snapshot *cur; /* c->snap, or a newer one held after a reload */
+    unsigned generation;
+    bool ended; /* a reload ended the interception */
+};
+
 static void log_inference(void *ctx, const struct inference_record *r)
 {
-    struct conn *c = ctx;
+    struct intercepted *ix = ctx;
     struct log_fields f = LOG_FIELDS_INIT;
     f.event = "inference";
-    f.src = c->src;
+    f.src = ix->c->src;
     f.action = "intercept";
-    f.host = c->intercept_host;
-    f.port = c->intercept_port;
+    f.host = ix->h->name;
+    f.port = ix->port;
     f.route = r->route;
     f.protocol = r->protocol;
     f.model = r->model[0] ? r->model : NULL;
@@ -51,60 +60,53 @@ static void log_inference(void *ctx, const struct inference_record *r)
 
 static int dial_cb(void *ctx, const char *host, uint16_t port, char *err, size_t errlen)
 {
-    struct conn *c = ctx;
-    return dial_backend(c->set, host, port, err, errlen);
+    struct intercepted *ix = ctx;
+    return dial_backend(ix->c->set, host, port, err, errlen);
 }
 
 /* A kept-alive intercepted connection follows reloads between requests. */
-struct refresher {
-    struct conn *c;
-    const struct host *h;
-    struct snapshot *cur; /* c->snap, or a newer one we hold */
-    unsigned generation;
-    bool ended;
-};
-
 static bool refresh(void *ctx, struct inference_env *env)
 {
-    struct refresher *r = ctx;
+    struct intercepted *ix = ctx;
     struct policy_decision d;
-    struct snapshot *s =
-        conn_redecide(r->c, r->h, (uint16_t)r->c->intercept_port, &r->generation, &d);
+    struct snapshot *s = conn_redecide(ix->c, ix->h, ix->port, &ix->generation, &d);
     if (s == NULL)
         return true;
     if (d.action != ACTION_INTERCEPT || s->ic == NULL) {
         snapshot_unref(s);
-        r->ended = true;
+        ix->ended = true;
         return false;
     }
-    if (r->cur != r->c->snap)
-        snapshot_unref(r->cur);
-    r->cur = s;
+    if (ix->cur != ix->c->snap)
+        snapshot_unref(ix->cur);
+    ix->cur = s;
     env->pol = s->pol;
     env->tls = s->ic->tls_client;
     env->pool = s->ic->pool;
     return true;
 }
 
-static void make_env(struct conn *c, struct inference_env *env)
+static void make_env(struct intercepted *ix, struct inference_env *env)
 {
-    const struct intercept *ic = c->snap->ic;
-    *env = (struct inference_env){.pol = c->pol,
+    const struct intercept *ic = ix->c->snap->ic;
+    *env = (struct inference_env){.pol = ix->c->pol,
                                   .tls = ic->tls_client,
                                   .pool = ic->pool,
                                   .dial = dial_cb,
-                                  .dial_ctx = c,
+                                  .dial_ctx = ix,
                                   .log = log_inference,
-                                  .log_ctx = c};
+                                  .log_ctx = ix,
+                                  .refresh = refresh,
+                                  .refresh_ctx = ix};
 }
 
 /* Classify the first bytes: those read with the head, then peeked ones. */
 static enum peek_kind peek_first(struct conn *c, int64_t deadline, const char **why)
 {
     unsigned char look[sizeof(c->buf) + PEEK_BYTES];
-    size_t have = c->len < sizeof(c->buf) ? c->len : sizeof(c->buf);
-    memcpy(look, c->buf, have);
-    enum peek_kind k = peek_classify(look, have);
+    size_t have = c->in.len < sizeof(c->buf) ? c->in.len : sizeof(c->buf);
+    memcpy(look, c->in.buf, have);
+    enum peek_kind k = http_peek_classify(look, have);
     int64_t partial_deadline = 0;
     while (k == PEEK_MORE) {
         int64_t left = (partial_deadline ? partial_deadline : deadline) - now_ms();
@@ -117,7 +119,7 @@ static enum peek_kind peek_first(struct conn *c, int64_t deadline, const char **
             *why = n == 0 ? "client closed the tunnel" : "peek failed";
             return PEEK_OTHER;
         }
-        k = peek_classify(look, have + (size_t)n);
+        k = http_peek_classify(look, have + (size_t)n);
         if (k == PEEK_MORE) {
             if (partial_deadline == 0)
                 partial_deadline = now_ms() + PARTIAL_WAIT_MS;
@@ -128,55 +130,64 @@ static enum peek_kind peek_first(struct conn *c, int64_t deadline, const char **
     return k;
 }
 
-void intercept_tunnel(struct conn *c, const struct host *h, struct log_fields *f)
+struct stream *tunnel_accept_client(struct conn *c, const struct host *h, struct tls_server *ts,
+                                    struct log_fields *f, bool *ok)
 {
-    const struct intercept *ic = c->snap->ic;
     const char *why = NULL;
     char err[256];
-    c->intercept_host = h->name;
-    c->intercept_port = (long)f->port;
     int64_t deadline = now_ms() + c->set->header_timeout_ms; /* the 200, the peek, the handshake */
-    if (fd_write_all(c->fd, ESTABLISHED, sizeof(ESTABLISHED) - 1, deadline) != IO_OK) {
-        f->reason = "client went away before the 200";
-        f->src = c->src;
-        log_event(LOGL_INFO, f);
-        return;
-    }
-    f->action = "intercept";
+    *ok = false;
     f->src = c->src;
+    if (fd_write_all(c->fd, CONNECT_ESTABLISHED, sizeof(CONNECT_ESTABLISHED) - 1, deadline) !=
+        IO_OK) {
+        f->reason = "client went away before the 200";
+        log_event(LOGL_INFO, f);
+        return NULL;
+    }
     f->status = 200;
     log_event(LOGL_INFO, f);
-    enum peek_kind k = peek_first(c, deadline, &why);
-    struct inference_client cl = {.s = c->cs, .buf = c->buf, .cap = sizeof(c->buf), .len = c->len};
-    struct stream *tls = NULL;
     f->event = "close";
-    if (k == PEEK_TLS) {
-        tls = tls_server_accept(ic->tls_server, c->fd, h->name, c->buf, c->len, deadline, err,
-                                sizeof(err));
-        if (tls == NULL) {
-            f->reason = "tls_handshake_failed";
-            f->detail = err;
-            log_event(LOGL_INFO, f);
-            return;
-        }
-        cl.s = tls;
-        cl.len = 0; /* the handshake took what came with the head */
-    } else if (k != PEEK_HTTP) {
+    enum peek_kind k = peek_first(c, deadline, &why);
+    if (k == PEEK_HTTP) {
+        *ok = true;
+        return NULL; /* plain HTTP on the client's own stream */
+    }
+    if (k != PEEK_TLS) {
         f->reason = "unsupported_protocol";
         f->detail = why;
         log_event(LOGL_INFO, f);
-        return;
+        return NULL;
     }
+    struct stream *tls =
+        tls_server_accept(ts, c->fd, h->name, c->in.buf, c->in.len, deadline, err, sizeof(err));
+    if (tls == NULL) {
+        f->reason = "tls_handshake_failed";
+        f->detail = err;
+        log_event(LOGL_INFO, f);
+        return NULL;
+    }
+    *ok = true;
+    return tls;
+}
+
+void intercept_tunnel(struct conn *c, const struct host *h, struct log_fields *f)
+{
+    bool ok;
+    f->action = "intercept";
+    struct stream *tls = tunnel_accept_client(c, h, c->snap->ic->tls_server, f, &ok);
+    if (!ok)
+        return;
+    struct bufconn cl = c->in; /* plain: the client's stream and what came with the head */
+    if (tls != NULL)           /* TLS: the handshake took what came with the head */
+        bufconn_init(&cl, tls, c->buf, sizeof(c->buf));
     struct inference_env env;
-    struct refresher r = {c, h, c->snap, server_generation(c->srv), false};
-    make_env(c, &env);
-    env.refresh = refresh;
-    env.refresh_ctx = &r;
+    struct intercepted ix = {c, h, (uint16_t)f->port, c->snap, c->generation, false};
+    make_env(&ix, &env);
     inference_serve(&env, &cl, (int)c->set->header_timeout_ms);
     stream_free(tls); /* before c->snap goes: the session uses its CA's configuration */
-    if (r.cur != c->snap)
-        snapshot_unref(r.cur);
-    f->reason = r.ended ? "closed by reload: no longer intercepted" : tls ? "tls" : "plaintext";
+    if (ix.cur != c->snap)
+        snapshot_unref(ix.cur);
+    f->reason = ix.ended ? "closed by reload: no longer intercepted" : tls ? "tls" : "plaintext";
     f->duration_ms = now_ms() - c->t0;
     log_event(LOGL_INFO, f);
 }
@@ -185,11 +196,8 @@ bool intercept_forward(struct conn *c, const struct http_msg *m, const struct ho
                        uint16_t port)
 {
     struct inference_env env;
-    struct inference_client cl = {.s = c->cs, .buf = c->buf, .cap = sizeof(c->buf), .len = c->len};
-    c->intercept_host = h->name;
-    c->intercept_port = port;
-    make_env(c, &env);
-    bool keep = inference_serve_request(&env, &cl, m);
-    c->len = cl.len;
-    return keep;
+    struct intercepted ix = {c, h, port, c->snap, c->generation, false};
+    make_env(&ix, &env);
+    env.refresh = NULL; /* the forward loop follows reloads itself */
+    return inference_serve_request(&env, &c->in, m);
 }

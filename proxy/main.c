@@ -10,6 +10,7 @@
 #include "proxy.h"
 
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,34 +82,74 @@ static int print_env(const struct policy *p)
     return 0;
 }
 
-static int run(struct policy *p, const char *path)
+/* Signals are taken by the main thread with sigwait: every thread inherits
+ * this mask, so no handler ever runs inside a worker. */
+static void block_signals(void)
 {
-    const struct proxy_settings *set = policy_settings(p);
     sigset_t sigs;
-    log_configure(set->log_format, set->log_level);
-    /* splice and send to a closed peer must fail with EPIPE, not kill us */
-    signal(SIGPIPE, SIG_IGN);
-    /* every thread inherits this mask: the main thread takes them with sigwait */
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGHUP);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN); /* a write to a closed peer must fail with EPIPE, not kill us */
+}
+
+/* Stop accepting, let running connections finish for shutdown_timeout. */
+static int stop(struct runtime *rt, struct server *srv, struct admin *admin, struct pool *pool)
+{
+    struct snapshot *snap = holder_acquire(&rt->cfg);
+    unsigned timeout_ms = policy_settings(snap->pol)->shutdown_timeout_ms;
+    snapshot_unref(snap);
+    atomic_store(&rt->stopping, true);
+    notify_stopping();
+    server_stop(srv);
+    admin_stop(admin);
+    log_msg(LOGL_INFO, "server", "stopping: no new connections; waiting up to %u ms", timeout_ms);
+    unsigned busy = pool_stop(pool, timeout_ms);
+    if (busy > 0) {
+        log_msg(LOGL_WARN, "server", "exiting with %u connections still open", busy);
+        return 0; /* their workers still use the runtime: the process exit reclaims it */
+    }
+    snapshot_unref(atomic_load(&rt->cfg.cur));
+    trust_store_free(rt->trust);
+    free(rt);
+    log_msg(LOGL_INFO, "server", "stopped");
+    return 0;
+}
+
+static int run(struct policy *p, const char *path)
+{
+    const struct proxy_settings *set = policy_settings(p);
     char err[400];
-    struct snapshot *first = snapshot_new(p, NULL, err, sizeof(err));
+    log_configure(set->log_format, set->log_level);
+    block_signals();
+    struct pool_settings ps = {set->workers, set->max_workers, set->queue, set->queue_timeout_ms};
+    struct runtime *rt = calloc(1, sizeof(*rt));
+    struct snapshot *first = rt ? snapshot_new(p, NULL, err, sizeof(err)) : NULL;
     if (first == NULL) {
-        log_msg(LOGL_ERROR, "config", "%s", err);
+        log_msg(LOGL_ERROR, "config", "%s", rt ? err : "out of memory");
         policy_unref(p);
+        free(rt);
         return 1;
     }
-    struct server *s = server_start(first, path);
-    if (s == NULL) {
-        snapshot_unref(first);
-        return 1;
+    holder_init(&rt->cfg, first);
+    rt->trust = trust_store_new();
+    struct pool *pool = rt->trust ? pool_start(rt, &ps) : NULL;
+    struct server *srv = pool ? server_start(rt, pool, path) : NULL;
+    if (srv == NULL) {
+        log_msg(LOGL_ERROR, "server", "cannot start: %s",
+                pool ? "see above" : "out of memory for the worker pool");
+        return 1; /* the process exits: nothing to tidy for */
     }
+    struct admin *admin = admin_start(rt, pool, set);
+    if (set->admin_len > 0 && admin == NULL)
+        log_msg(LOGL_ERROR, "server",
+                "the admin endpoint did not start; the proxy runs without it");
     log_msg(LOGL_INFO, "server", "egressd %s started with %s (%zu rules)", EGRESSD_VERSION, path,
             policy_rule_count(p));
-    return server_run(s);
+    server_run(srv);
+    return stop(rt, srv, admin, pool);
 }
 
 int main(int argc, char **argv)

@@ -1,12 +1,23 @@
 /*
- * proxy.h - what the files of the daemon share: the server (listener,
- * acceptor, worker pool, configuration snapshot), one client connection,
- * deadline-bounded socket I/O, the error responses egressd writes itself,
- * and structured logging.
+ * proxy.h - what the files of the daemon share.
+ *
+ * The calls run one way, file by file:
+ *   main -> server -> pool -> requests -> tunnel, forward, intercept
+ *        -> conn -> dial, relay, log, metrics
+ * and main -> admin -> pool (its gauges).  A connection carries a small
+ * runtime (the configuration holder, the trust store, the stop flag), not
+ * the server, so nothing below the server can call back into it.
+ *
+ * Error conventions: handlers return a bool, true when the connection may
+ * carry another request; pipeline steps return an enum named for them
+ * (enum send_result, ...); constructors return a pointer or NULL, with an
+ * error buffer where the reason matters; every failure is logged once,
+ * where it is answered.
  */
 #ifndef EGRESSD_PROXY_H
 #define EGRESSD_PROXY_H
 
+#include "../http/http.h"
 #include "../inference/inference.h"
 #include "../policy/policy.h"
 #include "../tls/tls.h"
@@ -18,8 +29,23 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#define EGRESSD_VERSION "0.1.0"
-#define VIA_HEADER      "Via: 1.1 egressd\r\n"
+#define EGRESSD_VERSION     "0.2.0"
+#define VIA_HEADER          "Via: 1.1 egressd\r\n"
+#define CONNECT_ESTABLISHED "HTTP/1.1 200 Connection Established\r\n\r\n"
+
+/* A CLOCK_MONOTONIC time ms from now, for condition variables set to that clock. */
+static inline struct timespec deadline_in(unsigned ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    return ts;
+}
 
 /* ---- log.c ---------------------------------------------------------------- */
 
@@ -43,25 +69,15 @@ void log_event(enum log_level level, const struct log_fields *f);
 void log_msg(enum log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* ---- io.c ----------------------------------------------------------------- */
+/* ---- sockets.c ------------------------------------------------------------- */
 
-/* A CLOCK_MONOTONIC time ms from now, for condition variables set to that clock. */
-struct timespec deadline_in(unsigned ms);
 void set_nodelay(int fd);
 void format_sockaddr(const struct sockaddr *sa, char *buf, size_t len);
+/* A listening socket on addr (logged with what); -1 after logging why. */
+int listen_socket(const struct sockaddr_storage *addr, socklen_t len, const char *text,
+                  const char *what);
 
-/* ---- respond.c ------------------------------------------------------------ */
-
-struct proxy_error {
-    int status;
-    const char *code;
-};
-extern const struct proxy_error ERR_BAD_REQUEST, ERR_HEADERS_TOO_LARGE, ERR_REQUEST_TIMEOUT,
-    ERR_POLICY_DENIED, ERR_SSRF_DENIED, ERR_DNS_FAILURE, ERR_UPSTREAM_UNREACHABLE,
-    ERR_UPSTREAM_TIMEOUT, ERR_OVERLOADED, ERR_USE_CONNECT, ERR_UPSTREAM_ERROR;
-
-/* Write egressd's own JSON error response; rule may be NULL. */
-void respond_error(int fd, const struct proxy_error *e, const char *detail, const char *rule);
+/* ---- snapshot.c: the configuration in force, swapped whole on reload ------- */
 
 /* What interception needs: made when a policy has [inference], shared by
  * the snapshots whose [tls] is the same. */
@@ -73,7 +89,6 @@ struct intercept {
     struct backend_pool *pool;
 };
 
-/* snapshot.c: the configuration in force, swapped whole on reload. */
 struct snapshot {
     atomic_int refs;
     struct policy *pol;
@@ -95,32 +110,14 @@ struct snapshot *holder_acquire(struct snapshot_holder *h);
 void holder_swap(struct snapshot_holder *h, struct snapshot *next);
 unsigned holder_generation(struct snapshot_holder *h);
 
-/* ---- server.c ------------------------------------------------------------- */
-
-struct server;
-
-struct server *server_start(struct snapshot *first, const char *config_path);
-/* Runs the signal loop until SIGTERM/SIGINT, then drains; returns exit code. */
-int server_run(struct server *s);
-/* The configuration in force, with a reference the caller drops. */
-struct snapshot *server_snapshot(struct server *s);
-/* Changes at every reload: long-lived connections check their destination again. */
-unsigned server_generation(struct server *s);
-/* Trust on first use of executables: kept across reloads. */
-struct trust_store *server_trust(struct server *s);
-
-/* Pool and cache state, for /metrics. */
-struct metrics_gauges {
-    unsigned queue, busy, total;
-    struct tls_cache_stats cache;
+/* What every connection needs of the daemon. */
+struct runtime {
+    struct snapshot_holder cfg;
+    struct trust_store *trust; /* trust on first use: kept across reloads */
+    atomic_bool stopping;
 };
-void server_gauges(struct server *s, struct metrics_gauges *g);
-bool server_stopping(struct server *s);
-/* A listening socket on addr (logged with what); -1 after logging why. */
-int listen_socket(const struct sockaddr_storage *addr, socklen_t len, const char *text,
-                  const char *what);
 
-/* ---- metrics.c and admin.c -------------------------------------------------- */
+/* ---- metrics.c -------------------------------------------------------------- */
 
 void metrics_connection(enum policy_action a);
 void metrics_tunnel(int delta);
@@ -131,78 +128,23 @@ void metrics_reload(bool ok);
 enum refused { REFUSED_QUEUE_FULL, REFUSED_BUSY, REFUSED_DESCRIPTORS, REFUSED_STOPPING, REFUSED_N };
 void metrics_refused(enum refused why);
 void metrics_inference(const char *route, int status);
+/* What the owners of state report when /metrics is asked for. */
+struct metrics_gauges {
+    unsigned queue, busy, total;
+    struct tls_cache_stats cache;
+};
 size_t metrics_render(char *buf, size_t cap, const struct metrics_gauges *g);
 
-/* notify.c: sd_notify, or nothing outside systemd */
+/* ---- notify.c: sd_notify, or nothing outside systemd ------------------------- */
+
 void notify_ready(const char *status);
 void notify_reloading(void);
 void notify_stopping(void);
 void notify_watchdog(void);
 unsigned notify_watchdog_ms(void); /* 0: no watchdog */
 
-struct admin;
-struct admin *admin_start(struct server *srv, const struct proxy_settings *set);
-void admin_stop(struct admin *a);
+/* ---- relay.c: a tunnel's bytes, both ways, until both have ended ----------- */
 
-/* ---- connection handling ---------------------------------------------------- */
-
-struct conn {
-    struct server *srv;
-    struct relay_pipes *pipes; /* the worker's */
-    struct snapshot *snap;
-    unsigned generation; /* of the configuration snap was taken from */
-    struct policy *pol;  /* snap->pol */
-    const struct proxy_settings *set;
-    int fd;
-    struct stream *cs; /* fd as a plain stream, for head reading */
-    char src[INET6_ADDRSTRLEN + 8];
-    char buf[HTTP_HEAD_MAX]; /* client bytes: a head, then what followed it */
-    size_t len;
-    int64_t t0;
-    struct upstream *upstream;  /* forward.c: the kept upstream connection */
-    const char *intercept_host; /* intercept.c: for the inference log lines */
-    long intercept_port;
-    struct identity *id; /* looked up once, when a rule needs it */
-    bool closed_cleanly; /* tunnel.c: both directions ended with EOF */
-};
-
-/* worker.c: decide for the connection's client, looking it up when a rule
- * names binaries; fills the log's pid and binary. */
-void conn_decide(struct conn *c, const struct host *h, uint16_t port, struct policy_decision *d,
-                 struct log_fields *f);
-/* After a reload (the generation moved past *gen): the new snapshot, with a
- * reference, and its decision for h:port; NULL when nothing changed. */
-struct snapshot *conn_redecide(struct conn *c, const struct host *h, uint16_t port, unsigned *gen,
-                               struct policy_decision *d);
-
-/* worker.c */
-void conn_serve(struct server *srv, int fd, const struct sockaddr_storage *peer,
-                struct relay_pipes *pipes);
-/* Log a decision or an error for this connection and answer with e. */
-void conn_fail(struct conn *c, const struct log_fields *f, const struct proxy_error *e,
-               const char *detail);
-
-/* dial.c: resolve, check every address, connect to a checked one. */
-struct dial_result {
-    int fd;
-    const struct proxy_error *err; /* NULL on success */
-    const char *rule;              /* a deny rule that named a resolved address */
-    char detail[320];
-};
-void dial(const struct conn *c, const struct host *h, uint16_t port,
-          const struct policy_decision *d, struct dial_result *r);
-
-/* Connect to an inference backend (no address check: the operator chose it). */
-int dial_backend(const struct proxy_settings *set, const char *host, uint16_t port, char *err,
-                 size_t errlen);
-
-/* intercept.c: after the decision to intercept a CONNECT to h. */
-void intercept_tunnel(struct conn *c, const struct host *h, struct log_fields *f);
-/* intercept.c: an absolute-form request to an inference host; true: keep-alive. */
-bool intercept_forward(struct conn *c, const struct http_msg *m, const struct host *h,
-                       uint16_t port);
-
-/* relay.c: both directions until both have ended, or idle_timeout. */
 struct relay_stats {
     uint64_t up, down;
     const char *end; /* why it ended */
@@ -211,7 +153,7 @@ struct relay_check {
     bool (*still_allowed)(void *ctx); /* cheap when nothing changed: called often */
     void *ctx;
 };
-/* A worker's two pipes (one per direction), -1 until first used. */
+/* A worker's two pipes (one per direction), -1 while closed. */
 struct relay_pipes {
     int fd[2][2];
 };
@@ -228,13 +170,117 @@ void relay(int client, int upstream, int idle_ms, const struct relay_check *chec
            struct relay_pipes *rp, struct relay_stats *st);
 void relay_pipes_close(struct relay_pipes *rp);
 
-/* tunnel.c: the connection ends with the tunnel. */
+/* ---- conn.c: one client connection ------------------------------------------ */
+
+struct conn {
+    struct runtime *rt;
+    struct relay_pipes *pipes; /* the worker's */
+    struct snapshot *snap;
+    unsigned generation; /* of the configuration snap was taken from */
+    struct policy *pol;  /* snap->pol */
+    const struct proxy_settings *set;
+    int fd;
+    struct bufconn in; /* the client: its stream, and bytes read and not yet used */
+    char buf[HTTP_HEAD_MAX];
+    char src[INET6_ADDRSTRLEN + 8];
+    int64_t t0;
+    struct upstream *upstream; /* forward.c: the kept upstream connection */
+    struct identity *id;       /* looked up once, when a rule needs it */
+    bool closed_cleanly;       /* tunnel.c: both directions ended with EOF */
+};
+
+/* A connection for fd (NULL when out of memory: fd is closed). */
+struct conn *conn_open(struct runtime *rt, int fd, const struct sockaddr_storage *peer,
+                       struct relay_pipes *pipes);
+/* The end: upstreams closed, the socket drained and closed, all freed. */
+void conn_close(struct conn *c, const char *reason);
+/* Decide for the connection's client, looking it up when a rule names
+ * binaries; fills the log's pid and binary. */
+void conn_decide(struct conn *c, const struct host *h, uint16_t port, struct policy_decision *d,
+                 struct log_fields *f);
+/* After a reload (the generation moved past *gen): the new snapshot, with a
+ * reference, and its decision for h:port; NULL when nothing changed. */
+struct snapshot *conn_redecide(struct conn *c, const struct host *h, uint16_t port, unsigned *gen,
+                               struct policy_decision *d);
+/* Before a kept-alive client's next request: the configuration in force. */
+void conn_follow_reload(struct conn *c);
+/* Log a decision or an error for this connection and answer with e. */
+void conn_fail(struct conn *c, const struct log_fields *f, const struct http_error *e,
+               const char *detail);
+
+/* ---- dial.c: resolve, check every address, connect to a checked one --------- */
+
+struct dial_result {
+    int fd;
+    const struct http_error *err; /* NULL on success */
+    const char *rule;             /* a deny rule that named a resolved address */
+    char detail[320];
+};
+void dial(const struct conn *c, const struct host *h, uint16_t port,
+          const struct policy_decision *d, struct dial_result *r);
+/* Connect to an inference backend (no address check: the operator chose it). */
+int dial_backend(const struct proxy_settings *set, const char *host, uint16_t port, char *err,
+                 size_t errlen);
+
+/* ---- the handlers: true when the client connection may carry another ------- */
+
+/* tunnel.c: CONNECT; the connection ends with the tunnel. */
 void tunnel_serve(struct conn *c, const struct http_msg *m);
-/* forward.c: true when the client connection may carry another request. */
+/* forward.c: an absolute-form http:// request. */
 bool forward_serve(struct conn *c, const struct http_msg *m);
 void forward_release(struct conn *c);
+/* intercept.c: answer a CONNECT 200 (logged with f), classify the first
+ * bytes, and for TLS finish a handshake as h with a minted leaf: the TLS
+ * stream, or NULL for plain HTTP on c->in; *ok false when the connection
+ * is over (logged). */
+struct stream *tunnel_accept_client(struct conn *c, const struct host *h, struct tls_server *ts,
+                                    struct log_fields *f, bool *ok);
+/* intercept.c: after the decision to intercept a CONNECT to h. */
+void intercept_tunnel(struct conn *c, const struct host *h, struct log_fields *f);
+/* intercept.c: an absolute-form request to an inference host. */
+bool intercept_forward(struct conn *c, const struct http_msg *m, const struct host *h,
+                       uint16_t port);
 
-/* Remove the first n bytes of c->buf (a message that has been handled). */
-void conn_consume(struct conn *c, size_t n);
+/* ---- requests.c: a connection's requests, one after the other --------------- */
+
+void serve_connection(struct runtime *rt, int fd, const struct sockaddr_storage *peer,
+                      struct relay_pipes *pipes);
+
+/* ---- pool.c: the worker threads ------------------------------------------------ */
+
+struct pool;
+struct pool_settings {
+    unsigned base, max, queue, queue_wait_ms;
+};
+struct pool *pool_start(struct runtime *rt, const struct pool_settings *ps);
+/* A new connection: to an idle worker, else queued, else answered 503. */
+void pool_submit(struct pool *p, int fd, const struct sockaddr_storage *peer);
+/* Sockets queued longer than queue_wait_ms get their 503. */
+void pool_reap(struct pool *p);
+void pool_resize(struct pool *p, const struct pool_settings *ps);
+/* No new work; queued sockets get 503; wait up to timeout_ms for the busy
+ * ones.  Returns how many were still busy (the pool is then leaked: the
+ * process exits). */
+unsigned pool_stop(struct pool *p, unsigned timeout_ms);
+void pool_gauges(struct pool *p, struct metrics_gauges *g);
+/* Answer a socket no worker will serve, and close it. */
+void pool_refuse(int fd, const char *why);
+/* The acceptor answered one itself: descriptors ran out (counted, logged). */
+void pool_note_shed(struct pool *p);
+
+/* ---- server.c: the listener, the acceptor, reload and stop -------------------- */
+
+struct server;
+struct server *server_start(struct runtime *rt, struct pool *pool, const char *config_path);
+/* Runs the signal loop until SIGTERM/SIGINT; returns when told to stop. */
+void server_run(struct server *s);
+/* Stop accepting and free the server (the pool is stopped by the caller). */
+void server_stop(struct server *s);
+
+/* ---- admin.c: GET /metrics and /healthz ---------------------------------------- */
+
+struct admin;
+struct admin *admin_start(struct runtime *rt, struct pool *pool, const struct proxy_settings *set);
+void admin_stop(struct admin *a);
 
 #endif

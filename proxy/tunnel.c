@@ -12,8 +12,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define ESTABLISHED "HTTP/1.1 200 Connection Established\r\n\r\n"
-
 struct recheck {
     struct conn *c;
     const struct host *h;
@@ -63,7 +61,7 @@ void tunnel_serve(struct conn *c, const struct http_msg *m)
     if (d.action == ACTION_DENY)
         return conn_fail(c, &f, &ERR_POLICY_DENIED, d.reason);
     if (d.action == ACTION_INTERCEPT) {
-        conn_consume(c, m->head_len);
+        bufconn_consume(&c->in, m->head_len);
         return intercept_tunnel(c, &h, &f);
     }
 
@@ -75,11 +73,13 @@ void tunnel_serve(struct conn *c, const struct http_msg *m)
         f.rule = r.rule ? r.rule : f.rule;
         return conn_fail(c, &f, r.err, r.detail);
     }
-    conn_consume(c, m->head_len);
+    bufconn_consume(&c->in, m->head_len);
     int io_ms = (int)c->set->idle_timeout_ms;
     int64_t deadline = now_ms() + c->set->header_timeout_ms;
-    if ((c->len > 0 && fd_write_all(r.fd, c->buf, c->len, deadline) != IO_OK) ||
-        fd_write_all(c->fd, ESTABLISHED, sizeof(ESTABLISHED) - 1, deadline) != IO_OK) {
+    size_t early = c->in.len; /* bytes sent behind the head: they go first */
+    if ((early > 0 && fd_write_all(r.fd, c->in.buf, early, deadline) != IO_OK) ||
+        fd_write_all(c->fd, CONNECT_ESTABLISHED, sizeof(CONNECT_ESTABLISHED) - 1, deadline) !=
+            IO_OK) {
         close(r.fd);
         f.reason = "client or upstream went away before the tunnel opened";
         log_event(LOGL_INFO, &f);
@@ -91,17 +91,17 @@ void tunnel_serve(struct conn *c, const struct http_msg *m)
     log_event(LOGL_INFO, &f);
 
     struct relay_stats st;
-    struct recheck rc = {c, &h, port, r.fd, server_generation(c->srv)};
+    struct recheck rc = {c, &h, port, r.fd, c->generation};
     struct relay_check check = {still_allowed, &rc};
     metrics_tunnel(1);
     relay(c->fd, r.fd, io_ms, &check, c->pipes, &st);
     metrics_tunnel(-1);
     c->closed_cleanly = strcmp(st.end, "closed") == 0;
-    metrics_bytes(st.up + c->len, st.down);
+    metrics_bytes(st.up + early, st.down);
     close(r.fd);
     f.event = "close";
     f.reason = st.end;
-    f.bytes_up = (long long)(st.up + c->len);
+    f.bytes_up = (long long)(st.up + early);
     f.bytes_down = (long long)st.down;
     f.duration_ms = now_ms() - c->t0;
     log_event(LOGL_INFO, &f);

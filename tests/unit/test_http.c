@@ -1,11 +1,15 @@
 /*
- * test_http.c - the strict HTTP/1.1 head parser and the chunked scanner.
+ * test_http.c - the http module: the strict head parser, the chunked
+ * scanner, the body pump over socket pairs, the first-bytes classifier,
+ * JSON, the hop-by-hop table and the error answers.
  */
-#include "../../inference/inference.h"
+#include "../../http/http.h"
 
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 static enum http_result req(const char *s, struct http_msg *m, const char **why)
 {
@@ -38,7 +42,7 @@ Test(http, framing_and_connection)
     cr_assert_eq(m.framing, BODY_LENGTH);
     cr_assert_eq(m.content_length, 12);
     cr_assert(m.conn_close);
-    cr_assert(m.conn_keep_alive);
+    cr_assert(m.has_length);
     cr_assert(m.expect_continue);
     cr_assert_eq(
         req("POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n", &m, &why),
@@ -290,4 +294,485 @@ Test(http, path_safety)
         cr_assert_eq(http_path_check(good[i], strlen(good[i]), &why), 0, "%s: %s", good[i], why);
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         cr_assert_eq(http_path_check(bad[i], strlen(bad[i]), &why), -1, "accepted %s", bad[i]);
+}
+
+/* ---- the first bytes of a tunnel ---- */
+
+static enum peek_kind classify(const char *s, size_t n)
+{
+    return http_peek_classify((const unsigned char *)s, n);
+}
+
+Test(peek, tls_record_types_against_methods)
+{
+    /* only a handshake record (0x16) starts a TLS session; 0x14, 0x15, 0x17, 0x18
+     * are TLS content types but not a first message */
+    for (unsigned type = 0x14; type <= 0x18; type++) {
+        for (unsigned minor = 0; minor <= 5; minor++) {
+            unsigned char rec[5] = {(unsigned char)type, 0x03, (unsigned char)minor, 0x00, 0x50};
+            enum peek_kind k = http_peek_classify(rec, sizeof(rec));
+            enum peek_kind want = type == 0x16 && minor <= 4 ? PEEK_TLS : PEEK_OTHER;
+            cr_assert_eq(k, want, "type %02x version 3.%u: %d", type, minor, k);
+        }
+    }
+    static const char *const methods[] = {"GET ",     "POST ", "PUT ",   "DELETE ",
+                                          "OPTIONS ", "HEAD ", "PATCH ", "PROPFIND "};
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+        cr_assert_eq(classify(methods[i], strlen(methods[i])), PEEK_HTTP, "%s", methods[i]);
+}
+
+Test(peek, partial_prefixes_wait)
+{
+    cr_assert_eq(classify("", 0), PEEK_MORE);
+    cr_assert_eq(classify("\x16", 1), PEEK_MORE);
+    cr_assert_eq(classify("\x16\x03", 2), PEEK_MORE);
+    cr_assert_eq(classify("P", 1), PEEK_MORE);
+    cr_assert_eq(classify("POS", 3), PEEK_MORE);
+    cr_assert_eq(classify("POST", 4), PEEK_MORE);
+}
+
+Test(peek, garbage)
+{
+    cr_assert_eq(classify("\x16\x02\x01", 3), PEEK_OTHER);
+    cr_assert_eq(classify("\x16\x03\x05", 3), PEEK_OTHER);
+    cr_assert_eq(classify(" GET", 4), PEEK_OTHER);
+    cr_assert_eq(classify("GE\x00T", 4), PEEK_OTHER);
+    cr_assert_eq(classify("\x00\x01\x02", 3), PEEK_OTHER);
+    cr_assert_eq(classify("SSH-2.0-OpenSSH\r\n", 17), PEEK_OTHER);
+    cr_assert_eq(classify("ABCDEFGHIJKLMNOPQRSTUVWXYZABCDEFG ", 34), PEEK_OTHER, "word too long");
+    /* shaped like a request line: the parser answers it, 400 when it is bad */
+    cr_assert_eq(classify("get /", 5), PEEK_HTTP);
+    cr_assert_eq(classify("GE/T / HTTP/1.1", 15), PEEK_HTTP);
+    cr_assert_eq(classify("ABCDEFGHIJKLMNOPQRSTU ", 22), PEEK_HTTP);
+    cr_assert_eq(classify("PRI * HTTP/2.0", 14), PEEK_HTTP,
+                 "h2 preface: parsed (and refused) as HTTP");
+}
+
+/* ---- JSON ---- */
+
+static const char *const model_key[] = {"model"};
+
+static enum json_result scan_model(const char *js, size_t len, struct json_span *sp)
+{
+    const char *why;
+    return json_object_scan(js, len, model_key, 1, sp, &why);
+}
+
+static void model_span(const char *js, const char *want_token)
+{
+    struct json_span sp;
+    cr_assert_eq(scan_model(js, strlen(js), &sp), JSON_OK, "%s", js);
+    cr_assert(sp.found, "%s", js);
+    cr_assert_eq(sp.end - sp.start, strlen(want_token), "%s: span %zu", js, sp.end - sp.start);
+    cr_assert_eq(memcmp(js + sp.start, want_token, sp.end - sp.start), 0, "%s", js);
+}
+
+Test(json, top_level_member_only)
+{
+    model_span("{\"model\":\"gpt-4o\"}", "\"gpt-4o\"");
+    model_span(" { \"a\" : {\"model\":\"inner\"} , \"model\" : \"outer\" } ", "\"outer\"");
+    model_span("{\"a\":[{\"model\":1}],\"b\":\"\\\"model\\\"\",\"model\":\"m\"}", "\"m\"");
+    model_span("{\"mod\\u0065l\":\"escaped-key\"}", "\"escaped-key\"");
+    model_span("{\"n\":-1.5e+300,\"big\":123456789012345678901234567890,\"model\":null}", "null");
+    model_span("{\"t\":true,\"f\":false,\"model\":{\"x\":[1,2]}}", "{\"x\":[1,2]}");
+    model_span("{\"e\":[],\"o\":{},\"u\":\"\xc3\xa9\xf0\x9f\x98\x80\",\"model\":0}", "0");
+    struct json_span sp;
+    cr_assert_eq(scan_model("{\"other\":1}", 11, &sp), JSON_OK);
+    cr_assert_not(sp.found);
+    cr_assert_eq(scan_model("{}", 2, &sp), JSON_OK);
+    cr_assert_not(sp.found);
+    static const char *const bad[] = {"",
+                                      "[]",
+                                      "{\"model\"}",
+                                      "{\"model\":}",
+                                      "{\"a\":\"unterminated}",
+                                      "{\"a\":1,}",
+                                      "{\"a\":[1,2}",
+                                      "{\"a\":[1,]}",
+                                      "{\"a\":\"\\x\"}",
+                                      "{model:\"x\"}",
+                                      "{\"a\":1 \"model\":\"x\"}",
+                                      "{\"a\":\"ctl\x01\"}",
+                                      "{\"a\":\"\\u12\"}",
+                                      "{\"a\":01}",
+                                      "{\"a\":1.}",
+                                      "{\"a\":.5}",
+                                      "{\"a\":+1}",
+                                      "{\"a\":truefalse}",
+                                      "{\"a\":nul}",
+                                      "{\"a\":NaN}",
+                                      "{\"a\":\"\xff\"}",
+                                      "{\"a\":\"\xc0\xaf\"}",
+                                      "{\"a\":\"\xed\xa0\x80\"}",
+                                      "{\"model\":\"x\"} {\"model\":\"y\"}",
+                                      "{\"model\":\"x\"}x",
+                                      "\xef\xbb\xbf{\"model\":\"x\"}",
+                                      "{\"a\":{\"b\" 1}}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert_eq(scan_model(bad[i], strlen(bad[i]), &sp), JSON_INVALID, "accepted %s", bad[i]);
+}
+
+Test(json, a_model_any_parser_could_read_elsewhere_is_ambiguous)
+{
+    /* Python, Go and JavaScript keep the last duplicate; Go matches names
+     * case-insensitively (with U+017F and U+212A folding); C stops at NUL */
+    static const char *const ambiguous[] = {
+        "{\"model\":\"gpt-4o-mini\",\"messages\":[],\"model\":\"gpt-4o\"}",
+        "{\"model\":\"a\",\"mod\\u0065l\":\"b\"}",
+        "{\"model\\u0000\":\"gpt-4o\"}",
+        "{\"model\":\"a\",\"model\\u0000x\":\"b\"}",
+        "{\"Model\":\"gpt-4o\"}",
+        "{\"model\":\"a\",\"MODEL\":\"b\"}",
+        "{\"MoDeL\":\"x\"}",
+    };
+    struct json_span sp;
+    for (size_t i = 0; i < sizeof(ambiguous) / sizeof(ambiguous[0]); i++)
+        cr_assert_eq(scan_model(ambiguous[i], strlen(ambiguous[i]), &sp), JSON_AMBIGUOUS, "%s",
+                     ambiguous[i]);
+    const char *nul = "{\"model\":\"a\",\"x\\u0000model\":\"b\",\"models\":1,\"mode\":2}";
+    cr_assert_eq(scan_model(nul, strlen(nul), &sp), JSON_OK, "other names are other names");
+    const char *stream_keys[] = {"stream"};
+    const char *why;
+    const char *kelvin = "{\"\xc5\xbftream\":true}"; /* U+017F: Go reads "stream" */
+    cr_assert_eq(json_object_scan(kelvin, strlen(kelvin), stream_keys, 1, &sp, &why),
+                 JSON_AMBIGUOUS);
+    /* a duplicate that is not wanted is not our business */
+    const char *dup = "{\"a\":1,\"a\":2,\"model\":\"m\"}";
+    cr_assert_eq(scan_model(dup, strlen(dup), &sp), JSON_OK);
+}
+
+Test(json, deep_nesting_is_bounded)
+{
+    size_t n = 100000;
+    char *js = malloc(n * 2 + 32);
+    size_t o = (size_t)sprintf(js, "{\"a\":");
+    for (size_t i = 0; i < n; i++)
+        js[o++] = '[';
+    for (size_t i = 0; i < n; i++)
+        js[o++] = ']';
+    o += (size_t)sprintf(js + o, ",\"model\":\"m\"}");
+    struct json_span sp;
+    cr_assert_eq(scan_model(js, o, &sp), JSON_INVALID, "refused, not a stack overflow");
+    free(js);
+}
+
+Test(json, string_decoding)
+{
+    char out[64];
+    const char *why;
+    cr_assert_eq(json_string("\"plain\"", 7, out, sizeof(out), &why), 5);
+    cr_assert_str_eq(out, "plain");
+    const char *esc = "\"a\\\"b\\\\c\\/d\\n\\u00e9\\ud83d\\ude00\"";
+    cr_assert_geq(json_string(esc, strlen(esc), out, sizeof(out), &why), 0);
+    cr_assert_str_eq(out, "a\"b\\c/d\n\xc3\xa9\xf0\x9f\x98\x80");
+    cr_assert_eq(json_string("123", 3, out, sizeof(out), &why), -1);
+    cr_assert_eq(json_string("\"toolong\"", 9, out, 4, &why), -1);
+    cr_assert_eq(json_string("\"gpt\\u0000x\"", 12, out, sizeof(out), &why), -1,
+                 "a NUL would cut the name egressd routes on");
+    const char *lone = "\"\\ud800x\"";
+    cr_assert_geq(json_string(lone, strlen(lone), out, sizeof(out), &why), 0);
+    cr_assert_str_eq(out, "\xef\xbf\xbdx", "a lone surrogate becomes U+FFFD");
+}
+
+Test(json, escape_keeps_log_lines_valid)
+{
+    char out[64];
+    json_escape(out, sizeof(out), "ok \xff\xc3(\xc3\xa9");
+    cr_assert_str_eq(out, "ok \\ufffd\\ufffd(\xc3\xa9", "invalid UTF-8 replaced, valid kept");
+    json_escape(out, sizeof(out), "\xf0\x9f\x98\x80\x7f");
+    cr_assert_str_eq(out, "\xf0\x9f\x98\x80\\u007f");
+    json_escape(out, sizeof(out),
+                "a\xe2\x80\xa8"
+                "b\xe2\x80\xa9");
+    cr_assert_str_eq(out, "a\\u2028b\\u2029", "line separators would split a log line");
+}
+
+/* ---- reading heads, and the answers egressd writes ---- */
+
+Test(log, json_escape)
+{
+    char out[64];
+    json_escape(out, sizeof(out), "a\"b\\c\n\x01");
+    cr_assert_str_eq(out, "a\\\"b\\\\c\\u000a\\u0001");
+    /* a small buffer cuts the string, leaving room for a whole escape: never overruns */
+    memset(out, '#', sizeof(out));
+    json_escape(out, 8, "abcdefghijklmnop");
+    cr_assert(strlen(out) < 8);
+    cr_assert_eq(out[8], '#');
+    json_escape(out, 16, "abcdefghijklmnop");
+    cr_assert_str_eq(out, "abcdefghi");
+}
+
+static void read_all(int fd, char *buf, size_t cap)
+{
+    size_t n = 0, got;
+    while (n < cap - 1 && fd_read(fd, buf + n, cap - 1 - n, &got, now_ms() + 2000) == IO_OK)
+        n += got;
+    buf[n] = '\0';
+}
+
+Test(errors, json_error_shape)
+{
+    int sv[2];
+    char buf[2048];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    struct stream *s = stream_plain(sv[0]);
+    cr_assert_eq(
+        http_send_error(s, &ERR_POLICY_DENIED, "no \"rule\" allows x", "gh", now_ms() + 1000),
+        IO_OK);
+    stream_free(s);
+    close(sv[0]);
+    read_all(sv[1], buf, sizeof(buf));
+    close(sv[1]);
+    cr_assert(strncmp(buf, "HTTP/1.1 403 Forbidden\r\n", 24) == 0, "%s", buf);
+    cr_assert(strstr(buf, "Content-Type: application/json\r\n") != NULL);
+    cr_assert(strstr(buf, "Connection: close\r\n") != NULL);
+    cr_assert(strstr(buf, "X-Egressd-Error: policy_denied\r\n") != NULL);
+    const char *body = strstr(buf, "\r\n\r\n") + 4;
+    cr_assert_str_eq(body, "{\"error\":\"policy_denied\",\"detail\":\"no \\\"rule\\\" allows x\","
+                           "\"rule\":\"gh\"}\n");
+    char cl[64];
+    snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", strlen(body));
+    cr_assert(strstr(buf, cl) != NULL, "%s", buf);
+}
+
+Test(conn, read_head_outcomes)
+{
+    int sv[2];
+    char buf[64];
+    struct bufconn b;
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    struct stream *st = stream_plain(sv[1]);
+    bufconn_init(&b, st, buf, sizeof(buf));
+    cr_assert_eq(bufconn_read_head(&b, now_ms() + 50), HEAD_TIMEOUT);
+    write(sv[0], "GET / HTTP/1.1\r\n\r\nbody", 22);
+    cr_assert_eq(bufconn_read_head(&b, now_ms() + 1000), HEAD_OK);
+    cr_assert_eq(b.len, 22);
+    bufconn_consume(&b, 18);
+    cr_assert_eq(b.len, 4, "the body's start stays for whoever reads next");
+    cr_assert_eq(memcmp(b.buf, "body", 4), 0);
+    b.len = 0;
+    char big[100];
+    memset(big, 'a', sizeof(big));
+    write(sv[0], big, sizeof(big));
+    cr_assert_eq(bufconn_read_head(&b, now_ms() + 1000), HEAD_TOO_LARGE);
+    close(sv[0]);
+    b.len = 0;
+    char rest[64];
+    while (read(sv[1], rest, sizeof(rest)) > 0)
+        ;
+    cr_assert_eq(bufconn_read_head(&b, now_ms() + 1000), HEAD_EOF);
+    stream_free(st);
+    close(sv[1]);
+}
+
+/* ---- the body pump, over a socket pair ---- */
+
+struct pumped {
+    int sv[2];
+    struct stream *st;
+    struct bufconn in;
+    char buf[256];
+    struct body_buffer got;
+    struct body_sink sink;
+};
+
+static void pump_setup(struct pumped *p, const char *already)
+{
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, p->sv), 0);
+    p->st = stream_plain(p->sv[1]);
+    bufconn_init(&p->in, p->st, p->buf, sizeof(p->buf));
+    p->in.len = strlen(already); /* bytes read along with the head */
+    memcpy(p->buf, already, p->in.len);
+    p->got = (struct body_buffer){0};
+    p->sink = (struct body_sink){body_buffer_put, &p->got};
+}
+
+static void pump_teardown(struct pumped *p)
+{
+    stream_free(p->st);
+    close(p->sv[0]);
+    close(p->sv[1]);
+    body_buffer_free(&p->got);
+}
+
+static enum pump_result pump(struct pumped *p, enum http_framing f, uint64_t len,
+                             const struct body_limits *lim, uint64_t *moved)
+{
+    const char *why = NULL;
+    enum pump_result r = http_pump_body(&p->in, f, len, lim, &p->sink, moved, &why);
+    cr_assert(r == PUMP_DONE || why != NULL, "a failure says why");
+    return r;
+}
+
+Test(pump, content_length_stops_at_the_body)
+{
+    struct pumped p;
+    struct body_limits lim = {.idle_ms = 1000};
+    uint64_t moved;
+    pump_setup(&p, "hello");
+    write(p.sv[0],
+          " world"
+          "GET /next",
+          15);
+    cr_assert_eq(pump(&p, BODY_LENGTH, 11, &lim, &moved), PUMP_DONE);
+    cr_assert_eq(moved, 11);
+    cr_assert_eq(p.got.len, 11);
+    cr_assert_str_eq(p.got.p, "hello world");
+    cr_assert_eq(p.in.len, 9, "the next message stays");
+    cr_assert_eq(memcmp(p.in.buf, "GET /next", 9), 0);
+    pump_teardown(&p);
+}
+
+Test(pump, chunked_with_extensions_and_trailers_raw_and_decoded)
+{
+    static const char body[] = "5;name=v\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
+    struct body_limits raw = {.idle_ms = 1000}, dec = {.idle_ms = 1000, .decode = true};
+    uint64_t moved;
+    struct pumped p;
+    pump_setup(&p, "");
+    write(p.sv[0], body, strlen(body));
+    write(p.sv[0], "NEXT", 4);
+    cr_assert_eq(pump(&p, BODY_CHUNKED, 0, &raw, &moved), PUMP_DONE);
+    cr_assert_eq(p.got.len, strlen(body), "raw: the bytes as framed, trailers too");
+    cr_assert_eq(memcmp(p.got.p, body, strlen(body)), 0);
+    cr_assert_eq(moved, strlen(body));
+    cr_assert_eq(p.in.len, 4);
+    pump_teardown(&p);
+    pump_setup(&p, "");
+    write(p.sv[0], body, strlen(body));
+    cr_assert_eq(pump(&p, BODY_CHUNKED, 0, &dec, &moved), PUMP_DONE);
+    cr_assert_str_eq(p.got.p, "hello world", "decoded: the data only");
+    cr_assert_eq(moved, 11);
+    pump_teardown(&p);
+}
+
+Test(pump, close_delimited_and_cut)
+{
+    struct body_limits lim = {.idle_ms = 1000};
+    uint64_t moved;
+    struct pumped p;
+    pump_setup(&p, "abc");
+    write(p.sv[0], "def", 3);
+    shutdown(p.sv[0], SHUT_WR);
+    cr_assert_eq(pump(&p, BODY_UNTIL_CLOSE, 0, &lim, &moved), PUMP_DONE);
+    cr_assert_str_eq(p.got.p, "abcdef");
+    pump_teardown(&p);
+    pump_setup(&p, "abc");
+    shutdown(p.sv[0], SHUT_WR);
+    cr_assert_eq(pump(&p, BODY_LENGTH, 10, &lim, &moved), PUMP_CUT);
+    cr_assert_eq(moved, 3, "what came was passed on");
+    pump_teardown(&p);
+    pump_setup(&p, "5\r\nab");
+    shutdown(p.sv[0], SHUT_WR);
+    cr_assert_eq(pump(&p, BODY_CHUNKED, 0, &lim, &moved), PUMP_CUT);
+    pump_teardown(&p);
+}
+
+Test(pump, limits)
+{
+    struct body_limits lim = {.idle_ms = 1000, .max = 8, .decode = true};
+    uint64_t moved;
+    struct pumped p;
+    pump_setup(&p, "");
+    cr_assert_eq(pump(&p, BODY_LENGTH, 9, &lim, &moved), PUMP_TOO_LARGE, "said up front");
+    cr_assert_eq(p.got.len, 0);
+    pump_teardown(&p);
+    pump_setup(&p, "5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n");
+    cr_assert_eq(pump(&p, BODY_CHUNKED, 0, &lim, &moved), PUMP_TOO_LARGE);
+    cr_assert(p.got.len <= 8, "nothing past the limit was passed on (%zu)", p.got.len);
+    pump_teardown(&p);
+    struct body_limits chunks = {.idle_ms = 1000, .max_chunks = 2};
+    pump_setup(&p, "1\r\na\r\n1\r\nb\r\n1\r\nc\r\n0\r\n\r\n");
+    cr_assert_eq(pump(&p, BODY_CHUNKED, 0, &chunks, &moved), PUMP_MALFORMED, "too many chunks");
+    pump_teardown(&p);
+}
+
+Test(pump, idle_and_whole_body_deadlines)
+{
+    uint64_t moved;
+    struct pumped p;
+    struct body_limits idle = {.idle_ms = 50};
+    pump_setup(&p, "ab");
+    cr_assert_eq(pump(&p, BODY_LENGTH, 5, &idle, &moved), PUMP_TIMEOUT);
+    cr_assert_eq(moved, 2);
+    pump_teardown(&p);
+    /* each byte comes well within the idle limit, the whole not by the deadline */
+    struct body_limits whole = {.idle_ms = 1000, .deadline = now_ms() + 150};
+    pump_setup(&p, "");
+    pid_t child = fork();
+    if (child == 0) {
+        for (int i = 0; i < 20; i++) {
+            write(p.sv[0], "x", 1);
+            usleep(30000);
+        }
+        _exit(0);
+    }
+    cr_assert_eq(pump(&p, BODY_LENGTH, 20, &whole, &moved), PUMP_TIMEOUT);
+    cr_assert(moved < 20);
+    pump_teardown(&p);
+}
+
+static int refuse(void *ctx, const char *p, size_t n)
+{
+    (void)ctx, (void)p, (void)n;
+    return -1;
+}
+
+Test(pump, a_sink_that_fails_stops_it)
+{
+    uint64_t moved;
+    struct pumped p;
+    struct body_limits lim = {.idle_ms = 1000};
+    pump_setup(&p, "hello");
+    p.sink = (struct body_sink){refuse, NULL};
+    cr_assert_eq(pump(&p, BODY_LENGTH, 5, &lim, &moved), PUMP_SINK_FAILED);
+    cr_assert_eq(moved, 0);
+    pump_teardown(&p);
+    pump_setup(&p, "5\r\nhello\r\n0\r\n\r\n");
+    p.sink = (struct body_sink){refuse, NULL};
+    struct body_limits dec = {.idle_ms = 1000, .decode = true};
+    cr_assert_eq(pump(&p, BODY_CHUNKED, 0, &dec, &moved), PUMP_SINK_FAILED);
+    pump_teardown(&p);
+}
+
+/* ---- the hop-by-hop table ---- */
+
+Test(hop, framing_is_egressds_and_connection_names_stop_here)
+{
+    struct http_msg m;
+    const char *why;
+    char out[512];
+    struct sbuf b;
+    cr_assert_eq(req("POST http://a/ HTTP/1.1\r\nHost: a\r\nConnection: Content-Length, X-Drop\r\n"
+                     "Content-Length: 5\r\nX-Drop: 1\r\nX-Keep: 2\r\nKeep-Alive: 5\r\n"
+                     "Proxy-Authorization: secret\r\n\r\n",
+                     &m, &why),
+                 HTTP_OK, "%s", why);
+    sbuf_init(&b, out, sizeof(out));
+    http_put_end_to_end(&b, &m);
+    cr_assert_str_eq(out, "X-Keep: 2\r\nContent-Length: 5\r\n");
+    cr_assert_eq(req("POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                     "Connection: transfer-encoding\r\n\r\n",
+                     &m, &why),
+                 HTTP_OK);
+    sbuf_init(&b, out, sizeof(out));
+    http_put_end_to_end(&b, &m);
+    cr_assert_str_eq(out, "Transfer-Encoding: chunked\r\n",
+                     "written by egressd, whatever Connection says");
+}
+
+Test(sbuf, never_writes_past_and_remembers_the_cut)
+{
+    char out[8];
+    struct sbuf b;
+    memset(out, '#', sizeof(out));
+    sbuf_init(&b, out, 6);
+    sbuf_str(&b, "abc");
+    sbuf_printf(&b, "%s", "defgh");
+    cr_assert(b.cut);
+    cr_assert_str_eq(out, "abc", "the piece that did not fit is not half there");
+    cr_assert_eq(out[6], '#');
+    sbuf_str(&b, "x");
+    cr_assert_str_eq(out, "abc", "nothing after a cut");
 }

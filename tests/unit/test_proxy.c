@@ -1,6 +1,5 @@
 /*
- * test_proxy.c - the proxy module's building blocks: JSON escaping, the
- * error responses, deadline-bounded head reading, and the tunnel relay's
+ * test_proxy.c - the proxy module's building blocks: the tunnel relay's
  * half-close handling over real loopback TCP connections.
  */
 #include "../../proxy/proxy.h"
@@ -14,75 +13,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-Test(log, json_escape)
-{
-    char out[64];
-    json_escape(out, sizeof(out), "a\"b\\c\n\x01");
-    cr_assert_str_eq(out, "a\\\"b\\\\c\\u000a\\u0001");
-    /* a small buffer cuts the string, leaving room for a whole escape: never overruns */
-    memset(out, '#', sizeof(out));
-    json_escape(out, 8, "abcdefghijklmnop");
-    cr_assert(strlen(out) < 8);
-    cr_assert_eq(out[8], '#');
-    json_escape(out, 16, "abcdefghijklmnop");
-    cr_assert_str_eq(out, "abcdefghi");
-}
-
-static void read_all(int fd, char *buf, size_t cap)
-{
-    size_t n = 0, got;
-    while (n < cap - 1 && fd_read(fd, buf + n, cap - 1 - n, &got, now_ms() + 2000) == IO_OK)
-        n += got;
-    buf[n] = '\0';
-}
-
-Test(respond, json_error_shape)
-{
-    int sv[2];
-    char buf[2048];
-    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
-    respond_error(sv[0], &ERR_POLICY_DENIED, "no \"rule\" allows x", "gh");
-    close(sv[0]);
-    read_all(sv[1], buf, sizeof(buf));
-    close(sv[1]);
-    cr_assert(strncmp(buf, "HTTP/1.1 403 Forbidden\r\n", 24) == 0, "%s", buf);
-    cr_assert(strstr(buf, "Content-Type: application/json\r\n") != NULL);
-    cr_assert(strstr(buf, "Connection: close\r\n") != NULL);
-    cr_assert(strstr(buf, "X-Egressd-Error: policy_denied\r\n") != NULL);
-    const char *body = strstr(buf, "\r\n\r\n") + 4;
-    cr_assert_str_eq(body, "{\"error\":\"policy_denied\",\"detail\":\"no \\\"rule\\\" allows x\","
-                           "\"rule\":\"gh\"}\n");
-    char cl[64];
-    snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", strlen(body));
-    cr_assert(strstr(buf, cl) != NULL, "%s", buf);
-}
-
-Test(io, read_head_outcomes)
-{
-    int sv[2];
-    char buf[64];
-    size_t len = 0;
-    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
-    struct stream *st = stream_plain(sv[1]);
-    cr_assert_eq(http_read_head(st, buf, sizeof(buf), &len, now_ms() + 50), HEAD_TIMEOUT);
-    write(sv[0], "GET / HTTP/1.1\r\n\r\nbody", 22);
-    cr_assert_eq(http_read_head(st, buf, sizeof(buf), &len, now_ms() + 1000), HEAD_OK);
-    cr_assert_eq(len, 22);
-    len = 0;
-    char big[100];
-    memset(big, 'a', sizeof(big));
-    write(sv[0], big, sizeof(big));
-    cr_assert_eq(http_read_head(st, buf, sizeof(buf), &len, now_ms() + 1000), HEAD_TOO_LARGE);
-    close(sv[0]);
-    len = 0;
-    char rest[64];
-    while (read(sv[1], rest, sizeof(rest)) > 0)
-        ;
-    cr_assert_eq(http_read_head(st, buf, sizeof(buf), &len, now_ms() + 1000), HEAD_EOF);
-    stream_free(st);
-    close(sv[1]);
-}
 
 /* A connected loopback TCP pair. */
 static void tcp_pair(int fds[2])

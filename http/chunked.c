@@ -7,7 +7,7 @@
  * more than 16 hex digits, bare LF, control bytes in extensions or
  * trailers, overlong size lines and trailers, too many chunks.
  */
-#include "inference.h"
+#include "http.h"
 
 #include <ctype.h>
 #include <string.h>

@@ -20,7 +20,7 @@
  * replaced by U+FFFD, so that a log line or an error body stays one valid
  * JSON line whatever a client sent.
  */
-#include "inference.h"
+#include "http.h"
 
 #include <stdio.h>
 #include <string.h>

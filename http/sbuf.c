@@ -5,7 +5,7 @@
  * which.  (The alternative, `n += snprintf(...)`, overflows the moment one
  * piece does not fit: snprintf returns what it would have written.)
  */
-#include "inference.h"
+#include "http.h"
 
 #include <stdarg.h>
 #include <stdio.h>

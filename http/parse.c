@@ -1,5 +1,6 @@
 /*
- * http.c - strict HTTP/1.1 head parsing and chunked framing (RFC 9112).
+ * parse.c - strict HTTP/1.1 head parsing (RFC 9112), and request paths
+ * that every server reads the same way.
  *
  * Strict means: CRLF line ends only, no NUL or other control bytes, no
  * obs-fold, no whitespace between a field name and its colon, tokens where
@@ -9,7 +10,7 @@
  * parsers and must never disagree with either of them about where a message
  * ends.
  */
-#include "inference.h"
+#include "http.h"
 
 #include <ctype.h>
 #include <string.h>
@@ -114,10 +115,9 @@ static enum http_result note_header(struct http_msg *m, const struct http_header
     }
     if (http_name_is(h, "host"))
         ++*hosts;
-    else if (http_name_is(h, "connection")) {
+    else if (http_name_is(h, "connection"))
         m->conn_close |= http_list_has(h->value, h->value_len, "close");
-        m->conn_keep_alive |= http_list_has(h->value, h->value_len, "keep-alive");
-    } else if (http_name_is(h, "expect")) {
+    else if (http_name_is(h, "expect")) {
         m->expect_continue = h->value_len == 12 && !strncasecmp(h->value, "100-continue", 12);
     }
     return HTTP_OK;
@@ -261,6 +261,11 @@ enum http_result http_parse_response(const char *buf, size_t len, bool for_head,
     return HTTP_OK;
 }
 
+bool http_method_is(const struct http_msg *m, const char *method)
+{
+    return strlen(method) == m->method_len && memcmp(m->method, method, m->method_len) == 0;
+}
+
 bool http_name_is(const struct http_header *h, const char *name)
 {
     return strlen(name) == h->name_len && strncasecmp(h->name, name, h->name_len) == 0;
@@ -294,28 +299,6 @@ bool http_list_has(const char *value, size_t len, const char *token)
     return false;
 }
 
-enum head_status http_read_head(struct stream *s, char *buf, size_t cap, size_t *len,
-                                int64_t deadline)
-{
-    while (http_head_length(buf, *len) == 0) {
-        if (*len >= cap)
-            return HEAD_TOO_LARGE;
-        size_t got;
-        switch (stream_read(s, buf + *len, cap - *len, &got, deadline)) {
-        case IO_OK:
-            *len += got;
-            break;
-        case IO_EOF:
-            return *len ? HEAD_PARTIAL_EOF : HEAD_EOF;
-        case IO_TIMEOUT:
-            return HEAD_TIMEOUT;
-        case IO_ERROR:
-            return HEAD_ERROR;
-        }
-    }
-    return HEAD_OK;
-}
-
 const char *http_reason_phrase(int status)
 {
     switch (status) {
@@ -325,8 +308,14 @@ const char *http_reason_phrase(int status)
         return "Forbidden";
     case 408:
         return "Request Timeout";
+    case 404:
+        return "Not Found";
     case 413:
         return "Payload Too Large";
+    case 421:
+        return "Misdirected Request";
+    case 429:
+        return "Too Many Requests";
     case 431:
         return "Request Header Fields Too Large";
     case 502:

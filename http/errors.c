@@ -1,0 +1,62 @@
+/*
+ * errors.c - the answers egressd writes itself (DESIGN section 5).
+ *
+ * Every error is JSON with a stable machine-readable code, repeated in the
+ * X-Egressd-Error header so that a client that hides bodies still shows
+ * why.  One writer frames them all: section 5's shape written here, the
+ * inference APIs' shapes (built by inference/) and the admin endpoint's
+ * plain answers.  After an error the connection closes unless its caller
+ * read the request whole and keeps it.
+ */
+#include "http.h"
+
+const struct http_error ERR_BAD_REQUEST = {400, "bad_request"};
+const struct http_error ERR_HEADERS_TOO_LARGE = {431, "headers_too_large"};
+const struct http_error ERR_REQUEST_TIMEOUT = {408, "request_timeout"};
+const struct http_error ERR_POLICY_DENIED = {403, "policy_denied"};
+const struct http_error ERR_SSRF_DENIED = {403, "ssrf_denied"};
+const struct http_error ERR_DNS_FAILURE = {502, "dns_failure"};
+const struct http_error ERR_UPSTREAM_UNREACHABLE = {502, "upstream_unreachable"};
+const struct http_error ERR_UPSTREAM_TIMEOUT = {504, "upstream_timeout"};
+const struct http_error ERR_OVERLOADED = {503, "overloaded"};
+const struct http_error ERR_USE_CONNECT = {400, "use_connect"};
+const struct http_error ERR_UPSTREAM_ERROR = {502, "upstream_error"};
+
+void http_put_answer(struct sbuf *out, int status, const char *code, const char *ctype,
+                     const char *body, size_t blen, bool keep)
+{
+    sbuf_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n", status,
+                http_reason_phrase(status), ctype, blen);
+    if (code != NULL)
+        sbuf_printf(out, "X-Egressd-Error: %s\r\n", code);
+    sbuf_str(out, keep ? "\r\n" : "Connection: close\r\n\r\n");
+    sbuf_add(out, body, blen);
+}
+
+void http_put_error_json(struct sbuf *out, const char *code, const char *detail, const char *rule)
+{
+    char esc[512];
+    json_escape(esc, sizeof(esc), detail ? detail : "");
+    sbuf_printf(out, "{\"error\":\"%s\",\"detail\":\"%s\"", code, esc);
+    if (rule != NULL) {
+        json_escape(esc, sizeof(esc), rule);
+        sbuf_printf(out, ",\"rule\":\"%s\"", esc);
+    }
+    sbuf_str(out, "}\n");
+}
+
+enum io_result http_send_error(struct stream *s, const struct http_error *e, const char *detail,
+                               const char *rule, int64_t deadline)
+{
+    char body[1024], out[1536];
+    struct sbuf b, o;
+    sbuf_init(&b, body, sizeof(body));
+    http_put_error_json(&b, e->code, detail, rule);
+    if (b.cut) { /* never a cut JSON body: the code alone */
+        sbuf_init(&b, body, sizeof(body));
+        http_put_error_json(&b, e->code, NULL, NULL);
+    }
+    sbuf_init(&o, out, sizeof(out));
+    http_put_answer(&o, e->status, e->code, "application/json", b.buf, b.len, false);
+    return stream_write_all(s, o.buf, o.len, deadline);
+}

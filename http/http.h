@@ -1,0 +1,265 @@
+/*
+ * http.h - the public face of the http module: the HTTP/1.1 wire format of
+ * every path through egressd (forwarded, intercepted, inspected).
+ *
+ * egressd sits between two parsers and must never read a message
+ * differently from either of them, so one strict parser reads every head,
+ * one chunked scanner follows every chunked body, one body pump moves every
+ * body and one hop-by-hop table decides what passes: a request that the
+ * forward path would frame one way and the inference path another cannot
+ * exist.  Around them: the buffered connection (a stream plus the bytes
+ * read from it and not used yet), the first-bytes classifier of a tunnel,
+ * JSON scanning and escaping, bounded string building, and the error
+ * answers egressd writes itself.  It depends on tls/'s streams only.
+ *
+ * Error convention: parsers return 0 (or HTTP_OK) and -1 with a static
+ * reason in *why; readers and the pump return named enums; builders append
+ * to a struct sbuf and the caller checks ->cut once.
+ */
+#ifndef EGRESSD_HTTP_H
+#define EGRESSD_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../tls/tls.h"
+
+#define HTTP_HEAD_MAX    8192        /* request head, terminator included */
+#define HTTP_RESP_MAX    (32 * 1024) /* response head: origins send more cookies */
+#define HTTP_MAX_HEADERS 100
+
+/* ---- sbuf.c: bounded string building ---- */
+
+struct sbuf {
+    char *buf;
+    size_t cap, len; /* buf[len] is always NUL */
+    bool cut;        /* something did not fit: the text is incomplete */
+};
+void sbuf_init(struct sbuf *b, char *buf, size_t cap);
+void sbuf_add(struct sbuf *b, const char *p, size_t n);
+void sbuf_str(struct sbuf *b, const char *s);
+void sbuf_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- parse.c: heads ---- */
+
+struct http_header {
+    const char *name, *value;
+    size_t name_len, value_len;
+};
+
+enum http_framing {
+    BODY_NONE,        /* no body */
+    BODY_LENGTH,      /* Content-Length bytes */
+    BODY_CHUNKED,     /* chunked transfer coding */
+    BODY_UNTIL_CLOSE, /* responses only: the body ends when the connection does */
+};
+
+/* A parsed head: its pointers point into the caller's buffer. */
+struct http_msg {
+    const char *method, *target; /* requests */
+    size_t method_len, target_len;
+    int status; /* responses */
+    int minor;  /* HTTP/1.minor */
+    struct http_header headers[HTTP_MAX_HEADERS];
+    size_t n_headers;
+    enum http_framing framing;
+    uint64_t content_length;
+    bool has_length; /* a Content-Length was given (also on HEAD, 204 and 304 answers) */
+    bool conn_close, expect_continue;
+    size_t head_len; /* bytes of the head, final blank line included */
+};
+
+enum http_result {
+    HTTP_OK = 0,
+    HTTP_INCOMPLETE = 1, /* need more bytes */
+    HTTP_BAD = -1,       /* malformed: *why says how */
+};
+
+/* Length of the head (through its blank line) if buf holds all of it, else
+ * 0.  A bare-LF blank line also ends the head so that the parser can refuse
+ * it instead of waiting for a CRLF that never comes. */
+size_t http_head_length(const char *buf, size_t len);
+enum http_result http_parse_request(const char *buf, size_t len, struct http_msg *m,
+                                    const char **why);
+/* for_head: the request was HEAD, so the response has no body */
+enum http_result http_parse_response(const char *buf, size_t len, bool for_head, struct http_msg *m,
+                                     const char **why);
+const struct http_header *http_header_find(const struct http_msg *m, const char *name);
+bool http_name_is(const struct http_header *h, const char *name);
+/* Does a comma-separated header value (like Connection) list this token? */
+bool http_list_has(const char *value, size_t len, const char *token);
+bool http_method_is(const struct http_msg *m, const char *method);
+/* Is the path of an origin-form target (the query not included) one that
+ * every server reads the same way?  0, or -1 with *why: not starting with
+ * '/', a dot segment, an encoded '/', '\\', '.' or NUL (any case), a
+ * backslash, NUL or '#'. */
+int http_path_check(const char *target, size_t len, const char **why);
+/* The reason phrase egressd writes for a status it answers itself. */
+const char *http_reason_phrase(int status);
+
+/* ---- peek.c: what the first bytes of a tunnel are ---- */
+
+#define PEEK_TOKEN_MAX 32 /* longest first word of a request line taken for HTTP */
+enum peek_kind {
+    PEEK_TLS,   /* a TLS handshake record: 16 03 00..04 */
+    PEEK_HTTP,  /* printable ASCII and a space: a request line, well formed or not */
+    PEEK_MORE,  /* a prefix of either: wait for more */
+    PEEK_OTHER, /* neither: not served */
+};
+enum peek_kind http_peek_classify(const unsigned char *p, size_t n);
+
+/* ---- conn.c: a stream and the bytes read from it but not used yet ---- */
+
+struct bufconn {
+    struct stream *s;
+    char *buf;
+    size_t cap, len;
+};
+
+enum head_status { HEAD_OK, HEAD_EOF, HEAD_PARTIAL_EOF, HEAD_TIMEOUT, HEAD_TOO_LARGE, HEAD_ERROR };
+
+void bufconn_init(struct bufconn *b, struct stream *s, char *buf, size_t cap);
+/* Drop the first n bytes (a message or a piece that has been handled). */
+void bufconn_consume(struct bufconn *b, size_t n);
+/* Read until buf holds a whole head (http_head_length) or the deadline
+ * passes; len counts every byte read, which may go past the head. */
+enum head_status bufconn_read_head(struct bufconn *b, int64_t deadline);
+
+/* The final response head (1xx other than 101 skipped) from an upstream. */
+enum response_status {
+    RESPONSE_OK,
+    RESPONSE_CLOSED,    /* closed before a byte of it: a kept connection gone stale */
+    RESPONSE_TIMEOUT,   /* not all of it by the deadline */
+    RESPONSE_TOO_LARGE, /* larger than the buffer */
+    RESPONSE_MALFORMED, /* *why says how */
+};
+enum response_status bufconn_read_response(struct bufconn *b, bool for_head, struct http_msg *r,
+                                           int64_t deadline, const char **why);
+
+/* ---- chunked.c: the chunked transfer coding, incrementally ---- */
+
+struct chunked {
+    int state;
+    uint64_t remaining; /* data bytes left in this chunk */
+    unsigned digits;
+    size_t line_bytes; /* bytes in the current size or trailer line */
+    uint64_t chunks, max_chunks;
+};
+
+void chunked_init(struct chunked *c, uint64_t max_chunks);
+/* Scan len bytes; returns how many belong to the body (fewer than len only
+ * when the body ended inside them: then *done is true), or -1 on a framing
+ * error (*why set). */
+ssize_t chunked_scan(struct chunked *c, const char *p, size_t len, bool *done, const char **why);
+/* The same, handing each piece of data to on_data (non-zero return: stop). */
+typedef int (*chunk_data_fn)(void *ctx, const char *p, size_t n);
+ssize_t chunked_decode(struct chunked *c, const char *p, size_t len, bool *done, const char **why,
+                       chunk_data_fn on_data, void *ctx);
+
+/* ---- body.c: the body pump ---- */
+
+/* Where a pumped body goes: put() takes bytes, non-zero when it failed. */
+struct body_sink {
+    int (*put)(void *ctx, const char *p, size_t n);
+    void *ctx;
+};
+
+struct body_limits {
+    uint64_t max;        /* most data bytes (0: no limit) */
+    uint64_t max_chunks; /* 0: no limit */
+    int idle_ms;         /* longest wait for the next bytes */
+    int64_t deadline;    /* the whole body by then (0: no such deadline) */
+    bool decode;         /* the sink gets the data only (else the bytes as framed) */
+};
+
+enum pump_result {
+    PUMP_DONE,
+    PUMP_MALFORMED,   /* the source broke the framing (*why) */
+    PUMP_CUT,         /* the source closed before the body ended */
+    PUMP_TIMEOUT,     /* idle too long, or past the deadline */
+    PUMP_READ_ERROR,  /* reading the source failed */
+    PUMP_TOO_LARGE,   /* more than limits->max */
+    PUMP_SINK_FAILED, /* the sink said no */
+};
+
+/* Move one body, framed as framing/length say, from src (buffered bytes
+ * first) to sink; *moved counts the bytes the sink took.  The pump never
+ * reads past the body: what follows stays in src for the next message. */
+enum pump_result http_pump_body(struct bufconn *src, enum http_framing framing, uint64_t length,
+                                const struct body_limits *lim, const struct body_sink *sink,
+                                uint64_t *moved, const char **why);
+/* A sink writing to a stream, each put within idle_ms. */
+struct stream_sink {
+    struct stream *s;
+    int idle_ms;
+};
+int stream_sink_put(void *ctx, const char *p, size_t n);
+/* A sink keeping the body in memory, grown as it comes (the pump's max
+ * bounds it); p[len] is a NUL, for the JSON scanner's convenience. */
+struct body_buffer {
+    char *p;
+    size_t len, cap;
+};
+int body_buffer_put(void *ctx, const char *p, size_t n);
+void body_buffer_free(struct body_buffer *b);
+
+/* ---- hop.c: what passes from one hop to the next ---- */
+
+/* Is h for this hop only: a hop-by-hop field, one the message's Connection
+ * names, or a framing field (Content-Length, Transfer-Encoding, Host),
+ * which egressd writes itself from what it parsed? */
+bool http_hop_by_hop(const struct http_msg *m, const struct http_header *h);
+/* The fields that pass as lines, then the framing egressd parsed. */
+void http_put_end_to_end(struct sbuf *b, const struct http_msg *m);
+
+/* ---- json.c ---- */
+
+struct json_span {
+    size_t start, end; /* the value's bytes, when found */
+    bool found;
+};
+
+enum json_result {
+    JSON_OK,        /* one valid object; each wanted key found at most once */
+    JSON_INVALID,   /* not exactly one valid JSON object */
+    JSON_AMBIGUOUS, /* some parser could read a wanted key from another member */
+};
+
+/* Validate js as one JSON object and find its top-level members named
+ * keys[i] (lower-case ASCII).  A member that a common parser would take for
+ * a key while egressd would not (a repeated name, one differing in case, or
+ * one equal up to a NUL) makes the body JSON_AMBIGUOUS; *why says so. */
+enum json_result json_object_scan(const char *js, size_t len, const char *const *keys, size_t nkeys,
+                                  struct json_span *spans, const char **why);
+/* Decode a JSON string token (quotes included) to UTF-8; its length, or -1
+ * with *why (not a string, contains a NUL, does not fit). */
+int json_string(const char *tok, size_t len, char *out, size_t cap, const char **why);
+/* Any bytes as the inside of a JSON string (control characters and line
+ * separators escaped, invalid UTF-8 as U+FFFD), NUL-terminated, cut if
+ * needed. */
+size_t json_escape(char *dst, size_t cap, const char *src);
+
+/* ---- errors.c: the answers egressd writes itself ---- */
+
+struct http_error {
+    int status;
+    const char *code;
+};
+extern const struct http_error ERR_BAD_REQUEST, ERR_HEADERS_TOO_LARGE, ERR_REQUEST_TIMEOUT,
+    ERR_POLICY_DENIED, ERR_SSRF_DENIED, ERR_DNS_FAILURE, ERR_UPSTREAM_UNREACHABLE,
+    ERR_UPSTREAM_TIMEOUT, ERR_OVERLOADED, ERR_USE_CONNECT, ERR_UPSTREAM_ERROR;
+
+/* An answer's head and body into out: the status line, Content-Type,
+ * Content-Length, X-Egressd-Error: code, and Connection: close unless
+ * keep. */
+void http_put_answer(struct sbuf *out, int status, const char *code, const char *ctype,
+                     const char *body, size_t blen, bool keep);
+/* DESIGN section 5's body: {"error":code,"detail":...,"rule":...}. */
+void http_put_error_json(struct sbuf *out, const char *code, const char *detail, const char *rule);
+/* A whole section-5 error on s, closing (detail and rule may be NULL). */
+enum io_result http_send_error(struct stream *s, const struct http_error *e, const char *detail,
+                               const char *rule, int64_t deadline);
+
+#endif

@@ -1,0 +1,117 @@
+/*
+ * reply.c - what goes back to the client of an intercepted request: a
+ * head, then pieces (chunked toward an HTTP/1.1 client, so that each piece
+ * leaves as it comes), then the end; or a whole answer in one write; or an
+ * error in the shape of the request's API, which SDKs show, recorded for
+ * the log.  Every write has a deadline of io_ms; a failed write marks the
+ * reply failed and everything after it is skipped.
+ */
+#include "infer_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define REPLY_HEAD_MAX (HTTP_RESP_MAX + 256)
+
+static int written(struct reply *rp, enum io_result r)
+{
+    if (r != IO_OK)
+        rp->failed = true;
+    return r == IO_OK ? 0 : -1;
+}
+
+/* Status line, headers and framing; headers that do not fit are dropped
+ * rather than cut in the middle. */
+static void put_head(struct reply *rp, struct sbuf *b, int status, const char *reason,
+                     const char *headers, long long content_length)
+{
+    sbuf_printf(b, "HTTP/1.1 %d %s\r\n", status, reason);
+    size_t status_line = b->len;
+    sbuf_str(b, headers);
+    if (b->cut || b->len > HTTP_RESP_MAX) {
+        b->len = status_line, b->cut = false;
+        b->buf[b->len] = '\0';
+    }
+    if (content_length >= 0) {
+        rp->chunked = false;
+        sbuf_printf(b, "Content-Length: %lld\r\n\r\n", content_length);
+    } else {
+        sbuf_str(b,
+                 rp->chunked ? "Transfer-Encoding: chunked\r\n\r\n" : "Connection: close\r\n\r\n");
+    }
+    rp->head_sent = true;
+}
+
+int reply_whole(struct reply *rp, int status, const char *reason, const char *headers,
+                const char *body, size_t len)
+{
+    char *out = malloc(REPLY_HEAD_MAX + len);
+    if (out == NULL)
+        return rp->failed = true, -1;
+    struct sbuf b;
+    sbuf_init(&b, out, REPLY_HEAD_MAX + len);
+    put_head(rp, &b, status, reason, headers, (long long)len);
+    sbuf_add(&b, body, len);
+    int rc = written(rp, stream_write_all(rp->s, b.buf, b.len, now_ms() + rp->io_ms));
+    free(out);
+    rp->bytes += len;
+    return rc;
+}
+
+int reply_head(struct reply *rp, int status, const char *reason, const char *headers,
+               long long content_length)
+{
+    char *out = malloc(REPLY_HEAD_MAX);
+    if (out == NULL)
+        return rp->failed = true, -1;
+    struct sbuf b;
+    sbuf_init(&b, out, REPLY_HEAD_MAX);
+    put_head(rp, &b, status, reason, headers, content_length);
+    int rc = written(rp, stream_write_all(rp->s, b.buf, b.len, now_ms() + rp->io_ms));
+    free(out);
+    return rc;
+}
+
+int reply_piece(struct reply *rp, const char *p, size_t n)
+{
+    if (n == 0 || rp->failed)
+        return rp->failed ? -1 : 0;
+    rp->bytes += n;
+    if (!rp->chunked)
+        return written(rp, stream_write_all(rp->s, p, n, now_ms() + rp->io_ms));
+    char *out = malloc(n + 32); /* one write: one TLS record, one packet when it fits */
+    if (out == NULL)
+        return rp->failed = true, -1;
+    struct sbuf b;
+    sbuf_init(&b, out, n + 32);
+    sbuf_printf(&b, "%zx\r\n", n);
+    sbuf_add(&b, p, n);
+    sbuf_str(&b, "\r\n");
+    int rc = written(rp, stream_write_all(rp->s, b.buf, b.len, now_ms() + rp->io_ms));
+    free(out);
+    return rc;
+}
+
+int reply_end(struct reply *rp)
+{
+    if (!rp->chunked || rp->failed)
+        return rp->failed ? -1 : 0;
+    return written(rp, stream_write_all(rp->s, "0\r\n\r\n", 5, now_ms() + rp->io_ms));
+}
+
+bool exchange_fail(struct exchange *x, int status, const char *code, const char *message, bool keep)
+{
+    char body[1024], out[1536];
+    struct sbuf o;
+    keep = keep && x->minor == 1 && !x->client_close;
+    int blen = api_error_body(body, sizeof(body), x->style, code, message);
+    sbuf_init(&o, out, sizeof(out));
+    if (blen >= 0)
+        http_put_answer(&o, status, code, "application/json", body, (size_t)blen, keep);
+    if (blen < 0 || o.cut ||
+        written(&x->rp, stream_write_all(x->rp.s, o.buf, o.len, now_ms() + x->rp.io_ms)) != 0)
+        keep = false;
+    x->rec.status = status;
+    x->rec.error = code;
+    return keep;
+}

@@ -1,0 +1,130 @@
+/*
+ * conn.c - one client connection, from conn_open to its one conn_close.
+ *
+ * A connection holds a reference to the configuration in force when it
+ * came (a kept-alive one moves to a newer one between requests), the
+ * client's socket as a buffered stream, the identity of the process on the
+ * other end once a rule has needed it, and its address for the logs.  The
+ * handlers decide through conn_decide, so that the identity is looked up
+ * at most once per connection, and fail through conn_fail, so that every
+ * refusal is logged once and answered in egressd's own shape.
+ */
+#include "proxy.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define LINGER_MS    1000
+#define LINGER_BYTES (256 * 1024)
+
+struct conn *conn_open(struct runtime *rt, int fd, const struct sockaddr_storage *peer,
+                       struct relay_pipes *pipes)
+{
+    struct conn *c = malloc(sizeof(*c));
+    struct stream *s = stream_plain(fd);
+    if (c == NULL || s == NULL) {
+        free(c);
+        stream_free(s);
+        close(fd);
+        log_msg(LOGL_ERROR, "connect", "out of memory for a new connection");
+        return NULL;
+    }
+    c->rt = rt;
+    c->pipes = pipes;
+    c->generation = holder_generation(&rt->cfg); /* before the snapshot: a reload between is seen */
+    c->snap = holder_acquire(&rt->cfg);
+    c->pol = c->snap->pol;
+    c->set = policy_settings(c->pol);
+    c->fd = fd;
+    bufconn_init(&c->in, s, c->buf, sizeof(c->buf));
+    c->t0 = now_ms();
+    c->upstream = NULL;
+    c->id = NULL;
+    c->closed_cleanly = false;
+    format_sockaddr((const struct sockaddr *)peer, c->src, sizeof(c->src));
+    return c;
+}
+
+/* Closing a socket with unread input makes the kernel send a reset, which
+ * can destroy the error response the client has not read yet (a client
+ * still sending an oversized head, say).  So: shut our side, then read and
+ * discard for a short, bounded while before closing. */
+static void linger_close(int fd)
+{
+    char junk[16384];
+    size_t total = 0, got;
+    int64_t deadline = now_ms() + LINGER_MS;
+    shutdown(fd, SHUT_WR);
+    while (total < LINGER_BYTES && fd_read(fd, junk, sizeof(junk), &got, deadline) == IO_OK)
+        total += got;
+    close(fd);
+}
+
+void conn_close(struct conn *c, const char *reason)
+{
+    if (log_enabled(LOGL_DEBUG))
+        log_msg(LOGL_DEBUG, "close", "%s: %s", c->src, reason);
+    stream_free(c->in.s);
+    if (c->closed_cleanly)
+        close(c->fd); /* both sides said goodbye: nothing left to drain */
+    else
+        linger_close(c->fd);
+    snapshot_unref(c->snap);
+    identity_free(c->id);
+    free(c);
+}
+
+void conn_decide(struct conn *c, const struct host *h, uint16_t port, struct policy_decision *d,
+                 struct log_fields *f)
+{
+    if (c->id == NULL && policy_wants_identity(c->pol, h, port))
+        c->id = identity_lookup(c->fd, c->set->sandbox_pid, c->rt->trust);
+    policy_decide_as(c->pol, h, port, c->id, d);
+    if (c->id != NULL && c->id->n > 0) {
+        f->pid = c->id->holder[0].pid;
+        f->binary = c->id->holder[0].chain[0];
+    }
+    metrics_connection(d->action);
+}
+
+struct snapshot *conn_redecide(struct conn *c, const struct host *h, uint16_t port, unsigned *gen,
+                               struct policy_decision *d)
+{
+    unsigned now = holder_generation(&c->rt->cfg);
+    if (now == *gen)
+        return NULL;
+    *gen = now;
+    struct snapshot *s = holder_acquire(&c->rt->cfg);
+    policy_decide_as(s->pol, h, port, c->id, d);
+    return s;
+}
+
+void conn_follow_reload(struct conn *c)
+{
+    unsigned now = holder_generation(&c->rt->cfg);
+    if (now == c->generation)
+        return;
+    struct snapshot *s = holder_acquire(&c->rt->cfg);
+    snapshot_unref(c->snap);
+    c->snap = s;
+    c->pol = s->pol;
+    c->set = policy_settings(s->pol);
+    c->generation = now;
+}
+
+void conn_fail(struct conn *c, const struct log_fields *f, const struct http_error *e,
+               const char *detail)
+{
+    struct log_fields l = *f;
+    l.src = c->src;
+    l.status = e->status;
+    l.reason = l.reason ? l.reason : e->code;
+    if (e == &ERR_SSRF_DENIED || e == &ERR_POLICY_DENIED)
+        l.action = "deny"; /* allowed by name, perhaps refused by address */
+    l.detail = detail;
+    l.duration_ms = now_ms() - c->t0;
+    log_event(e->status >= 500 ? LOGL_WARN : LOGL_INFO, &l);
+    metrics_upstream_error(e->code); /* counts only the upstream kinds */
+    (void)http_send_error(c->in.s, e, detail, l.rule, now_ms() + 2000);
+}
