@@ -314,6 +314,8 @@ def main():
     ap.add_argument("--inflight", type=int, default=256, help="hold: tunnels being set up at once")
     ap.add_argument("--open-seconds", type=int, default=120, help="hold: bound on opening the N")
     ap.add_argument("--hold-seconds", type=int, default=600, help="hold: bound on holding them")
+    ap.add_argument("--settle-seconds", type=int, default=45,
+                    help="hold: after release, wait at most this for threads and fds to come back")
     ap.add_argument("--slow-clients", type=int, default=1000, help="slow: K")
     ap.add_argument("--slow-seconds", type=int, default=30, help="slow: how long the slow clients run")
     ap.add_argument("--base-seconds", type=int, default=10, help="slow: the normal client alone")
@@ -507,9 +509,15 @@ def threads(pids):
     return total
 
 
+def kernel_stack_kb():
+    """System-wide kernel stacks (KiB): each thread has one, which RSS does not show."""
+    with open("/proc/meminfo") as f:
+        return int(re.search(r"KernelStack:\s+(\d+)", f.read()).group(1))
+
+
 def snapshot(pid):
     pids = tree(pid)
-    return {"fds": fd_count(pids), "rss": rss_kb(pids), "threads": threads(pids)}
+    return {"fds": fd_count(pids), "rss": rss_kb(pids), "threads": threads(pids), "kstack": kernel_stack_kb()}
 
 
 def readline(stream, timeout):
@@ -572,8 +580,15 @@ def hold(name, addr, proc, origin, n, args):
         out["end_raw"] = readline(h.stdout, 60).strip() or "(no answer from loadgen hold)"
     finally:
         stop_proc(h, 60)
-    time.sleep(2)
-    out["released"] = snapshot(proc.pid)
+    # back to where it started?  (egressd's extra workers leave after 30 s idle)
+    t0 = time.time()
+    while time.time() - t0 < args.settle_seconds:
+        time.sleep(1)
+        out["released"] = snapshot(proc.pid)
+        rel = out["released"]  # (a thread-per-connection proxy may keep a few fds per thread: pipes)
+        if rel["threads"] <= out["before"]["threads"] + 8 and rel["fds"] <= out["before"]["fds"] + 4 * rel["threads"]:
+            break
+    out["settle_s"] = time.time() - t0
     out["alive"] = proc.poll() is None
     return out
 
@@ -583,23 +598,24 @@ def print_hold(results, n):
         return (r["held"][key] - r["before"][key]) / r["ok"] if r["ok"] else float("nan")
 
     print(f"\n### hold: {n} concurrent tunnels per proxy\n")
-    print("| proxy | opened / N | failed | time to open s | fds per tunnel | RSS KiB per tunnel | threads held "
-          "| new tunnel p50 ms N=0 → N | new tunnel p99 ms N=0 → N | probe errors N=0 / N | fds, RSS MiB after "
-          "release | alive |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| proxy | opened / N | failed | time to open s | fds per tunnel | RSS KiB per tunnel | kernel stack "
+          "KiB per tunnel | threads held | new tunnel p50 ms N=0 → N | new tunnel p99 ms N=0 → N | probe errors "
+          "N=0 / N | after release: fds, threads, RSS MiB (s) | alive |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        a, b = r["probe0"], r["probe1"]
+        a, b, rel = r["probe0"], r["probe1"], r["released"]
         print(f"| {r['name']} | {r['ok']} / {n} | {r['failed']} | {r['open_s']:.1f} | {per(r, 'fds'):.2f} "
-              f"| {per(r, 'rss'):.1f} | {r['held']['threads']} | {a['p50']:.2f} → {b['p50']:.2f} "
-              f"| {a['p99']:.2f} → {b['p99']:.2f} | {a['errors']} / {b['errors']} "
-              f"| {r['released']['fds']}, {r['released']['rss'] / 1024:.1f} | {'yes' if r['alive'] else 'NO'} |")
+              f"| {per(r, 'rss'):.1f} | {per(r, 'kstack'):.1f} | {r['held']['threads']} "
+              f"| {a['p50']:.2f} → {b['p50']:.2f} | {a['p99']:.2f} → {b['p99']:.2f} | {a['errors']} / {b['errors']} "
+              f"| {rel['fds']}, {rel['threads']}, {rel['rss'] / 1024:.1f} ({r['settle_s']:.0f} s) "
+              f"| {'yes' if r['alive'] else 'NO'} |")
     print("\nTargets (DESIGN §9, at 10,000): at most 3 fds and 16 KiB per tunnel, new tunnel p99 < 5 ms.")
     print("\nRaw figures:\n")
     for r in results:
         print(f"{r['name']}:")
         print(f"  before  {r['before']}")
         print(f"  held    {r['held']}  (after the probe: {r['held_after_probe']})")
-        print(f"  release {r['released']}")
+        print(f"  release {r['released']}  ({r['settle_s']:.0f} s after)")
         print(f"  probe N=0 {r['probe0']}")
         print(f"  probe N   {r['probe1']}")
         print(f"  {r['open_raw']}")
@@ -623,7 +639,6 @@ def run_hold(w, ports, eg, tp, sq, args):
         r["logs"] = proxy_logs(w, name)
         results.append(r)
         print(f"  {r['open_raw']}\n  {r['end_raw']}", flush=True)
-        time.sleep(3)  # the released tunnels close on both sides
     print_hold(results, n)
 
 
