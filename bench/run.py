@@ -457,12 +457,16 @@ def machine():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    head = subprocess.run(["git", "-C", TOP, "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip() or "?"
-    dirty = subprocess.run(["git", "-C", TOP, "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    return (f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {os.cpu_count()} CPU ({cpu}), "
-            f"{os.uname().release}, egressd {EGRESSD} at commit {head}{' (modified tree)' if dirty else ''}")
+    def git(*a):
+        return subprocess.run(["git", "-C", TOP, *a], capture_output=True, text=True).stdout.strip() or "?"
+
+    src = ("proxy", "policy", "tls", "inference")  # egressd's code
+    code = git("log", "-1", "--format=%h", "--", *src)
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", *src) != "?"
+    load = open("/proc/loadavg").read().split()[:3]
+    return (f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {os.cpu_count()} CPU ({cpu}), Linux {os.uname().release}, "
+            f"load {' '.join(load)}; egressd {EGRESSD} built from commit {code}"
+            f"{' plus uncommitted changes' if dirty else ''} (tree at {git('rev-parse', '--short', 'HEAD')})")
 
 
 def raw_loadgen(args, timeout):
