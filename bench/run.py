@@ -107,7 +107,7 @@ def start_nginx(w, port, tls_port, conns=8192):
         f.truncate(256 << 20)
     conf = f"""
 daemon off; worker_processes 1; pid {w}/nginx.pid; error_log {w}/nginx.err;
-worker_rlimit_nofile {2 * conns};
+worker_rlimit_nofile {min(2 * conns, resource.getrlimit(resource.RLIMIT_NOFILE)[1])};
 events {{ worker_connections {conns}; }}
 http {{
   access_log off; sendfile on; tcp_nodelay on; keepalive_timeout 600s; keepalive_requests 1000000;
@@ -122,7 +122,7 @@ http {{
 }}"""
     with open(f"{w}/nginx.conf", "w") as f:
         f.write(conf)
-    start(["nginx", "-c", f"{w}/nginx.conf", "-p", w], nofile=max(2 * conns, 4096))
+    start(["nginx", "-c", f"{w}/nginx.conf", "-p", w])
     wait_port(port)
     wait_port(tls_port)
 
