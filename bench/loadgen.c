@@ -435,6 +435,7 @@ struct tun {
 
 struct hold_counts {
     unsigned long ok, failed, connect, closed, reset, timeout, status, other;
+    unsigned long closed_after, reset_after; /* after the 200, during the request */
     unsigned long statuses[600];
     int first_errno;
 };
@@ -479,7 +480,10 @@ static bool tun_step(struct tun *t, int epfd, struct hold_counts *c, const char 
     }
     ssize_t r = read(t->fd, t->buf + t->got, TUN_BUF - 1 - t->got);
     if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
-        tun_fail(t, epfd, c, r == 0 ? &c->closed : &c->reset, r == 0 ? 0 : errno);
+        bool after = t->st == T_RESP;
+        unsigned long *kind = r == 0 ? (after ? &c->closed_after : &c->closed)
+                                     : (after ? &c->reset_after : &c->reset);
+        tun_fail(t, epfd, c, kind, r == 0 ? 0 : errno);
         return false;
     }
     if (r < 0)
@@ -606,9 +610,11 @@ static int hold_main(void)
     }
     double open_s = (now_us() - start) / 1e6;
     printf("mode=hold count=%d ok=%lu errors=%lu open_s=%.2f err_connect=%lu err_closed=%lu "
-           "err_reset=%lu err_timeout=%lu err_status=%lu err_other=%lu first_errno=%s",
-           count, c.ok, c.failed, open_s, c.connect, c.closed, c.reset, c.timeout, c.status,
-           c.other, c.first_errno ? strerrorname_np(c.first_errno) : "none");
+           "err_reset=%lu err_closed_after_200=%lu err_reset_after_200=%lu err_timeout=%lu "
+           "err_status=%lu err_other=%lu first_errno=%s",
+           count, c.ok, c.failed, open_s, c.connect, c.closed, c.reset, c.closed_after,
+           c.reset_after, c.timeout, c.status, c.other,
+           c.first_errno ? strerrorname_np(c.first_errno) : "none");
     report_statuses(c.statuses);
     printf("\n");
     fflush(stdout);

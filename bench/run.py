@@ -17,6 +17,7 @@ usage: bench/run.py [--seconds N] [--rounds N] [--quick]
        bench/run.py --slow [--slow-clients K] [--slow-seconds S]
 """
 import argparse
+import json
 import os
 import re
 import resource
@@ -314,6 +315,8 @@ def main():
     ap.add_argument("--inflight", type=int, default=256, help="hold: tunnels being set up at once")
     ap.add_argument("--open-seconds", type=int, default=120, help="hold: bound on opening the N")
     ap.add_argument("--hold-seconds", type=int, default=600, help="hold: bound on holding them")
+    ap.add_argument("--proxy-nofile", type=int, default=0,
+                    help="hold: the proxies' RLIMIT_NOFILE (default: as high as allowed), to see them past it")
     ap.add_argument("--settle-seconds", type=int, default=45,
                     help="hold: after release, wait at most this for threads and fds to come back")
     ap.add_argument("--slow-clients", type=int, default=1000, help="slow: K")
@@ -324,6 +327,7 @@ def main():
     args = ap.parse_args()
     n = args.hold or 0
     nofile = raise_nofile(max(65536, 6 * n + 4096))  # for us, the load generator and every proxy
+    pnofile = min(args.proxy_nofile, nofile) if args.proxy_nofile else nofile
     if nofile < 4 * n + 1024:
         print(f"note: RLIMIT_NOFILE is {nofile} and cannot be raised here (raising a hard limit needs "
               f"CAP_SYS_RESOURCE): every process of this run, proxies included, is capped at {nofile} "
@@ -338,11 +342,11 @@ def main():
         mock = start([MOCK, "/dev/null"], stdout=subprocess.PIPE, text=True)
         ports["mock"] = int(readline(mock.stdout, 15) or 0)
         eg = start_egressd(w, ports["egressd"], ports["origin"], ports["mock"],
-                           max_workers=min(16384, max(1200, n + 256)), nofile=nofile,
-                           log_level="warn" if n else "error")
+                           max_workers=min(16384, max(1200, n + 256)), nofile=pnofile,
+                           log_level="info" if n else "error")  # hold: every connection's end, counted
         tp = start_tinyproxy(w, ports["tinyproxy"], max_clients=max(1200, n + 256, args.slow_clients + 256),
-                             nofile=nofile)
-        sq = start_squid(w, ports["squid"], ports["squid_bump"], max_fds=max(8192, 3 * n + 1024), nofile=nofile)
+                             nofile=pnofile)
+        sq = start_squid(w, ports["squid"], ports["squid_bump"], max_fds=max(8192, 3 * n + 1024), nofile=pnofile)
         if args.hold:
             run_hold(w, ports, eg, tp, sq, args)
         if args.slow:
@@ -598,6 +602,9 @@ def hold(name, addr, proc, origin, n, args):
 
 
 def print_hold(results, n):
+    def ms(p, key):
+        return f"{p[key]:.2f}" if p["ops"] else "n/a"
+
     def per(r, key):
         return (r["held"][key] - r["before"][key]) / r["ok"] if r["ok"] else float("nan")
 
@@ -610,7 +617,7 @@ def print_hold(results, n):
         a, b, rel = r["probe0"], r["probe1"], r["released"]
         print(f"| {r['name']} | {r['ok']} / {n} | {r['failed']} | {r['open_s']:.1f} | {per(r, 'fds'):.2f} "
               f"| {per(r, 'rss'):.1f} | {per(r, 'kstack'):.1f} | {r['held']['threads']} "
-              f"| {a['p50']:.2f} → {b['p50']:.2f} | {a['p99']:.2f} → {b['p99']:.2f} | {a['errors']} / {b['errors']} "
+              f"| {ms(a, 'p50')} → {ms(b, 'p50')} | {ms(a, 'p99')} → {ms(b, 'p99')} | {a['errors']} / {b['errors']} "
               f"| {rel['fds']}, {rel['threads']}, {rel['rss'] / 1024:.1f} ({r['settle_s']:.0f} s) "
               f"| {'yes' if r['alive'] else 'NO'} |")
     print("\nTargets (DESIGN §9, at 10,000): at most 3 fds and 16 KiB per tunnel, new tunnel p99 < 5 ms.")
@@ -646,9 +653,29 @@ def run_hold(w, ports, eg, tp, sq, args):
     print_hold(results, n)
 
 
+def log_summary(path, limit=10):
+    """egressd's JSON log in counts: (level, event, reason or message without numbers) -> lines."""
+    counts = {}
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                try:
+                    d = json.loads(line)
+                except ValueError:
+                    continue
+                what = d.get("reason") or d.get("end") or re.sub(r"\d+", "N", d.get("msg", ""))[:80]
+                key = f'{d.get("level")} {d.get("event")} {what}' + (f' ({d["detail"]})' if "detail" in d else "")
+                key = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:N", key)
+                counts[key] = counts.get(key, 0) + 1
+    except OSError:
+        return 0, []
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:limit]
+    return sum(counts.values()), [f"{n:7d}  {k}" for k, n in top]
+
+
 def proxy_logs(w, name):
     if name == "egressd":
-        return {"egressd warn/error log": log_excerpt(f"{w}/egressd.log", r'"level":"(warn|error)"|\] (warn|error)')}
+        return {"egressd log (counted by level, event, reason)": log_summary(f"{w}/egressd.log")}
     if name == "squid":
         return {"squid cache.log warnings": log_excerpt(f"{w}/squid-cache.log", r"WARNING|ERROR|FATAL")}
     return {"tinyproxy log": log_excerpt(f"{w}/tinyproxy.log", r"ERROR|CRITICAL|WARNING")}
@@ -751,8 +778,7 @@ def run_slow(w, ports, tp, sq, args):
                 proc, log = start_egressd_example(w, port, origin, mw)
                 print(f"{label}: ...", flush=True)
                 r = slow(label, f"127.0.0.1:{port}", proc, origin, args)
-                r["logs"] = {"egressd warn/error log": log_excerpt(log, r'"level":"(warn|error)"'),
-                             "egressd request_timeout lines": log_excerpt(log, "request_timeout", 1)}
+                r["logs"] = {"egressd log (counted by level, event, reason)": log_summary(log)}
                 stop_proc(proc)
                 results.append(r)
         else:
