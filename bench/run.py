@@ -317,6 +317,9 @@ def main():
     ap.add_argument("--hold-seconds", type=int, default=600, help="hold: bound on holding them")
     ap.add_argument("--proxy-nofile", type=int, default=0,
                     help="hold: the proxies' RLIMIT_NOFILE (default: as high as allowed), to see them past it")
+    ap.add_argument("--hold-log-level", default="info",
+                    help="hold: egressd's log_level (info, as shipped: every connection's end is counted; "
+                         "its log line buffers touch more of each worker's stack than warn)")
     ap.add_argument("--settle-seconds", type=int, default=45,
                     help="hold: after release, wait at most this for threads and fds to come back")
     ap.add_argument("--slow-clients", type=int, default=1000, help="slow: K")
@@ -343,7 +346,7 @@ def main():
         ports["mock"] = int(readline(mock.stdout, 15) or 0)
         eg = start_egressd(w, ports["egressd"], ports["origin"], ports["mock"],
                            max_workers=min(16384, max(1200, n + 256)), nofile=pnofile,
-                           log_level="info" if n else "error")  # hold: every connection's end, counted
+                           log_level=args.hold_log_level if n else "error")
         tp = start_tinyproxy(w, ports["tinyproxy"], max_clients=max(1200, n + 256, args.slow_clients + 256),
                              nofile=pnofile)
         sq = start_squid(w, ports["squid"], ports["squid_bump"], max_fds=max(8192, 3 * n + 1024), nofile=pnofile)
@@ -523,6 +526,28 @@ def kernel_stack_kb():
         return int(re.search(r"KernelStack:\s+(\d+)", f.read()).group(1))
 
 
+def rss_by_kind(pids):
+    """RSS (KiB) by kind of mapping, from smaps: where the memory of the tunnels lives."""
+    kinds = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps") as f:
+                text = f.read()
+        except OSError:
+            continue
+        kind = None
+        for line in text.splitlines():
+            m = re.match(r"([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ (\d+)\s*(.*)$", line)
+            if m:
+                size = (int(m.group(2), 16) - int(m.group(1), 16)) // 1024
+                name = m.group(5)
+                kind = (name if name.startswith("[") else "files" if name else
+                        "anon <= 1 MiB (thread stacks)" if size <= 1024 else "anon > 1 MiB (malloc arenas)")
+            elif line.startswith("Rss:") and kind:
+                kinds[kind] = kinds.get(kind, 0) + int(line.split()[1])
+    return dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
+
+
 def snapshot(pid):
     pids = tree(pid)
     return {"fds": fd_count(pids), "rss": rss_kb(pids), "threads": threads(pids), "kstack": kernel_stack_kb()}
@@ -570,6 +595,7 @@ def hold(name, addr, proc, origin, n, args):
     out["probe0"] = probe(addr, origin, args.probe_ops)
     time.sleep(1)
     out["before"] = snapshot(proc.pid)
+    out["kinds0"] = rss_by_kind(tree(proc.pid))
     h = start([LOADGEN, "hold", "--proxy", addr, "--target", origin, "--path", "/small", "--count", n,
                "--inflight", args.inflight, "--seconds", args.hold_seconds, "--open-seconds",
                args.open_seconds], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -582,6 +608,8 @@ def hold(name, addr, proc, origin, n, args):
         out["open_s"] = float(opened.get("open_s", "nan"))
         time.sleep(2)  # let the proxy settle: pools grown, buffers released
         out["held"] = snapshot(proc.pid)
+        out["held_kinds"] = rss_by_kind(tree(proc.pid))
+        out["before_kinds"] = out.pop("kinds0")
         out["probe1"] = probe(addr, origin, args.probe_ops)
         out["held_after_probe"] = snapshot(proc.pid)
         h.stdin.close()  # release
@@ -626,6 +654,9 @@ def print_hold(results, n):
         print(f"{r['name']}:")
         print(f"  before  {r['before']}")
         print(f"  held    {r['held']}  (after the probe: {r['held_after_probe']})")
+        if "held_kinds" in r:
+            print(f"  RSS KiB by mapping, before: {r['before_kinds']}")
+            print(f"  RSS KiB by mapping, held:   {r['held_kinds']}")
         print(f"  release {r['released']}  ({r['settle_s']:.0f} s after)")
         print(f"  probe N=0 {r['probe0']}")
         print(f"  probe N   {r['probe1']}")
