@@ -5,6 +5,10 @@
 #   make test       install missing packages, build, run every test
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make bench      side by side with tinyproxy and squid (BENCH_ARGS="--quick")
+#   make bench-hold N=10000   N concurrent tunnels per proxy (docs/reliability.md)
+#   make bench-slow           a normal client beside 1,000 slow ones
+#   make soak SOAK_MINUTES=10 mixed load and reloads, egressd's RSS sampled
+#   make memcheck             integration tests under valgrind memcheck
 #   make format     clang-format every source file
 
 CC       ?= cc
@@ -19,6 +23,7 @@ LDLIBS   := $(shell pkg-config --libs inih libsystemd 2>/dev/null || echo -linih
 REL_FLAGS := -O2
 SAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 TSAN_FLAGS := -O1 -fsanitize=thread -fno-omit-frame-pointer
+VG_FLAGS := -O1
 
 MODULES  := policy tls http inference proxy
 LIB_SRC  := $(filter-out proxy/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
@@ -29,8 +34,10 @@ HEADERS  := $(wildcard */*.h)
 REL_OBJ  := $(LIB_SRC:%.c=$(BUILD)/rel/%.o)
 SAN_OBJ  := $(LIB_SRC:%.c=$(BUILD)/san/%.o)
 TSAN_OBJ := $(LIB_SRC:%.c=$(BUILD)/tsan/%.o)
+VG_OBJ   := $(LIB_SRC:%.c=$(BUILD)/vg/%.o)
 
-.PHONY: all run test unit integration integration-tsan smoke deps install clean format check-format bench
+.PHONY: all run test unit integration integration-tsan smoke deps install clean format check-format bench \
+	bench-deps bench-hold bench-slow soak memcheck
 
 all: $(BUILD)/rel/egressd
 
@@ -48,6 +55,16 @@ $(BUILD)/tsan/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	@echo "CC tsan $<"
 	@$(CC) $(CPPFLAGS) $(CFLAGS) $(TSAN_FLAGS) -c $< -o $@
+
+# For valgrind (make memcheck): no sanitizer, little optimisation, symbols.
+$(BUILD)/vg/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	@echo "CC vg   $<"
+	@$(CC) $(CPPFLAGS) $(CFLAGS) $(VG_FLAGS) -c $< -o $@
+
+$(BUILD)/vg/egressd: $(VG_OBJ) $(BUILD)/vg/proxy/main.o
+	@echo "LD vg   $@"
+	@$(CC) $(CFLAGS) $(VG_FLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/rel/egressd: $(REL_OBJ) $(BUILD)/rel/proxy/main.o
 	@echo "LD      $@"
@@ -81,10 +98,31 @@ $(BUILD)/loadgen: bench/loadgen.c
 	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -pthread $< -lssl -lcrypto -o $@
 
 # Side by side with tinyproxy, squid (ssl-bump) and direct connections.
-bench: deps
+bench: bench-deps
+	/usr/bin/python3 bench/run.py $(BENCH_ARGS)
+
+bench-deps: deps
 	@BENCH=1 scripts/install-deps.sh
 	@$(MAKE) --no-print-directory all $(BUILD)/loadgen $(BUILD)/mock-backend
-	/usr/bin/python3 bench/run.py $(BENCH_ARGS)
+
+# Reliability measurements (docs/reliability.md): they measure and report,
+# they assert nothing.  N concurrent tunnels held per proxy; slow clients;
+# a soak of SOAK_MINUTES; the integration subset under valgrind.
+N            ?= 1000
+SOAK_MINUTES ?= 10
+
+bench-hold: bench-deps
+	/usr/bin/python3 bench/run.py --hold $(N) $(BENCH_ARGS)
+
+bench-slow: bench-deps
+	/usr/bin/python3 bench/run.py --slow $(BENCH_ARGS)
+
+soak: bench-deps
+	/usr/bin/python3 bench/soak.py --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
+
+memcheck: deps $(BUILD)/vg/egressd $(BUILD)/mock-backend
+	@command -v valgrind >/dev/null || BENCH=1 scripts/install-deps.sh
+	bench/memcheck.sh $(MEMCHECK_ARGS)
 
 deps:
 	@scripts/install-deps.sh

@@ -15,10 +15,22 @@
  *   tls-keep     requests inside one intercepted TLS connection per thread
  *   stream       a streamed answer whose pieces carry the backend's send
  *                time (mock backend, ?stamp=1): delay until they arrive
+ *   hold         open --count tunnels (at most --inflight being set up at
+ *                once), one request in each, then keep them open and idle
+ *                until stdin closes or --seconds pass; one line when they
+ *                are open, one when they are released (single thread, epoll)
+ *   slow         --count clients that each send one byte of a CONNECT head
+ *                per second (a head too long to finish in --seconds), each
+ *                reconnecting when cut; counts how the proxy cut them
  *
  * usage: loadgen MODE --proxy HOST:PORT|direct --target HOST:PORT [--path P]
  *        [--host NAME] [--concurrency N] [--seconds S] [--cafile F]
- *        [--method GET|POST] [--body JSON]
+ *        [--method GET|POST] [--body JSON] [--ops N] [--pause-us US]
+ *        [--count N] [--inflight N] [--open-seconds S]
+ *
+ * --ops stops after N operations (errors included), --seconds still bounds
+ * the run; --pause-us sleeps between one thread's operations (a gentler
+ * load, for the soak).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -34,6 +46,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,6 +58,8 @@
 static const char *mode, *proxy = "direct", *target, *path = "/", *host_hdr, *cafile;
 static const char *method = "GET", *body = "";
 static int concurrency = 1, seconds = 3;
+static int count = 1000, inflight_max = 256, open_seconds = 120;
+static long ops_limit, pause_us;
 static atomic_bool stop;
 static atomic_ulong ops, errors, bytes;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -65,21 +81,28 @@ static void sample(double us)
     pthread_mutex_unlock(&mu);
 }
 
-static int dial(const char *hostport)
+static bool parse_addr(const char *hostport, struct sockaddr_in *a)
 {
     char h[256], *colon;
     snprintf(h, sizeof(h), "%s", hostport);
     colon = strrchr(h, ':');
     if (colon == NULL)
-        return -1;
+        return false;
     *colon = '\0';
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-    if (inet_pton(AF_INET, h, &a.sin_addr) != 1)
+    *a = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+    return inet_pton(AF_INET, h, &a->sin_addr) == 1;
+}
+
+static int dial(const char *hostport)
+{
+    struct sockaddr_in a;
+    if (!parse_addr(hostport, &a))
         return -1;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
     struct timeval tv = {10, 0};
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)); /* bounds connect() too */
     if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
         close(fd);
         return -1;
@@ -254,7 +277,13 @@ static void *worker(void *arg)
     SSL_CTX *ctx = strncmp(mode, "tls", 3) == 0 ? client_ctx() : NULL;
     SSL_SESSION *sess = NULL;
     struct io keep = {-1, NULL};
-    while (!atomic_load(&stop)) {
+    for (bool first = true; !atomic_load(&stop); first = false) {
+        if (!first && pause_us > 0)
+            usleep((useconds_t)pause_us);
+        if (ops_limit > 0 && (long)(atomic_load(&ops) + atomic_load(&errors)) >= ops_limit) {
+            atomic_store(&stop, true);
+            break;
+        }
         double t0 = now_us();
         long got = -1;
         if (!strcmp(mode, "tunnel") || !strcmp(mode, "bulk") || !strncmp(mode, "tls-", 4)) {
@@ -326,6 +355,452 @@ static int cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* ---- hold and slow: many sockets in one thread, with epoll ---------------- */
+
+/* As many descriptors as the hard limit allows, raising it when we may. */
+static void raise_nofile(rlim_t want)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_max < want) {
+        struct rlimit up = {want, want};
+        if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+            return;
+    }
+    rl.rlim_cur = rl.rlim_max;
+    (void)setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+static int dial_nonblock(const struct sockaddr_in *a)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+    if (fd < 0)
+        return -1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, (const struct sockaddr *)a, sizeof(*a)) != 0 && errno != EINPROGRESS) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+static int connect_result(int fd)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+        err = errno;
+    return err;
+}
+
+/* "HTTP/1.x NNN": NNN, or 0. */
+static int status_of(const char *b, size_t n)
+{
+    if (n < 12 || memcmp(b, "HTTP/1.", 7) != 0)
+        return 0;
+    return atoi(b + 9);
+}
+
+static void report_statuses(const unsigned long *st)
+{
+    for (int i = 0; i < 600; i++)
+        if (st[i])
+            printf(" status_%d=%lu", i, st[i]);
+}
+
+static double percentile(double *v, size_t n, double q)
+{
+    if (n == 0)
+        return 0;
+    qsort(v, n, sizeof(*v), cmp);
+    size_t i = (size_t)(n * q);
+    return v[i < n ? i : n - 1];
+}
+
+enum { T_CONNECTING = 1, T_HEAD, T_RESP, T_IDLE, T_DONE };
+
+#define TUN_BUF       4096
+#define TUN_TIMEOUT_S 10.0
+
+struct tun {
+    int fd;
+    unsigned char st;
+    unsigned short got;
+    double t0;
+    char *buf; /* only while the tunnel is being set up */
+};
+
+struct hold_counts {
+    unsigned long ok, failed, connect, closed, reset, timeout, status, other;
+    unsigned long closed_after, reset_after; /* after the 200, during the request */
+    unsigned long statuses[600];
+    int first_errno;
+};
+
+static void tun_end(struct tun *t, int epfd)
+{
+    epoll_ctl(epfd, EPOLL_CTL_DEL, t->fd, NULL);
+    close(t->fd);
+    t->fd = -1;
+    free(t->buf);
+    t->buf = NULL;
+    t->st = T_DONE;
+}
+
+static void tun_fail(struct tun *t, int epfd, struct hold_counts *c, unsigned long *kind, int err)
+{
+    (*kind)++;
+    c->failed++;
+    if (err && !c->first_errno)
+        c->first_errno = err;
+    tun_end(t, epfd);
+}
+
+/* The tunnel is ready to go on: returns true when it is open and idle. */
+static bool tun_step(struct tun *t, int epfd, struct hold_counts *c, const char *req, size_t reqlen)
+{
+    if (t->st == T_CONNECTING) {
+        int err = connect_result(t->fd);
+        if (err) {
+            tun_fail(t, epfd, c, &c->connect, err);
+            return false;
+        }
+        char head[512];
+        const char *name = host_hdr ? host_hdr : target;
+        int n = snprintf(head, sizeof(head), "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", name, name);
+        if (write(t->fd, head, (size_t)n) != n) {
+            tun_fail(t, epfd, c, &c->other, errno);
+            return false;
+        }
+        t->st = T_HEAD;
+        return false; /* the caller switches the events */
+    }
+    ssize_t r = read(t->fd, t->buf + t->got, TUN_BUF - 1 - t->got);
+    if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+        bool after = t->st == T_RESP;
+        unsigned long *kind = r == 0 ? (after ? &c->closed_after : &c->closed)
+                                     : (after ? &c->reset_after : &c->reset);
+        tun_fail(t, epfd, c, kind, r == 0 ? 0 : errno);
+        return false;
+    }
+    if (r < 0)
+        return false;
+    t->got += (unsigned short)r;
+    t->buf[t->got] = '\0';
+    char *end = strstr(t->buf, "\r\n\r\n");
+    if (end == NULL) {
+        if (t->got >= TUN_BUF - 1)
+            tun_fail(t, epfd, c, &c->other, 0);
+        return false;
+    }
+    size_t head = (size_t)(end + 4 - t->buf);
+    int status = status_of(t->buf, t->got);
+    if (status != 200) {
+        c->statuses[status > 0 && status < 600 ? status : 0]++;
+        tun_fail(t, epfd, c, &c->status, 0);
+        return false;
+    }
+    if (t->st == T_HEAD) {
+        memmove(t->buf, t->buf + head, t->got - head);
+        t->got -= (unsigned short)head;
+        t->buf[t->got] = '\0';
+        if (write(t->fd, req, reqlen) != (ssize_t)reqlen) {
+            tun_fail(t, epfd, c, &c->other, errno);
+            return false;
+        }
+        t->st = T_RESP;
+        return t->got > 0 ? tun_step(t, epfd, c, req, reqlen) : false;
+    }
+    char *cl = strcasestr(t->buf, "\r\ncontent-length:");
+    bool whole = cl && cl < end ? t->got >= head + (size_t)atol(cl + 17)
+                                : memmem(t->buf + head, t->got - head, "0\r\n\r\n", 5) != NULL;
+    if (!whole)
+        return false;
+    free(t->buf);
+    t->buf = NULL;
+    t->st = T_IDLE;
+    c->ok++;
+    return true;
+}
+
+static int hold_main(void)
+{
+    struct sockaddr_in a;
+    if (!parse_addr(proxy, &a)) {
+        fprintf(stderr, "loadgen: hold needs --proxy HOST:PORT\n");
+        return 2;
+    }
+    raise_nofile((rlim_t)count + 1024);
+    struct tun *t = calloc((size_t)count, sizeof(*t));
+    struct hold_counts c = {0};
+    char req[1024];
+    const char *name = host_hdr ? host_hdr : target;
+    int reqlen = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, name);
+    int epfd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event evs[256];
+    double start = now_us(), last_scan = start, open_deadline = start + open_seconds * 1e6;
+    int next = 0, inflight = 0;
+    unsigned long done = 0;
+    while (done < (unsigned long)count && now_us() < open_deadline) {
+        while (inflight < inflight_max && next < count) {
+            struct tun *x = &t[next++];
+            x->t0 = now_us();
+            x->fd = dial_nonblock(&a);
+            if (x->fd < 0) {
+                c.connect++;
+                c.failed++;
+                if (!c.first_errno)
+                    c.first_errno = errno;
+                x->st = T_DONE;
+                done++;
+                continue;
+            }
+            x->st = T_CONNECTING;
+            x->buf = malloc(TUN_BUF);
+            struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = (uint32_t)(x - t)};
+            epoll_ctl(epfd, EPOLL_CTL_ADD, x->fd, &ev);
+            inflight++;
+        }
+        int n = epoll_wait(epfd, evs, 256, 50);
+        for (int i = 0; i < n; i++) {
+            struct tun *x = &t[evs[i].data.u32];
+            if (x->st == T_DONE || x->st == T_IDLE)
+                continue;
+            bool was_connecting = x->st == T_CONNECTING;
+            bool idle = tun_step(x, epfd, &c, req, (size_t)reqlen);
+            if (was_connecting && x->st == T_HEAD) {
+                struct epoll_event ev = {.events = EPOLLIN, .data.u32 = evs[i].data.u32};
+                epoll_ctl(epfd, EPOLL_CTL_MOD, x->fd, &ev);
+            }
+            if (idle) {
+                struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP,
+                                         .data.u32 = evs[i].data.u32};
+                epoll_ctl(epfd, EPOLL_CTL_MOD, x->fd, &ev);
+            }
+            if (idle || x->st == T_DONE) {
+                inflight--;
+                done++;
+            }
+        }
+        double now = now_us();
+        if (now - last_scan > 100e3) {
+            last_scan = now;
+            for (int i = 0; i < next; i++)
+                if (t[i].st >= T_CONNECTING && t[i].st <= T_RESP &&
+                    now - t[i].t0 > TUN_TIMEOUT_S * 1e6) {
+                    tun_fail(&t[i], epfd, &c, &c.timeout, 0);
+                    inflight--;
+                    done++;
+                }
+        }
+    }
+    /* the opening phase is over: whatever is still being set up has failed */
+    for (int i = 0; i < count; i++) {
+        if (t[i].st == 0) {
+            t[i].st = T_DONE;
+            t[i].fd = -1;
+            c.timeout++;
+            c.failed++;
+        } else if (t[i].st >= T_CONNECTING && t[i].st <= T_RESP) {
+            tun_fail(&t[i], epfd, &c, &c.timeout, 0);
+        }
+    }
+    double open_s = (now_us() - start) / 1e6;
+    printf("mode=hold count=%d ok=%lu errors=%lu open_s=%.2f err_connect=%lu err_closed=%lu "
+           "err_reset=%lu err_closed_after_200=%lu err_reset_after_200=%lu err_timeout=%lu "
+           "err_status=%lu err_other=%lu first_errno=%s",
+           count, c.ok, c.failed, open_s, c.connect, c.closed, c.reset, c.closed_after,
+           c.reset_after, c.timeout, c.status, c.other,
+           c.first_errno ? strerrorname_np(c.first_errno) : "none");
+    report_statuses(c.statuses);
+    printf("\n");
+    fflush(stdout);
+
+    /* hold: until stdin ends (or a line arrives), or --seconds pass */
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = UINT32_MAX};
+    epoll_ctl(epfd, EPOLL_CTL_ADD, 0, &ev);
+    unsigned long dropped = 0, unexpected = 0;
+    double held = now_us(), until = held + seconds * 1e6;
+    bool release = false;
+    while (!release && now_us() < until) {
+        int n = epoll_wait(epfd, evs, 256, 200);
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.u32 == UINT32_MAX) {
+                release = true;
+                continue;
+            }
+            struct tun *x = &t[evs[i].data.u32];
+            if (x->st != T_IDLE)
+                continue;
+            char junk[4096];
+            ssize_t r = recv(x->fd, junk, sizeof(junk), MSG_DONTWAIT);
+            if (r > 0) {
+                unexpected++;
+            } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+                dropped++;
+                tun_end(x, epfd);
+            }
+        }
+    }
+    unsigned long still = 0;
+    for (int i = 0; i < count; i++) {
+        if (t[i].st == T_IDLE) {
+            still++;
+            close(t[i].fd);
+        }
+    }
+    printf("mode=hold-end held_s=%.1f still_open=%lu dropped=%lu unexpected=%lu\n",
+           (now_us() - held) / 1e6, still, dropped, unexpected);
+    fflush(stdout);
+    close(epfd);
+    free(t);
+    return 0;
+}
+
+enum { S_WAIT = 0, S_CONNECTING, S_SENDING };
+
+struct slow {
+    int fd;
+    unsigned char st;
+    unsigned sent;
+    double t_conn, next; /* microseconds */
+};
+
+struct slow_counts {
+    unsigned long attempts, cut_408, cut_status, cut_eof, cut_reset, connect_failed, completed;
+    unsigned long statuses[600];
+    double *cut_s;
+    size_t n_cut;
+};
+
+static void slow_end(struct slow *x, int epfd, struct slow_counts *c, unsigned long *kind,
+                     double now)
+{
+    (*kind)++;
+    if (kind != &c->connect_failed && c->n_cut < MAX_SAMPLES)
+        c->cut_s[c->n_cut++] = (now - x->t_conn) / 1e6;
+    epoll_ctl(epfd, EPOLL_CTL_DEL, x->fd, NULL);
+    close(x->fd);
+    x->fd = -1;
+    x->st = S_WAIT;
+    /* reconnect at once, but never more often than once a second */
+    x->next = now > x->t_conn + 1e6 ? now : x->t_conn + 1e6;
+}
+
+static int slow_main(void)
+{
+    struct sockaddr_in a;
+    if (!parse_addr(proxy, &a)) {
+        fprintf(stderr, "loadgen: slow needs --proxy HOST:PORT\n");
+        return 2;
+    }
+    raise_nofile((rlim_t)count + 1024);
+    /* a head that takes minutes to send at a byte a second */
+    char head[512];
+    const char *name = host_hdr ? host_hdr : target;
+    int len = snprintf(head, sizeof(head),
+                       "CONNECT %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: loadgen-slow\r\n"
+                       "X-Pad: %0200d\r\n\r\n",
+                       name, name, 0);
+    struct slow *s = calloc((size_t)count, sizeof(*s));
+    struct slow_counts c = {.cut_s = malloc(MAX_SAMPLES * sizeof(double))};
+    int epfd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event evs[256];
+    double start = now_us(), end = start + seconds * 1e6;
+    for (int i = 0; i < count; i++) { /* first connections spread over a second */
+        s[i].fd = -1;
+        s[i].next = start + 1e6 * i / count;
+    }
+    double now;
+    while ((now = now_us()) < end) {
+        for (int i = 0; i < count; i++) {
+            struct slow *x = &s[i];
+            if (x->next > now)
+                continue;
+            if (x->st == S_WAIT) {
+                c.attempts++;
+                x->t_conn = now;
+                x->sent = 0;
+                x->fd = dial_nonblock(&a);
+                if (x->fd < 0) {
+                    c.connect_failed++;
+                    x->next = now + 1e6;
+                    continue;
+                }
+                x->st = S_CONNECTING;
+                x->next = now + 3600e6; /* the connect's completion decides */
+                struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = (uint32_t)i};
+                epoll_ctl(epfd, EPOLL_CTL_ADD, x->fd, &ev);
+            } else if (x->st == S_SENDING) {
+                if (x->sent >= (unsigned)len) {
+                    x->next = now + 3600e6;
+                    continue;
+                }
+                ssize_t w = send(x->fd, head + x->sent, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (w == 1) {
+                    if (++x->sent == (unsigned)len)
+                        c.completed++;
+                    x->next += 1e6;
+                } else if (errno != EAGAIN && errno != EINTR) {
+                    slow_end(x, epfd, &c, &c.cut_reset, now);
+                }
+            }
+        }
+        int n = epoll_wait(epfd, evs, 256, 20);
+        now = now_us();
+        for (int i = 0; i < n; i++) {
+            struct slow *x = &s[evs[i].data.u32];
+            if (x->fd < 0)
+                continue;
+            if (x->st == S_CONNECTING) {
+                if (connect_result(x->fd) != 0) {
+                    slow_end(x, epfd, &c, &c.connect_failed, now);
+                    continue;
+                }
+                x->st = S_SENDING;
+                x->next = now;
+                struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP,
+                                         .data.u32 = evs[i].data.u32};
+                epoll_ctl(epfd, EPOLL_CTL_MOD, x->fd, &ev);
+                continue;
+            }
+            char b[512];
+            ssize_t r = recv(x->fd, b, sizeof(b) - 1, MSG_DONTWAIT);
+            if (r < 0 && (errno == EAGAIN || errno == EINTR))
+                continue;
+            if (r <= 0) {
+                slow_end(x, epfd, &c, r == 0 ? &c.cut_eof : &c.cut_reset, now);
+                continue;
+            }
+            int status = status_of(b, (size_t)r);
+            c.statuses[status > 0 && status < 600 ? status : 0]++;
+            slow_end(x, epfd, &c, status == 408 ? &c.cut_408 : &c.cut_status, now);
+        }
+    }
+    unsigned long open_at_end = 0;
+    for (int i = 0; i < count; i++)
+        if (s[i].fd >= 0) {
+            open_at_end++;
+            close(s[i].fd);
+        }
+    double med = percentile(c.cut_s, c.n_cut, 0.5), p90 = percentile(c.cut_s, c.n_cut, 0.9);
+    double max = c.n_cut ? c.cut_s[c.n_cut - 1] : 0;
+    printf("mode=slow count=%d seconds=%d attempts=%lu cut_408=%lu cut_status=%lu cut_eof=%lu "
+           "cut_reset=%lu connect_failed=%lu completed=%lu open_at_end=%lu cut_median_s=%.2f "
+           "cut_p90_s=%.2f cut_max_s=%.2f",
+           count, seconds, c.attempts, c.cut_408, c.cut_status, c.cut_eof, c.cut_reset,
+           c.connect_failed, c.completed, open_at_end, med, p90, max);
+    report_statuses(c.statuses);
+    printf("\n");
+    close(epfd);
+    free(c.cut_s);
+    free(s);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -353,21 +828,36 @@ int main(int argc, char **argv)
             method = v;
         else if (!strcmp(k, "--body"))
             body = v;
+        else if (!strcmp(k, "--ops"))
+            ops_limit = atol(v);
+        else if (!strcmp(k, "--pause-us"))
+            pause_us = atol(v);
+        else if (!strcmp(k, "--count"))
+            count = atoi(v);
+        else if (!strcmp(k, "--inflight"))
+            inflight_max = atoi(v);
+        else if (!strcmp(k, "--open-seconds"))
+            open_seconds = atoi(v);
         else {
             fprintf(stderr, "loadgen: unknown option %s\n", k);
             return 2;
         }
     }
-    if (target == NULL || concurrency < 1 || seconds < 1) {
+    if (target == NULL || concurrency < 1 || seconds < 1 || count < 1 || inflight_max < 1) {
         fprintf(stderr, "loadgen: --target is required\n");
         return 2;
     }
+    if (!strcmp(mode, "hold"))
+        return hold_main();
+    if (!strcmp(mode, "slow"))
+        return slow_main();
     samples = malloc(MAX_SAMPLES * sizeof(*samples));
     pthread_t *t = calloc((size_t)concurrency, sizeof(*t));
     double t0 = now_us();
     for (int i = 0; i < concurrency; i++)
         pthread_create(&t[i], NULL, worker, NULL);
-    sleep((unsigned)seconds);
+    while (!atomic_load(&stop) && now_us() - t0 < seconds * 1e6)
+        usleep(10000);
     atomic_store(&stop, true);
     for (int i = 0; i < concurrency; i++)
         pthread_join(t[i], NULL);

@@ -13,10 +13,14 @@ Every cell is the median of --rounds rounds in which the peers take turns
 noisy machine.
 
 usage: bench/run.py [--seconds N] [--rounds N] [--quick]
+       bench/run.py --hold [N] [--peers egressd,tinyproxy,squid]   (docs/reliability.md)
+       bench/run.py --slow [--slow-clients K] [--slow-seconds S]
 """
 import argparse
+import json
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -24,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -53,10 +58,27 @@ def wait_port(port, timeout=15):
     raise SystemExit(f"nothing listens on {port}")
 
 
-def start(cmd, **kw):
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+def start(cmd, nofile=None, **kw):
+    """Start a process of the bench, stopped at the end whatever happens;
+    nofile: its RLIMIT_NOFILE (soft and hard), for the hold mode."""
+    if nofile:
+        kw["preexec_fn"] = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    kw.setdefault("stdout", subprocess.DEVNULL)
+    kw.setdefault("stderr", subprocess.DEVNULL)
+    p = subprocess.Popen([str(a) for a in cmd], **kw)
     procs.append(p)
     return p
+
+
+def raise_nofile(want):
+    """RLIMIT_NOFILE to want, or as near as this process may go; the limit set."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(want, hard)))
+        return want
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
 
 
 def run(cmd):
@@ -76,7 +98,7 @@ def make_certs(w):
          "-CAcreateserial", "-days", "2", "-extfile", f"{w}/ext.cnf", "-out", f"{w}/origin.pem"])
 
 
-def start_nginx(w, port, tls_port):
+def start_nginx(w, port, tls_port, conns=8192):
     os.makedirs(f"{w}/www/v1", exist_ok=True)
     with open(f"{w}/www/small", "w") as f:
         f.write("x" * 100)
@@ -86,7 +108,8 @@ def start_nginx(w, port, tls_port):
         f.truncate(256 << 20)
     conf = f"""
 daemon off; worker_processes 1; pid {w}/nginx.pid; error_log {w}/nginx.err;
-events {{ worker_connections 8192; }}
+worker_rlimit_nofile {min(2 * conns, resource.getrlimit(resource.RLIMIT_NOFILE)[1])};
+events {{ worker_connections {conns}; }}
 http {{
   access_log off; sendfile on; tcp_nodelay on; keepalive_timeout 600s; keepalive_requests 1000000;
   default_type application/octet-stream;
@@ -105,12 +128,12 @@ http {{
     wait_port(tls_port)
 
 
-def start_egressd(w, port, origin, mock_port):
+def start_egressd(w, port, origin, mock_port, max_workers=1200, nofile=None, log_level="error"):
     conf = f"""[proxy]
 listen = 127.0.0.1:{port}
 workers = 16
-max_workers = 1200
-log_level = error
+max_workers = {max_workers}
+log_level = {log_level}
 idle_timeout = 10m
 unsafe_allow_loopback = yes
 [tls]
@@ -131,22 +154,22 @@ port = 1-65535
 """
     with open(f"{w}/egressd.ini", "w") as f:
         f.write(conf)
-    p = start([EGRESSD, "-c", f"{w}/egressd.ini"])
+    p = start([EGRESSD, "-c", f"{w}/egressd.ini"], nofile=nofile, stderr=open(f"{w}/egressd.log", "wb"))
     wait_port(port)
     return p
 
 
-def start_tinyproxy(w, port):
+def start_tinyproxy(w, port, max_clients=1200, nofile=None):
     with open(f"{w}/tinyproxy.conf", "w") as f:
-        f.write(f"Port {port}\nListen 127.0.0.1\nTimeout 600\nMaxClients 1200\nAllow 127.0.0.1\n"
+        f.write(f"Port {port}\nListen 127.0.0.1\nTimeout 600\nMaxClients {max_clients}\nAllow 127.0.0.1\n"
                 f"LogLevel Critical\nLogFile \"{w}/tinyproxy.log\"\nPidFile \"{w}/tinyproxy.pid\"\n"
                 "DisableViaHeader Yes\n")
-    p = start(["tinyproxy", "-d", "-c", f"{w}/tinyproxy.conf"])
+    p = start(["tinyproxy", "-d", "-c", f"{w}/tinyproxy.conf"], nofile=nofile)
     wait_port(port)
     return p
 
 
-def start_squid(w, port, bump_port):
+def start_squid(w, port, bump_port, max_fds=8192, nofile=None):
     db = f"{w}/ssl_db"
     with open(f"{w}/hosts", "w") as f:
         f.write("127.0.0.1 inference.test\n")
@@ -170,7 +193,8 @@ cache_mem 8 MB
 pid_filename {w}/squid.pid
 cache_log {w}/squid-cache.log
 coredump_dir {w}
-max_filedescriptors 8192
+max_filedescriptors {max_fds}
+workers 1
 shutdown_lifetime 1 seconds
 """
     with open(f"{w}/squid.conf", "w") as f:
@@ -181,7 +205,7 @@ shutdown_lifetime 1 seconds
         for name in os.listdir(w):
             if name.startswith("squid"):
                 run(["chown", "proxy:proxy", f"{w}/{name}"])
-    p = start(["squid", "-N", "-f", f"{w}/squid.conf"])
+    p = start(["squid", "-N", "-f", f"{w}/squid.conf"], nofile=nofile)
     wait_port(port)
     wait_port(bump_port)
     return p
@@ -282,31 +306,66 @@ def main():
     ap.add_argument("--seconds", type=int, default=1, help="per round")
     ap.add_argument("--rounds", type=int, default=3, help="side-by-side rounds per cell (median kept)")
     ap.add_argument("--quick", action="store_true", help="concurrency 8 only")
+    ap.add_argument("--hold", type=int, nargs="?", const=1000, metavar="N",
+                    help="instead of the tables: hold N concurrent tunnels per proxy (default 1000)")
+    ap.add_argument("--slow", action="store_true",
+                    help="instead of the tables: a normal client beside --slow-clients slow ones")
+    ap.add_argument("--peers", default="egressd,tinyproxy,squid", help="hold and slow: which proxies")
+    ap.add_argument("--probe-ops", type=int, default=300, help="hold: sequential new tunnels per latency probe")
+    ap.add_argument("--inflight", type=int, default=256, help="hold: tunnels being set up at once")
+    ap.add_argument("--open-seconds", type=int, default=120, help="hold: bound on opening the N")
+    ap.add_argument("--hold-seconds", type=int, default=600, help="hold: bound on holding them")
+    ap.add_argument("--proxy-nofile", type=int, default=0,
+                    help="hold: the proxies' RLIMIT_NOFILE (default: as high as allowed), to see them past it")
+    ap.add_argument("--hold-log-level", default="info",
+                    help="hold: egressd's log_level (info, as shipped: every connection's end is counted; "
+                         "its log line buffers touch more of each worker's stack than warn)")
+    ap.add_argument("--settle-seconds", type=int, default=45,
+                    help="hold: after release, wait at most this for threads and fds to come back")
+    ap.add_argument("--slow-clients", type=int, default=1000, help="slow: K")
+    ap.add_argument("--slow-seconds", type=int, default=30, help="slow: how long the slow clients run")
+    ap.add_argument("--base-seconds", type=int, default=10, help="slow: the normal client alone")
+    ap.add_argument("--slow-max-workers", type=int, default=2048,
+                    help="slow: also egressd with this max_workers (0: only the example configuration)")
     args = ap.parse_args()
-    import resource
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1,000 idle tunnels
+    n = args.hold or 0
+    nofile = raise_nofile(max(65536, 6 * n + 4096))  # for us, the load generator and every proxy
+    pnofile = min(args.proxy_nofile, nofile) if args.proxy_nofile else nofile
+    if nofile < 4 * n + 1024:
+        print(f"note: RLIMIT_NOFILE is {nofile} and cannot be raised here (raising a hard limit needs "
+              f"CAP_SYS_RESOURCE): every process of this run, proxies included, is capped at {nofile} "
+              f"descriptors", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the finally below runs
     w = tempfile.mkdtemp(prefix="egressd-bench-")
     try:
         ports = {k: free_port() for k in ("origin", "origin_tls", "mock", "egressd", "tinyproxy", "squid",
                                           "squid_bump")}
         make_certs(w)
-        start_nginx(w, ports["origin"], ports["origin_tls"])
-        mock = subprocess.Popen([MOCK, "/dev/null"], stdout=subprocess.PIPE, text=True)
-        procs.append(mock)
-        ports["mock"] = int(mock.stdout.readline())
-        eg = start_egressd(w, ports["egressd"], ports["origin"], ports["mock"])
-        tp = start_tinyproxy(w, ports["tinyproxy"])
-        sq = start_squid(w, ports["squid"], ports["squid_bump"])
-        report(w, ports, eg, tp, sq, args)
+        start_nginx(w, ports["origin"], ports["origin_tls"], conns=max(8192, n + args.slow_clients + 2048))
+        mock = start([MOCK, "/dev/null"], stdout=subprocess.PIPE, text=True)
+        ports["mock"] = int(readline(mock.stdout, 15) or 0)
+        eg = start_egressd(w, ports["egressd"], ports["origin"], ports["mock"],
+                           max_workers=min(16384, max(1200, n + 256)), nofile=pnofile,
+                           log_level=args.hold_log_level if n else "error")
+        tp = start_tinyproxy(w, ports["tinyproxy"], max_clients=max(1200, n + 256, args.slow_clients + 256),
+                             nofile=pnofile)
+        sq = start_squid(w, ports["squid"], ports["squid_bump"], max_fds=max(8192, 3 * n + 1024), nofile=pnofile)
+        if args.hold:
+            run_hold(w, ports, eg, tp, sq, args)
+        if args.slow:
+            run_slow(w, ports, tp, sq, args)
+        if not args.hold and not args.slow:
+            report(w, ports, eg, tp, sq, args)
     finally:
         for p in procs:
-            p.send_signal(signal.SIGTERM)
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
         for p in procs:
             try:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait(timeout=10)
         shutil.rmtree(w, ignore_errors=True)
 
 
@@ -393,6 +452,374 @@ def report(w, ports, eg, tp, sq, args):
     print("|---|---|---|---|---|---|")
     for r in cpu_rows:
         print(r, flush=True)
+
+
+# ---- reliability: hold N tunnels, slow clients (docs/reliability.md) ---------------------------
+
+def machine():
+    """One line saying when, where and what was measured."""
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    def git(*a):
+        return subprocess.run(["git", "-C", TOP, *a], capture_output=True, text=True).stdout.strip() or "?"
+
+    src = ("proxy", "policy", "tls", "inference")  # egressd's code
+    code = git("log", "-1", "--format=%h", "--", *src)
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", *src) != "?"
+    load = open("/proc/loadavg").read().split()[:3]
+    return (f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {os.cpu_count()} CPU ({cpu}), Linux {os.uname().release}, "
+            f"load {' '.join(load)}; egressd {EGRESSD} built from commit {code}"
+            f"{' plus uncommitted changes' if dirty else ''} (tree at {git('rev-parse', '--short', 'HEAD')})")
+
+
+def raw_loadgen(args, timeout):
+    """Run loadgen; its key=value line as a dict of strings (never waits past timeout)."""
+    try:
+        out = subprocess.run([LOADGEN, *map(str, args)], capture_output=True, text=True,
+                             timeout=timeout).stdout
+    except subprocess.TimeoutExpired:
+        return {"error": "timeout"}
+    line = out.strip().splitlines()[-1] if out.strip() else "error=no_output"
+    return dict(kv.split("=", 1) for kv in line.split())
+
+
+def probe(addr, origin, ops, timeout=120):
+    """`ops` sequential new tunnels (tunnel + request + close): p50 and p99 in ms."""
+    r = raw_loadgen(["tunnel", "--proxy", addr, "--target", origin, "--path", "/small",
+                     "--concurrency", 1, "--ops", ops, "--seconds", timeout - 10], timeout)
+    try:
+        return {"p50": round(float(r["median_us"]) / 1e3, 3), "p99": round(float(r["p99_us"]) / 1e3, 3),
+                "ops": int(r["ops"]),
+                "errors": int(r["errors"])}
+    except (KeyError, ValueError):
+        return {"p50": float("nan"), "p99": float("nan"), "ops": 0, "errors": ops, "raw": r}
+
+
+def fd_count(pids):
+    total = 0
+    for pid in pids:
+        try:
+            total += len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            pass
+    return total
+
+
+def threads(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                total += int(re.search(r"Threads:\s+(\d+)", f.read()).group(1))
+        except (OSError, AttributeError):
+            pass
+    return total
+
+
+def kernel_stack_kb():
+    """System-wide kernel stacks (KiB): each thread has one, which RSS does not show."""
+    with open("/proc/meminfo") as f:
+        return int(re.search(r"KernelStack:\s+(\d+)", f.read()).group(1))
+
+
+def rss_by_kind(pids):
+    """RSS (KiB) by kind of mapping, from smaps: where the memory of the tunnels lives."""
+    kinds = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps") as f:
+                text = f.read()
+        except OSError:
+            continue
+        kind = None
+        for line in text.splitlines():
+            m = re.match(r"([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ (\d+)\s*(.*)$", line)
+            if m:
+                size = (int(m.group(2), 16) - int(m.group(1), 16)) // 1024
+                name = m.group(5)
+                kind = (name if name.startswith("[") else "files" if name else
+                        "anon <= 1 MiB (thread stacks)" if size <= 1024 else "anon > 1 MiB (malloc arenas)")
+            elif line.startswith("Rss:") and kind:
+                kinds[kind] = kinds.get(kind, 0) + int(line.split()[1])
+    return dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
+
+
+def snapshot(pid):
+    pids = tree(pid)
+    return {"fds": fd_count(pids), "rss": rss_kb(pids), "threads": threads(pids), "kstack": kernel_stack_kb()}
+
+
+def readline(stream, timeout):
+    """One line from a child's stdout, or "" after timeout seconds."""
+    got = []
+    t = threading.Thread(target=lambda: got.append(stream.readline()), daemon=True)
+    t.start()
+    t.join(timeout)
+    return got[0] if got else ""
+
+
+def stop_proc(p, timeout=30):
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=10)
+
+
+def log_excerpt(path, pattern, limit=3):
+    """How many lines of a log match, and the first few distinct ones."""
+    try:
+        with open(path, errors="replace") as f:
+            lines = [l.strip() for l in f if re.search(pattern, l)]
+    except OSError:
+        return 0, []
+    first = []
+    for l in lines:
+        key = re.sub(r'"ts":"[^"]*",?|^\S+ \S+ |\d+', "", l)[:120]
+        if key not in [k for k, _ in first]:
+            first.append((key, l[:300]))
+        if len(first) >= limit:
+            break
+    return len(lines), [l for _, l in first]
+
+
+def hold(name, addr, proc, origin, n, args):
+    """Open n tunnels through one proxy and keep them while measuring it."""
+    out = {"name": name}
+    out["probe0"] = probe(addr, origin, args.probe_ops)
+    time.sleep(1)
+    out["before"] = snapshot(proc.pid)
+    out["kinds0"] = rss_by_kind(tree(proc.pid))
+    h = start([LOADGEN, "hold", "--proxy", addr, "--target", origin, "--path", "/small", "--count", n,
+               "--inflight", args.inflight, "--seconds", args.hold_seconds, "--open-seconds",
+               args.open_seconds], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        line = readline(h.stdout, args.open_seconds + 30).strip()
+        out["open_raw"] = line or "(no answer from loadgen hold)"
+        opened = dict(kv.split("=", 1) for kv in line.split()) if line else {}
+        out["ok"] = int(opened.get("ok", 0))
+        out["failed"] = int(opened.get("errors", n))
+        out["open_s"] = float(opened.get("open_s", "nan"))
+        time.sleep(2)  # let the proxy settle: pools grown, buffers released
+        out["held"] = snapshot(proc.pid)
+        out["held_kinds"] = rss_by_kind(tree(proc.pid))
+        out["before_kinds"] = out.pop("kinds0")
+        out["probe1"] = probe(addr, origin, args.probe_ops)
+        out["held_after_probe"] = snapshot(proc.pid)
+        h.stdin.close()  # release
+        out["end_raw"] = readline(h.stdout, 60).strip() or "(no answer from loadgen hold)"
+    finally:
+        stop_proc(h, 60)
+    # back to where it started?  (egressd's extra workers leave after 30 s idle)
+    t0 = time.time()
+    while time.time() - t0 < args.settle_seconds:
+        time.sleep(1)
+        out["released"] = snapshot(proc.pid)
+        rel = out["released"]  # (a thread-per-connection proxy may keep a few fds per thread: pipes)
+        if rel["threads"] <= out["before"]["threads"] + 8 and rel["fds"] <= out["before"]["fds"] + 4 * rel["threads"]:
+            break
+    out["settle_s"] = time.time() - t0
+    out["alive"] = proc.poll() is None
+    return out
+
+
+def print_hold(results, n):
+    def ms(p, key):
+        return f"{p[key]:.2f}" if p["ops"] else "n/a"
+
+    def per(r, key):
+        return (r["held"][key] - r["before"][key]) / r["ok"] if r["ok"] else float("nan")
+
+    print(f"\n### hold: {n} concurrent tunnels per proxy\n")
+    print("| proxy | opened / N | failed | time to open s | fds per tunnel | RSS KiB per tunnel | kernel stack "
+          "KiB per tunnel | threads held | new tunnel p50 ms N=0 → N | new tunnel p99 ms N=0 → N | probe errors "
+          "N=0 / N | after release: fds, threads, RSS MiB (s) | alive |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        a, b, rel = r["probe0"], r["probe1"], r["released"]
+        print(f"| {r['name']} | {r['ok']} / {n} | {r['failed']} | {r['open_s']:.1f} | {per(r, 'fds'):.2f} "
+              f"| {per(r, 'rss'):.1f} | {per(r, 'kstack'):.1f} | {r['held']['threads']} "
+              f"| {ms(a, 'p50')} → {ms(b, 'p50')} | {ms(a, 'p99')} → {ms(b, 'p99')} | {a['errors']} / {b['errors']} "
+              f"| {rel['fds']}, {rel['threads']}, {rel['rss'] / 1024:.1f} ({r['settle_s']:.0f} s) "
+              f"| {'yes' if r['alive'] else 'NO'} |")
+    print("\nTargets (DESIGN §9, at 10,000): at most 3 fds and 16 KiB per tunnel, new tunnel p99 < 5 ms.")
+    print("\nRaw figures:\n")
+    for r in results:
+        print(f"{r['name']}:")
+        print(f"  before  {r['before']}")
+        print(f"  held    {r['held']}  (after the probe: {r['held_after_probe']})")
+        if "held_kinds" in r:
+            print(f"  RSS KiB by mapping, before: {r['before_kinds']}")
+            print(f"  RSS KiB by mapping, held:   {r['held_kinds']}")
+        print(f"  release {r['released']}  ({r['settle_s']:.0f} s after)")
+        print(f"  probe N=0 {r['probe0']}")
+        print(f"  probe N   {r['probe1']}")
+        print(f"  {r['open_raw']}")
+        print(f"  {r['end_raw']}")
+        for what, (count, lines) in r.get("logs", {}).items():
+            print(f"  {what}: {count} lines" + "".join(f"\n    {l}" for l in lines))
+    sys.stdout.flush()
+
+
+def run_hold(w, ports, eg, tp, sq, args):
+    n = args.hold
+    origin = f"127.0.0.1:{ports['origin']}"
+    peers = {"egressd": (f"127.0.0.1:{ports['egressd']}", eg), "tinyproxy": (f"127.0.0.1:{ports['tinyproxy']}", tp),
+             "squid": (f"127.0.0.1:{ports['squid']}", sq)}
+    print(f"hold N={n}: {machine()}", flush=True)
+    results = []
+    for name in args.peers.split(","):
+        addr, proc = peers[name]
+        print(f"{name}: opening {n} tunnels ...", flush=True)
+        r = hold(name, addr, proc, origin, n, args)
+        r["logs"] = proxy_logs(w, name)
+        results.append(r)
+        print(f"  {r['open_raw']}\n  {r['end_raw']}", flush=True)
+    print_hold(results, n)
+
+
+def log_summary(path, limit=10):
+    """egressd's JSON log in counts: (level, event, reason or message without numbers) -> lines."""
+    counts = {}
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                try:
+                    d = json.loads(line)
+                except ValueError:
+                    continue
+                what = d.get("reason") or d.get("end") or re.sub(r"\d+", "N", d.get("msg", ""))[:80]
+                key = f'{d.get("level")} {d.get("event")} {what}' + (f' ({d["detail"]})' if "detail" in d else "")
+                key = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:N", key)
+                counts[key] = counts.get(key, 0) + 1
+    except OSError:
+        return 0, []
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:limit]
+    return sum(counts.values()), [f"{n:7d}  {k}" for k, n in top]
+
+
+def proxy_logs(w, name):
+    if name == "egressd":
+        return {"egressd log (counted by level, event, reason)": log_summary(f"{w}/egressd.log")}
+    if name == "squid":
+        return {"squid cache.log warnings": log_excerpt(f"{w}/squid-cache.log", r"WARNING|ERROR|FATAL")}
+    return {"tinyproxy log": log_excerpt(f"{w}/tinyproxy.log", r"ERROR|CRITICAL|WARNING")}
+
+
+def start_egressd_example(w, port, origin, max_workers=None):
+    """conf/egressd.ini as shipped (header_timeout 10s, workers 16,
+    max_workers 512, queue 1024, JSON logs at info), with its state under
+    the bench's directory and one allow rule for the loopback origin."""
+    with open(os.path.join(TOP, "conf", "egressd.ini")) as f:
+        conf = f.read()
+    tag = f"example-{max_workers}" if max_workers else "example"
+    os.makedirs(f"{w}/{tag}", exist_ok=True)
+    conf = conf.replace("/var/lib/egressd", f"{w}/{tag}")
+    conf = re.sub(r"(?m)^listen = .*$", f"listen = 127.0.0.1:{port}\nunsafe_allow_loopback = yes", conf)
+    conf = re.sub(r"(?m)^header_timeout = .*$", "header_timeout = 10s", conf)
+    if max_workers:
+        conf = re.sub(r"(?m)^max_workers = .*$", f"max_workers = {max_workers}", conf)
+    conf += f"\n[allow bench-origin]\nhost = 127.0.0.1\nport = {origin.rsplit(':', 1)[1]}\n"
+    with open(f"{w}/{tag}.ini", "w") as f:
+        f.write(conf)
+    p = start([EGRESSD, "-c", f"{w}/{tag}.ini"], stderr=open(f"{w}/{tag}.log", "wb"))
+    wait_port(port)
+    return p, f"{w}/{tag}.log"
+
+
+def slow(name, addr, proc, origin, args):
+    """A normal client's new tunnels, alone and beside K slow clients."""
+    out = {"name": name}
+    base = raw_loadgen(["tunnel", "--proxy", addr, "--target", origin, "--path", "/small", "--concurrency", 1,
+                        "--seconds", args.base_seconds], args.base_seconds + 60)
+    out["base"] = base
+    sl = start([LOADGEN, "slow", "--proxy", addr, "--target", origin, "--count", args.slow_clients,
+                "--seconds", args.slow_seconds], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)  # the slow clients are connected and sending
+        out["during"] = raw_loadgen(["tunnel", "--proxy", addr, "--target", origin, "--path", "/small",
+                                     "--concurrency", 1, "--seconds", args.slow_seconds - 5],
+                                    args.slow_seconds + 60)
+        out["slow_raw"] = readline(sl.stdout, args.slow_seconds + 30).strip() or "(no answer from loadgen slow)"
+    finally:
+        stop_proc(sl, 30)
+    time.sleep(2)
+    out["after"] = raw_loadgen(["tunnel", "--proxy", addr, "--target", origin, "--path", "/small",
+                                "--concurrency", 1, "--seconds", 3], 60)
+    out["alive"] = proc.poll() is None
+    return out
+
+
+def print_slow(results, args):
+    def f(r, key, scale=1e3):
+        try:
+            return f"{float(r[key]) / scale:.2f}"
+        except (KeyError, ValueError):
+            return "?"
+
+    print(f"\n### slow clients: {args.slow_clients} clients sending a CONNECT head at one byte a second, "
+          f"{args.slow_seconds} s\n")
+    print("| proxy | normal p50 ms alone → beside | normal p99 ms alone → beside | added median ms | normal ops "
+          "(errors) alone / beside | slow connections | cut 408 | cut other status | closed | reset | "
+          "time to cut median / p90 / max s | still open at end | normal p50 ms after |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        b, d, s, a = r["base"], r["during"], dict(kv.split("=", 1) for kv in r["slow_raw"].split() if "=" in kv), \
+            r["after"]
+        try:
+            added = f"{(float(d['median_us']) - float(b['median_us'])) / 1e3:.2f}"
+        except (KeyError, ValueError):
+            added = "?"
+        others = sum(int(v) for k, v in s.items() if k.startswith("status_") and k != "status_408")
+        print(f"| {r['name']} | {f(b, 'median_us')} → {f(d, 'median_us')} | {f(b, 'p99_us')} → {f(d, 'p99_us')} "
+              f"| {added} | {b.get('ops', '?')} ({b.get('errors', '?')}) / {d.get('ops', '?')} ({d.get('errors', '?')}) "
+              f"| {s.get('attempts', '?')} | {s.get('cut_408', '?')} | {others} | {s.get('cut_eof', '?')} "
+              f"| {s.get('cut_reset', '?')} | {s.get('cut_median_s', '?')} / {s.get('cut_p90_s', '?')} / "
+              f"{s.get('cut_max_s', '?')} | {s.get('open_at_end', '?')} | {f(a, 'median_us')} |")
+    print("\nTarget (security issue): the median delay the slow clients add stays under 100 ms.")
+    print("\nRaw figures:\n")
+    for r in results:
+        print(f"{r['name']}:")
+        for k in ("base", "during", "after"):
+            print(f"  normal {k}: " + " ".join(f"{a}={b}" for a, b in r[k].items()))
+        print(f"  {r['slow_raw']}")
+        print(f"  alive after: {'yes' if r['alive'] else 'NO'}")
+        for what, (count, lines) in r.get("logs", {}).items():
+            print(f"  {what}: {count} lines" + "".join(f"\n    {l}" for l in lines))
+    sys.stdout.flush()
+
+
+def run_slow(w, ports, tp, sq, args):
+    origin = f"127.0.0.1:{ports['origin']}"
+    print(f"slow clients K={args.slow_clients}: {machine()}", flush=True)
+    results = []
+    for name in args.peers.split(","):
+        if name == "egressd":
+            variants = [("egressd (example conf)", None)]
+            if args.slow_max_workers:
+                variants.append((f"egressd (example, max_workers {args.slow_max_workers})", args.slow_max_workers))
+            for label, mw in variants:
+                port = free_port()
+                proc, log = start_egressd_example(w, port, origin, mw)
+                print(f"{label}: ...", flush=True)
+                r = slow(label, f"127.0.0.1:{port}", proc, origin, args)
+                r["logs"] = {"egressd log (counted by level, event, reason)": log_summary(log)}
+                stop_proc(proc)
+                results.append(r)
+        else:
+            proc = tp if name == "tinyproxy" else sq
+            print(f"{name}: ...", flush=True)
+            r = slow(name, f"127.0.0.1:{ports[name]}", proc, origin, args)
+            r["logs"] = proxy_logs(w, name)
+            results.append(r)
+        time.sleep(2)
+    print_slow(results, args)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ set -eu
 
 PKGS="gcc make pkg-config libinih-dev libmbedtls-dev libsystemd-dev libcriterion-dev ca-certificates curl openssl iproute2 nftables man-db systemd util-linux python3 python3-pytest python3-requests"
 
-# make bench: the peers and the origin, and OpenSSL for the load generator
-[ "${BENCH:-}" = 1 ] && PKGS="$PKGS nginx-light tinyproxy squid-openssl libssl-dev"
+# make bench: the peers and the origin, OpenSSL for the load generator, and
+# valgrind for make memcheck
+[ "${BENCH:-}" = 1 ] && PKGS="$PKGS nginx-light tinyproxy squid-openssl libssl-dev valgrind"
 
 # Node.js and npm run the official SDKs in the tests; any Node >= 18 will
 # do, so an existing one (from any source) is kept.

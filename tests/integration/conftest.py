@@ -23,6 +23,9 @@ import pytest
 EGRESSD = os.environ.get("EGRESSD", os.path.join(os.path.dirname(__file__), "../../build/san/egressd"))
 MOCK_BACKEND = os.environ.get("MOCK_BACKEND",
                               os.path.join(os.path.dirname(__file__), "../../build/mock-backend"))
+# Waits on egressd's own progress (start, log lines, stop) are multiplied by
+# this: bench/memcheck.sh runs egressd under valgrind, many times slower.
+WAIT_SCALE = float(os.environ.get("EGRESSD_WAIT_SCALE", "1"))
 
 BLOCK = random.Random(42).randbytes(1 << 20)
 
@@ -57,7 +60,7 @@ class Egressd:
         self._wait_msg(" started with ")  # logged once everything, admin endpoint included, is up
 
     def _wait_msg(self, text):
-        deadline = time.time() + 10
+        deadline = time.time() + 10 * WAIT_SCALE
         while time.time() < deadline:
             for line in self.lines():
                 if text in line.get("msg", ""):
@@ -85,7 +88,7 @@ class Egressd:
 
     def events(self, event, wait=2.0, count=1, **match):
         """Log lines of one event whose fields match; waits for count of them."""
-        deadline = time.time() + wait
+        deadline = time.time() + wait * WAIT_SCALE
         while True:
             found = [l for l in self.lines() if l.get("event") == event
                      and all(l.get(k) == v for k, v in match.items())]
@@ -97,7 +100,7 @@ class Egressd:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=40)
+                self.proc.wait(timeout=40 * WAIT_SCALE)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
