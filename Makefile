@@ -5,6 +5,8 @@
 #   make test       install missing packages, build, run every test
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make bench      side by side with tinyproxy and squid (BENCH_ARGS="--quick")
+#   make fuzz       every libFuzzer target for FUZZ_SECONDS (60) each
+#   make fuzz-smoke every target for FUZZ_SMOKE_SECONDS (20), and its regressions
 #   make format     clang-format every source file
 
 CC       ?= cc
@@ -24,13 +26,16 @@ MODULES  := policy tls inference proxy
 LIB_SRC  := $(filter-out proxy/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
 MAIN_SRC := proxy/main.c
 UNIT_SRC := $(wildcard tests/unit/*.c)
-HEADERS  := $(wildcard */*.h)
+HEADERS  := $(filter-out fuzz/%,$(wildcard */*.h))
+FUZZ_SRC := $(wildcard fuzz/*.c)
+FUZZ_HDR := $(wildcard fuzz/*.h)
 
 REL_OBJ  := $(LIB_SRC:%.c=$(BUILD)/rel/%.o)
 SAN_OBJ  := $(LIB_SRC:%.c=$(BUILD)/san/%.o)
 TSAN_OBJ := $(LIB_SRC:%.c=$(BUILD)/tsan/%.o)
 
-.PHONY: all run test unit integration integration-tsan smoke deps install clean format check-format bench
+.PHONY: all run test unit integration integration-tsan smoke deps install clean format check-format bench \
+	fuzz fuzz-smoke fuzz-build
 
 all: $(BUILD)/rel/egressd
 
@@ -48,6 +53,34 @@ $(BUILD)/tsan/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	@echo "CC tsan $<"
 	@$(CC) $(CPPFLAGS) $(CFLAGS) $(TSAN_FLAGS) -c $< -o $@
+
+# libFuzzer targets (fuzz/): the library again, built by clang with the
+# fuzzer's coverage hooks and ASan/UBSan, in an archive that each target
+# (one per parser) links against.
+FUZZ_CC      ?= clang
+FUZZ_FLAGS   := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+                -fno-sanitize-recover=undefined
+FUZZ_TARGETS := $(notdir $(FUZZ_SRC:.c=))
+FUZZ_BINS    := $(FUZZ_TARGETS:%=$(BUILD)/fuzz/bin/%)
+FUZZ_OBJ     := $(LIB_SRC:%.c=$(BUILD)/fuzz/%.o)
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 20
+FUZZ_JOBS          ?= 2
+
+$(BUILD)/fuzz/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	@echo "CC fuzz $<"
+	@$(FUZZ_CC) $(CPPFLAGS) $(CFLAGS) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(BUILD)/fuzz/libegressd.a: $(FUZZ_OBJ)
+	@rm -f $@
+	@ar rcs $@ $^
+
+$(BUILD)/fuzz/bin/%: fuzz/%.c $(BUILD)/fuzz/libegressd.a $(HEADERS) $(FUZZ_HDR)
+	@mkdir -p $(dir $@)
+	@echo "LD fuzz $@"
+	@$(FUZZ_CC) $(CPPFLAGS) $(CFLAGS) $(FUZZ_FLAGS) -fsanitize=fuzzer $< \
+		$(BUILD)/fuzz/libegressd.a $(LDLIBS) -o $@
 
 $(BUILD)/rel/egressd: $(REL_OBJ) $(BUILD)/rel/proxy/main.o
 	@echo "LD      $@"
@@ -109,6 +142,17 @@ test: deps
 unit: $(BUILD)/san/unit-tests
 	./$(BUILD)/san/unit-tests --jobs 2
 
+fuzz-build: $(FUZZ_BINS)
+
+# Each libFuzzer target on a copy of its seeds, FUZZ_JOBS at a time, after
+# its regression inputs (fuzz/run.sh says what fails a run).
+fuzz-smoke: $(FUZZ_BINS)
+	@fuzz/run.sh smoke $(FUZZ_SMOKE_SECONDS) $(FUZZ_JOBS) $(FUZZ_TARGETS)
+
+fuzz: deps
+	@$(MAKE) --no-print-directory fuzz-build
+	@fuzz/run.sh fuzz $(FUZZ_SECONDS) $(FUZZ_JOBS) $(FUZZ_TARGETS)
+
 smoke: $(BUILD)/san/egressd
 	EGRESSD=$(BUILD)/san/egressd scripts/smoke.sh
 
@@ -141,7 +185,7 @@ install: all
 			--shell /usr/sbin/nologin egressd; fi
 
 FORMATTED := $(LIB_SRC) $(MAIN_SRC) $(UNIT_SRC) $(HEADERS) $(wildcard tests/helpers/*.c) \
-	$(wildcard bench/*.c)
+	$(wildcard bench/*.c) $(FUZZ_SRC) $(FUZZ_HDR)
 
 format:
 	clang-format -i $(FORMATTED)

@@ -5,6 +5,9 @@ set -eu
 
 PKGS="gcc make pkg-config libinih-dev libmbedtls-dev libsystemd-dev libcriterion-dev ca-certificates curl openssl iproute2 nftables man-db systemd util-linux python3 python3-pytest python3-requests"
 
+# make fuzz and make fuzz-smoke: clang and its libFuzzer and sanitizer runtimes
+PKGS="$PKGS clang libclang-rt-14-dev"
+
 # make bench: the peers and the origin, and OpenSSL for the load generator
 [ "${BENCH:-}" = 1 ] && PKGS="$PKGS nginx-light tinyproxy squid-openssl libssl-dev"
 
