@@ -190,7 +190,7 @@ run_target() {
         {
             printf '%-14s FAIL %10s runs %4s s  %s\n' "$t" "$runs" "$took" "$fail"
             [ -s "$logs/$t.excerpt" ] && cat "$logs/$t.excerpt"
-            printf '%-14s      log %s\n' "" "${log#"$root"/}"
+            printf '    log %s\n' "${log#"$root"/}"
         } >"$out"
         cat "$out"
         return 1
