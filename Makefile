@@ -136,8 +136,8 @@ run: deps
 # the ThreadSanitizer build, which exits at the first data race.
 test: deps
 	@$(MAKE) --no-print-directory $(BUILD)/rel/egressd $(BUILD)/san/egressd $(BUILD)/san/unit-tests \
-		$(BUILD)/tsan/egressd $(BUILD)/mock-backend $(BUILD)/node/.installed
-	@$(MAKE) --no-print-directory unit smoke integration integration-tsan
+		$(BUILD)/tsan/egressd $(BUILD)/mock-backend $(BUILD)/node/.installed $(FUZZ_BINS)
+	@$(MAKE) --no-print-directory unit fuzz-smoke smoke integration integration-tsan
 
 unit: $(BUILD)/san/unit-tests
 	./$(BUILD)/san/unit-tests --jobs 2
