@@ -130,8 +130,9 @@ run: deps
 	@sed 's|/var/lib/egressd|$(CURDIR)/$(BUILD)/state|' conf/egressd.ini >$(BUILD)/egressd-run.ini
 	./$(BUILD)/rel/egressd -c $(BUILD)/egressd-run.ini
 
-# Unit tests, then the smoke script and the integration suite against the
-# AddressSanitizer/UBSan build of the real binary, then the tests that
+# Unit tests, a short run of every fuzz target, then the smoke script and
+# the integration suite against the AddressSanitizer/UBSan build of the
+# real binary, then the tests that
 # drive its threads hardest (pool, reloads, tunnels, interception) against
 # the ThreadSanitizer build, which exits at the first data race.
 test: deps
