@@ -9,6 +9,8 @@
 #   make bench-slow           a normal client beside 1,000 slow ones
 #   make soak SOAK_MINUTES=10 mixed load and reloads, egressd's RSS sampled
 #   make memcheck             integration tests under valgrind memcheck
+#   make fuzz       every libFuzzer target for FUZZ_SECONDS (60) each
+#   make fuzz-smoke every target for FUZZ_SMOKE_SECONDS (20), and its regressions
 #   make format     clang-format every source file
 
 CC       ?= cc
@@ -29,7 +31,9 @@ MODULES  := policy tls http inference proxy
 LIB_SRC  := $(filter-out proxy/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
 MAIN_SRC := proxy/main.c
 UNIT_SRC := $(wildcard tests/unit/*.c)
-HEADERS  := $(wildcard */*.h)
+HEADERS  := $(filter-out fuzz/%,$(wildcard */*.h))
+FUZZ_SRC := $(wildcard fuzz/*.c)
+FUZZ_HDR := $(wildcard fuzz/*.h)
 
 REL_OBJ  := $(LIB_SRC:%.c=$(BUILD)/rel/%.o)
 SAN_OBJ  := $(LIB_SRC:%.c=$(BUILD)/san/%.o)
@@ -37,7 +41,7 @@ TSAN_OBJ := $(LIB_SRC:%.c=$(BUILD)/tsan/%.o)
 VG_OBJ   := $(LIB_SRC:%.c=$(BUILD)/vg/%.o)
 
 .PHONY: all run test unit integration integration-tsan smoke deps install clean format check-format bench \
-	bench-deps bench-hold bench-slow soak memcheck
+	bench-deps bench-hold bench-slow soak memcheck fuzz fuzz-smoke fuzz-build
 
 all: $(BUILD)/rel/egressd
 
@@ -65,6 +69,33 @@ $(BUILD)/vg/%.o: %.c $(HEADERS)
 $(BUILD)/vg/egressd: $(VG_OBJ) $(BUILD)/vg/proxy/main.o
 	@echo "LD vg   $@"
 	@$(CC) $(CFLAGS) $(VG_FLAGS) $^ $(LDLIBS) -o $@
+# libFuzzer targets (fuzz/): the library again, built by clang with the
+# fuzzer's coverage hooks and ASan/UBSan, in an archive that each target
+# (one per parser) links against.
+FUZZ_CC      ?= clang
+FUZZ_FLAGS   := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+                -fno-sanitize-recover=undefined
+FUZZ_TARGETS := $(notdir $(FUZZ_SRC:.c=))
+FUZZ_BINS    := $(FUZZ_TARGETS:%=$(BUILD)/fuzz/bin/%)
+FUZZ_OBJ     := $(LIB_SRC:%.c=$(BUILD)/fuzz/%.o)
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 20
+FUZZ_JOBS          ?= 2
+
+$(BUILD)/fuzz/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	@echo "CC fuzz $<"
+	@$(FUZZ_CC) $(CPPFLAGS) $(CFLAGS) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(BUILD)/fuzz/libegressd.a: $(FUZZ_OBJ)
+	@rm -f $@
+	@ar rcs $@ $^
+
+$(BUILD)/fuzz/bin/%: fuzz/%.c $(BUILD)/fuzz/libegressd.a $(HEADERS) $(FUZZ_HDR)
+	@mkdir -p $(dir $@)
+	@echo "LD fuzz $@"
+	@$(FUZZ_CC) $(CPPFLAGS) $(CFLAGS) $(FUZZ_FLAGS) -fsanitize=fuzzer $< \
+		$(BUILD)/fuzz/libegressd.a $(LDLIBS) -o $@
 
 $(BUILD)/rel/egressd: $(REL_OBJ) $(BUILD)/rel/proxy/main.o
 	@echo "LD      $@"
@@ -135,17 +166,29 @@ run: deps
 	@sed 's|/var/lib/egressd|$(CURDIR)/$(BUILD)/state|' conf/egressd.ini >$(BUILD)/egressd-run.ini
 	./$(BUILD)/rel/egressd -c $(BUILD)/egressd-run.ini
 
-# Unit tests, then the smoke script and the integration suite against the
-# AddressSanitizer/UBSan build of the real binary, then the tests that
+# Unit tests, a short run of every fuzz target, then the smoke script and
+# the integration suite against the AddressSanitizer/UBSan build of the
+# real binary, then the tests that
 # drive its threads hardest (pool, reloads, tunnels, interception) against
 # the ThreadSanitizer build, which exits at the first data race.
 test: deps
 	@$(MAKE) --no-print-directory $(BUILD)/rel/egressd $(BUILD)/san/egressd $(BUILD)/san/unit-tests \
-		$(BUILD)/tsan/egressd $(BUILD)/mock-backend $(BUILD)/node/.installed
-	@$(MAKE) --no-print-directory unit smoke integration integration-tsan
+		$(BUILD)/tsan/egressd $(BUILD)/mock-backend $(BUILD)/node/.installed $(FUZZ_BINS)
+	@$(MAKE) --no-print-directory unit fuzz-smoke smoke integration integration-tsan
 
 unit: $(BUILD)/san/unit-tests
 	./$(BUILD)/san/unit-tests --jobs 2
+
+fuzz-build: $(FUZZ_BINS)
+
+# Each libFuzzer target on a copy of its seeds, FUZZ_JOBS at a time, after
+# its regression inputs (fuzz/run.sh says what fails a run).
+fuzz-smoke: $(FUZZ_BINS)
+	@fuzz/run.sh smoke $(FUZZ_SMOKE_SECONDS) $(FUZZ_JOBS) $(FUZZ_TARGETS)
+
+fuzz: deps
+	@$(MAKE) --no-print-directory fuzz-build
+	@fuzz/run.sh fuzz $(FUZZ_SECONDS) $(FUZZ_JOBS) $(FUZZ_TARGETS)
 
 smoke: $(BUILD)/san/egressd
 	EGRESSD=$(BUILD)/san/egressd scripts/smoke.sh
@@ -179,7 +222,7 @@ install: all
 			--shell /usr/sbin/nologin egressd; fi
 
 FORMATTED := $(LIB_SRC) $(MAIN_SRC) $(UNIT_SRC) $(HEADERS) $(wildcard tests/helpers/*.c) \
-	$(wildcard bench/*.c)
+	$(wildcard bench/*.c) $(FUZZ_SRC) $(FUZZ_HDR)
 
 format:
 	clang-format -i $(FORMATTED)

@@ -299,6 +299,7 @@ enum json_result json_object_scan(const char *js, size_t len, const char *const 
     i = skip_ws(js, i + 1, len);
     if (i < len && js[i] == '}')
         return skip_ws(js, i + 1, len) == len ? JSON_OK : JSON_INVALID;
+    bool ambiguous = false; /* said only once the whole body is known to be valid */
     for (;;) {
         size_t ns = i, vs;
         if (i >= len || js[i] != '"' || (i = skip_string(js, i, len)) == 0)
@@ -310,18 +311,20 @@ enum json_result json_object_scan(const char *js, size_t len, const char *const 
         vs = skip_ws(js, i + 1, len);
         if ((i = skip_value(js, vs, len)) == 0)
             return JSON_INVALID;
-        if (!note_member(js, ns, ne, vs, i, keys, nkeys, spans)) {
-            *why = "a member name appears twice, or differs from another only in case or "
-                   "after a NUL";
-            return JSON_AMBIGUOUS;
-        }
+        if (!ambiguous && !note_member(js, ns, ne, vs, i, keys, nkeys, spans))
+            ambiguous = true;
         i = skip_ws(js, i, len);
         if (i < len && js[i] == '}')
-            return skip_ws(js, i + 1, len) == len ? JSON_OK : JSON_INVALID;
+            break;
         if (i >= len || js[i] != ',')
             return JSON_INVALID;
         i = skip_ws(js, i + 1, len);
     }
+    if (skip_ws(js, i + 1, len) != len)
+        return JSON_INVALID;
+    if (ambiguous)
+        *why = "a member name appears twice, or differs from another only in case or after a NUL";
+    return ambiguous ? JSON_AMBIGUOUS : JSON_OK;
 }
 
 static size_t put_utf8(char *out, unsigned cp)

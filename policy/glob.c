@@ -14,7 +14,7 @@ enum glob_token { GLOB_LITERAL, GLOB_STAR, GLOB_DOUBLE_STAR };
 
 /* Step the set of pattern positions reached over one more character c
  * (c == 0: none, just follow the stars that may match nothing). */
-static bool glob_step(const uint8_t *kind, const char *lit, size_t m, uint8_t *cur, int c)
+static bool glob_step(const uint8_t *kind, const uint8_t *lit, size_t m, uint8_t *cur, int c)
 {
     uint8_t next[GLOB_PATTERN_MAX + 1];
     bool any = false;
@@ -44,14 +44,14 @@ static bool glob_step(const uint8_t *kind, const char *lit, size_t m, uint8_t *c
 bool path_glob_match(const char *p, const char *s)
 {
     uint8_t kind[GLOB_PATTERN_MAX], cur[GLOB_PATTERN_MAX + 1] = {1};
-    char lit[GLOB_PATTERN_MAX];
+    uint8_t lit[GLOB_PATTERN_MAX]; /* unsigned: compared with unsigned bytes of the path */
     size_t m = 0;
     for (; *p != '\0'; m++) {
         if (m == GLOB_PATTERN_MAX)
             return false; /* the loader refuses longer patterns */
         bool star = *p == '*', twice = star && p[1] == '*';
         kind[m] = twice ? GLOB_DOUBLE_STAR : star ? GLOB_STAR : GLOB_LITERAL;
-        lit[m] = *p;
+        lit[m] = (uint8_t)*p;
         p += twice ? 2 : 1;
     }
     if (!glob_step(kind, lit, m, cur, 0))

@@ -91,6 +91,10 @@ int host_parse(const char *s, size_t len, struct host *out, const char **why)
 {
     char buf[POLICY_HOST_MAX + 3];
     memset(out, 0, sizeof(*out));
+    if (memchr(s, '\0', len) != NULL) { /* "[::1\0anything]" must not be ::1 */
+        *why = "NUL in host";
+        return -1;
+    }
     if (len >= 2 && s[0] == '[' && s[len - 1] == ']') {
         if (len - 2 >= INET6_ADDRSTRLEN) {
             *why = "IPv6 literal too long";
@@ -115,10 +119,6 @@ int host_parse(const char *s, size_t len, struct host *out, const char **why)
     for (size_t i = 0; i < len; i++)
         buf[i] = (char)tolower((unsigned char)s[i]);
     buf[len] = '\0';
-    if (memchr(s, '\0', len) != NULL) {
-        *why = "NUL in host";
-        return -1;
-    }
     if (is_dotted_quad(buf)) {
         inet_pton(AF_INET, buf, &out->ip.v4);
         out->kind = HOST_IPV4;

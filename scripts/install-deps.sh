@@ -8,6 +8,8 @@ PKGS="gcc make pkg-config libinih-dev libmbedtls-dev libsystemd-dev libcriterion
 # make bench: the peers and the origin, OpenSSL for the load generator, and
 # valgrind for make memcheck
 [ "${BENCH:-}" = 1 ] && PKGS="$PKGS nginx-light tinyproxy squid-openssl libssl-dev valgrind"
+# make fuzz and make fuzz-smoke: clang and its libFuzzer and sanitizer runtimes
+PKGS="$PKGS clang libclang-rt-14-dev"
 
 # Node.js and npm run the official SDKs in the tests; any Node >= 18 will
 # do, so an existing one (from any source) is kept.

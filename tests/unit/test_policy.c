@@ -62,6 +62,10 @@ Test(host, rejected)
         cr_assert_neq(host_parse(bad[i], strlen(bad[i]), &h, &why), 0, "accepted '%s'", bad[i]);
         cr_assert_not_null(why);
     }
+    struct host h;
+    const char *why;
+    cr_assert_neq(host_parse("[::1\0junk]", 11, &h, &why), 0, "a NUL inside brackets");
+    cr_assert_neq(host_parse("a.com\0.evil", 11, &h, &why), 0);
 }
 
 Test(host, with_port)
@@ -386,6 +390,8 @@ Test(identity, path_globs)
         {"", "x", false},
         {"/x**", "/x", true},
         {"/a***", "/a/b", true},
+        {"/usr/bin/\xc3\xa9t\xc3\xa9", "/usr/bin/\xc3\xa9t\xc3\xa9", true},
+        {"/opt/*\xaf", "/opt/x\xaf", true},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         cr_assert_eq(path_glob_match(cases[i].pattern, cases[i].path), cases[i].match, "%s vs %s",
