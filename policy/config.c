@@ -211,8 +211,9 @@ static void open_route(struct loader *L, const char *name)
     L->sec = SEC_ROUTE;
 }
 
-/* [proxy], [tls] and [inference]: at most once each. */
-static bool open_single(struct loader *L, int which, enum section sec, const char *name)
+/* [proxy], [tls] and [inference]: at most once each.  The caller opens the
+ * section: [inference] is open only once its rule is. */
+static bool open_single(struct loader *L, int which, const char *name)
 {
     if (L->section_line[which] != 0) {
         problem(L, L->line, "duplicate [%s] section (first at line %d)", name,
@@ -220,7 +221,6 @@ static bool open_single(struct loader *L, int which, enum section sec, const cha
         return false;
     }
     L->section_line[which] = L->line;
-    L->sec = sec;
     return true;
 }
 
@@ -233,11 +233,13 @@ static void open_section(struct loader *L, char *head)
     L->sec = SEC_BAD; /* until proven good: its keys are then not reported again */
     L->sections++;
     if (n == 1 && strcmp(kind, "proxy") == 0) {
-        open_single(L, 0, SEC_PROXY, kind);
+        if (open_single(L, 0, kind))
+            L->sec = SEC_PROXY;
     } else if (n == 1 && strcmp(kind, "tls") == 0) {
-        open_single(L, 1, SEC_TLS, kind);
+        if (open_single(L, 1, kind))
+            L->sec = SEC_TLS;
     } else if (n == 1 && strcmp(kind, "inference") == 0) {
-        if (open_single(L, 2, SEC_INFERENCE, kind))
+        if (open_single(L, 2, kind))
             open_rule(L, RULE_INTERCEPT, "inference");
     } else if (n == 2 && strcmp(kind, "deny") == 0) {
         open_rule(L, RULE_DENY, name);

@@ -535,3 +535,17 @@ Test(config, api_key_messages)
                   "bytes\n"
                   "10: api_key_env: environment variable EGRESSD_TEST_TWO_LINES is not one line\n");
 }
+
+Test(config, a_refused_inference_section_keeps_its_keys)
+{
+    /* [inference] refused for want of room once set the previous rule's
+     * keys from its own lines ("host is set twice in rule 'r4095'") */
+    size_t cap = 4096 * 40 + 64;
+    char *text = malloc(cap);
+    size_t off = 0;
+    for (int i = 0; i < 4096; i++)
+        off += (size_t)snprintf(text + off, cap - off, "[allow r%d]\nhost = h%d.com\n", i, i);
+    snprintf(text + off, cap - off, "[inference]\nhost = x.com\nport = 443\n");
+    expect_report(text, "8193: too many rules (at most 4096)\n");
+    free(text);
+}
