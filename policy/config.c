@@ -417,8 +417,6 @@ static int handler(void *user, const char *section, const char *name, const char
     (void)section; /* the reader already opened the section this key belongs to */
     if (L->open != NULL)
         section_key(L, L->open, name, value);
-    else if (value[0] == '\0')
-        line_problem(L, "'%s' has an empty value", name);
     else if (!L->refused)
         line_problem(L, "'%s' is outside any section", name);
     return 1; /* always go on: we want every problem in one run */

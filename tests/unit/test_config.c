@@ -549,3 +549,15 @@ Test(config, a_refused_inference_section_keeps_its_keys)
     expect_report(text, "8193: too many rules (at most 4096)\n");
     free(text);
 }
+
+Test(config, keys_without_a_usable_section)
+{
+    /* the empty value was judged first: a second complaint under a refused
+     * header, and the wrong one outside any section */
+    expect_report("[tunnel x]\nhost =\nport = 1\n",
+                  "1: unknown section [tunnel x] (expected proxy, tls, inference, deny NAME, "
+                  "allow NAME or route NAME)\n");
+    expect_report("[allow a/b]\nhost =\n",
+                  "1: invalid rule name 'a/b' (letters, digits, '-', '_', '.'; < 64)\n");
+    expect_report("workers =\n[proxy]\n", "1: 'workers' is outside any section\n");
+}
