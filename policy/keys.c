@@ -11,10 +11,8 @@
  * message per type; other keys bring a parse function that reports its own
  * problems.
  *
- * An empty value ("key =") is judged in one of two orders.  Settings and
- * routes refuse it before anything else.  Rules, and the lists [inference]
- * shares with them, look at the key first: an unknown key is named as
- * such, a repeat is a repeat, and an empty list still counts as said, so a
+ * The key is judged before its value: an unknown key is named as such even
+ * when empty, a repeat is a repeat, and "key =" still counts as said, so a
  * rule with "host =" is not told again that it has no host.
  */
 #include "policy_int.h"
@@ -169,11 +167,6 @@ void section_key(struct loader *L, struct section *S, const char *name, const ch
 {
     const struct section_kind *K = S->kind;
     const struct key_def *k = key_find(K, name);
-    bool empty = value[0] == '\0';
-    if (empty && !K->keys_before_values && (k == NULL || !(k->flags & KEY_LIST))) {
-        line_problem(L, "'%s' has an empty value", name);
-        return;
-    }
     if (k == NULL) {
         unknown_key(L, S, name);
         return;
@@ -184,7 +177,7 @@ void section_key(struct loader *L, struct section *S, const char *name, const ch
         return;
     }
     *line = load_line(L);
-    if (empty)
+    if (value[0] == '\0')
         line_problem(L, "'%s' has an empty value", name);
     else if (k->type == V_CUSTOM)
         k->parse(L, S, k, value);

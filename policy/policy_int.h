@@ -109,8 +109,8 @@ enum value_type {
     V_CUSTOM,   /* parse() */
 };
 
-/* One of a rule's lists (host, port...): the key is looked at before its
- * value, and a repeat names the rule (see section_key in keys.c). */
+/* One of a rule's lists (host, port...): a repeat names the rule and asks
+ * for one list. */
 #define KEY_LIST 0x1u
 
 struct key_def {
@@ -135,8 +135,7 @@ struct section_kind {
     const char *noun;           /* what a NAME names, in messages: "rule 'x'" */
     const struct key_def *keys; /* indexed by the kind's enum of keys */
     size_t n_keys;
-    bool keys_before_values; /* "key =" is judged by its key first (see keys.c) */
-    bool unlisted_keys;      /* an unknown key's message does not list the keys */
+    bool unlisted_keys; /* an unknown key's message does not list the keys */
     enum finish_stage stage;
     /* Make the object the keys fill (S->obj, S->index); false when refused
      * (reported). */

@@ -434,8 +434,9 @@ Test(config, repeated_keys_say_where_first)
 
 Test(config, empty_values)
 {
-    /* rules look at the key first: an unknown key is named, an empty list is
-     * counted as said (no "no host" after it, "set twice" for a repeat) */
+    /* the key is judged first: an unknown key is named, an empty value
+     * counts as said (no "no host" or "no endpoint" after it, "set twice"
+     * for a repeat) */
     expect_report(
         "[allow a]\nhost = a\nbogus =\n",
         "3: unknown key 'bogus' in [allow a] (expected host, port, allowed_ips, binary)\n");
@@ -444,13 +445,20 @@ Test(config, empty_values)
                   "3: host is set twice in rule 'a' (first at line 2); use one list\n");
     expect_report("[inference]\nhost =\n", "2: 'host' has an empty value\n");
     expect_report("[deny a]\nhost = a\nallowed_ips =\n", "3: 'allowed_ips' has an empty value\n");
-    /* elsewhere the empty value is refused first */
-    expect_report("[proxy]\nbogus =\n", "2: 'bogus' has an empty value\n");
-    expect_report("[proxy]\nqueue =\nqueue = 2\n", "2: 'queue' has an empty value\n");
-    expect_report("[proxy]\nqueue = 1\nqueue =\n", "3: 'queue' has an empty value\n");
-    expect_report("[inference]\nhost = a\nbogus =\n", "3: 'bogus' has an empty value\n");
+    /* settings and routes once refused the empty value first: an unknown
+     * key was "empty", a repeat went unseen, and "endpoint =" was followed
+     * by "route 'r' has no endpoint" */
+    expect_report("[proxy]\nbogus =\n", "2: unknown key 'bogus' in [proxy]\n");
+    expect_report("[proxy]\nqueue =\nqueue = 2\n",
+                  "2: 'queue' has an empty value\n3: queue is set twice (first at line 2)\n");
+    expect_report("[proxy]\nqueue = 1\nqueue =\n", "3: queue is set twice (first at line 2)\n");
+    expect_report("[inference]\nhost = a\nbogus =\n",
+                  "3: unknown key 'bogus' in [inference] (expected host, port, binary, "
+                  "max_request_body, max_response_body, stream_idle_timeout, keepalive_timeout)\n");
     expect_report("[route r]\nendpoint = mock://x\nmodels =\nmodels = a\n",
-                  "3: 'models' has an empty value\n");
+                  "3: 'models' has an empty value\n"
+                  "4: models is set twice in route 'r' (first at line 3)\n");
+    expect_report("[route r]\nendpoint =\n", "2: 'endpoint' has an empty value\n");
 }
 
 Test(config, value_messages)
