@@ -197,10 +197,11 @@ static void set_defaults(struct policy *p)
 /* ---- the loader -------------------------------------------------------- */
 
 /* Every kind of section, in the order the "unknown section" message names them. */
-static const struct section_kind *const section_kinds[] = {
+const struct section_kind *const section_kinds[] = {
     &proxy_section, &tls_section, &inference_section, &deny_section, &allow_section, &route_section,
 };
 #define SECTION_KINDS (sizeof(section_kinds) / sizeof(section_kinds[0]))
+const size_t n_section_kinds = SECTION_KINDS;
 
 struct loader {
     const char *file;

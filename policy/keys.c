@@ -40,7 +40,7 @@ const char *word_separator(size_t i, size_t n)
 static const struct key_def *key_find(const struct section_kind *K, const char *name)
 {
     for (size_t i = 0; i < K->n_keys; i++)
-        if (K->keys[i].name != NULL && strcmp(K->keys[i].name, name) == 0)
+        if (strcmp(K->keys[i].name, name) == 0)
             return &K->keys[i];
     return NULL;
 }

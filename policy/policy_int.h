@@ -123,16 +123,17 @@ struct key_def {
     unsigned flags;
 };
 
-/* Sections are finished after the last line, stage by stage (kinds that
- * refer to others come after them), each stage in file order; the report
- * keeps that order. */
+/* Sections are finished after the last line, stage by stage, each stage in
+ * file order: the report lists settings, then routes, then rules, and a
+ * kind that names sections of another (a budget its routes) must come
+ * after it. */
 enum finish_stage { FINISH_SETTINGS, FINISH_ROUTES, FINISH_RULES, FINISH_STAGES };
 
 /* A kind of section: [proxy], [allow NAME]... */
 struct section_kind {
     const char *name;           /* as in its header */
     bool named;                 /* [name NAME] */
-    const char *noun;           /* what a NAME names, in messages: "rule 'x'" */
+    const char *noun;           /* what a NAME names ("rule 'x'"); needed when named */
     const struct key_def *keys; /* indexed by the kind's enum of keys */
     size_t n_keys;
     bool unlisted_keys; /* an unknown key's message does not list the keys */
@@ -154,6 +155,10 @@ struct section {
     size_t index;                  /* of the rule or route it opened */
     int line_of[SECTION_KEYS_MAX]; /* by the kind's key enum: where set, 0 if not */
 };
+
+/* config.c: every kind, for the reader (and the tests) */
+extern const struct section_kind *const section_kinds[];
+extern const size_t n_section_kinds;
 
 /* keys.c */
 void section_key(struct loader *L, struct section *S, const char *name, const char *value);

@@ -569,3 +569,22 @@ Test(config, keys_without_a_usable_section)
                   "1: invalid rule name 'a/b' (letters, digits, '-', '_', '.'; < 64)\n");
     expect_report("workers =\n[proxy]\n", "1: 'workers' is outside any section\n");
 }
+
+Test(config, every_key_table_is_whole)
+{
+    /* a key enum value without its designated initializer leaves a hole */
+    for (size_t i = 0; i < n_section_kinds; i++) {
+        const struct section_kind *K = section_kinds[i];
+        cr_assert(K->n_keys <= SECTION_KEYS_MAX, "[%s] has too many keys", K->name);
+        cr_assert(!K->named || K->noun != NULL, "[%s NAME] does not say what NAME is", K->name);
+        cr_assert_not_null(K->open, "[%s] has no open hook", K->name);
+        for (size_t j = 0; j < K->n_keys; j++) {
+            const struct key_def *k = &K->keys[j];
+            cr_assert_not_null(k->name, "[%s]: key %zu has no table entry", K->name, j);
+            cr_assert_eq(k->type == V_CUSTOM, k->parse != NULL, "[%s] %s", K->name, k->name);
+            cr_assert(k->type != V_CHOICE || k->choices != NULL, "[%s] %s", K->name, k->name);
+            for (size_t m = 0; m < j; m++)
+                cr_assert_str_neq(K->keys[m].name, k->name, "[%s] %s twice", K->name, k->name);
+        }
+    }
+}
