@@ -285,7 +285,7 @@ static bool name_taken(const struct loader *L, const struct section_kind *K, con
 {
     for (size_t i = 0; i < L->n_sections; i++) {
         const struct section *S = &L->sections[i];
-        if (S->kind->named && strcmp(S->kind->noun, K->noun) == 0 && strcmp(S->name, name) == 0)
+        if (strcmp(S->name, name) == 0 && S->kind->named && strcmp(S->kind->noun, K->noun) == 0)
             return true;
     }
     return false;
