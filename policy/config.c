@@ -5,10 +5,18 @@
  * does not tell a handler its line number, nor call it for a section header,
  * so we feed it through our own reader: the reader counts lines and sees
  * every section header first (so an empty or repeated section is noticed,
- * and each key lands in the section object the reader opened for it).
+ * and each key lands in the section the reader opened for it).
+ *
+ * A header names one of the section kinds listed below; the kind's table
+ * says which keys it takes, and keys.c handles every key the same way.
+ * Each kind lives with its keys: [proxy] and [tls] here, rules and
+ * [inference] in rulekeys.c, routes in routekeys.c.  Sections are kept
+ * until the end, when each kind's finish hook checks what a section needs
+ * as a whole (a rule without a host) and fills in defaults.
+ *
  * Nothing in the file is ignored: unknown sections and keys, repeated keys,
- * bad values and duplicate rule names are all errors, each reported once
- * with its line, and loading goes on so that one run shows every problem.
+ * bad values and duplicate names are all errors, each reported once with
+ * its line, and loading goes on so that one run shows every problem.
  */
 #include "policy_int.h"
 
@@ -22,62 +30,178 @@
 #include <sys/stat.h>
 
 #define CONFIG_FILE_MAX (64u << 20)
-#define MAX_RULES       4096
-#define SIZE_KEY_MAX    (1u << 30) /* 1 GiB: larger bodies are not inference traffic */
 
-enum section { SEC_NONE, SEC_PROXY, SEC_TLS, SEC_INFERENCE, SEC_RULE, SEC_ROUTE, SEC_BAD };
+/* ---- [proxy] and [tls] ------------------------------------------------- */
 
-enum vtype { V_LISTEN, V_ADMIN, V_UINT, V_DURATION, V_BOOL, V_LOGFMT, V_LOGLVL, V_PATH, V_SIZE };
-
-struct key_spec {
-    const char *name;
-    enum vtype type;
-    size_t off; /* in struct policy */
-    unsigned min, max;
+enum proxy_key {
+    PROXY_LISTEN,
+    PROXY_WORKERS,
+    PROXY_MAX_WORKERS,
+    PROXY_QUEUE,
+    PROXY_QUEUE_TIMEOUT,
+    PROXY_HEADER_TIMEOUT,
+    PROXY_CONNECT_TIMEOUT,
+    PROXY_DNS_TIMEOUT,
+    PROXY_IDLE_TIMEOUT,
+    PROXY_SHUTDOWN_TIMEOUT,
+    PROXY_LOG_FORMAT,
+    PROXY_LOG_LEVEL,
+    PROXY_UNSAFE_ALLOW_LOOPBACK,
+    PROXY_ADMIN,
+    PROXY_SANDBOX_PID,
+    PROXY_KEYS
 };
 
-#define P(field) offsetof(struct policy, settings.field)
-static const struct key_spec proxy_keys[] = {
-    {"listen", V_LISTEN, 0, 0, 0},
-    {"workers", V_UINT, P(workers), 1, 4096},
-    {"max_workers", V_UINT, P(max_workers), 1, 16384},
-    {"queue", V_UINT, P(queue), 1, 1u << 20},
-    {"queue_timeout", V_DURATION, P(queue_timeout_ms), 1, 0},
-    {"header_timeout", V_DURATION, P(header_timeout_ms), 1, 0},
-    {"connect_timeout", V_DURATION, P(connect_timeout_ms), 1, 0},
-    {"dns_timeout", V_DURATION, P(dns_timeout_ms), 1, 0},
-    {"idle_timeout", V_DURATION, P(idle_timeout_ms), 1, 0},
-    {"shutdown_timeout", V_DURATION, P(shutdown_timeout_ms), 0, 0},
-    {"log_format", V_LOGFMT, P(log_format), 0, 0},
-    {"log_level", V_LOGLVL, P(log_level), 0, 0},
-    {"unsafe_allow_loopback", V_BOOL, P(unsafe_allow_loopback), 0, 0},
-    {"admin", V_ADMIN, 0, 0, 0},
-    {"sandbox_pid", V_UINT, P(sandbox_pid), 1, 4194304},
-    {NULL, 0, 0, 0, 0},
+enum tls_key { TLS_CA_CERT, TLS_CA_KEY, TLS_BUNDLE, TLS_UPSTREAM_CA, TLS_CERT_CACHE, TLS_KEYS };
+
+static void set_listen(struct loader *L, struct section *S, const struct key_def *k, const char *v)
+{
+    struct proxy_settings *ps = S->obj;
+    (void)k;
+    if (parse_sockaddr(v, &ps->listen_addr, &ps->listen_len) != 0 ||
+        strlen(v) >= sizeof(ps->listen)) {
+        line_problem(L, "listen: '%s' is not an address (127.0.0.1:3128, [::1]:3128)", v);
+        return;
+    }
+    snprintf(ps->listen, sizeof(ps->listen), "%s", v);
+}
+
+static void set_admin(struct loader *L, struct section *S, const struct key_def *k, const char *v)
+{
+    struct proxy_settings *ps = S->obj;
+    (void)k;
+    if ((parse_unix_sockaddr(v, &ps->admin_addr, &ps->admin_len) != 0 &&
+         parse_sockaddr(v, &ps->admin_addr, &ps->admin_len) != 0) ||
+        strlen(v) >= sizeof(ps->admin)) {
+        ps->admin_len = 0;
+        line_problem(
+            L, "admin: '%s' is not an address (127.0.0.1:9128, or unix:/run/egressd/admin.sock)",
+            v);
+        return;
+    }
+    snprintf(ps->admin, sizeof(ps->admin), "%s", v);
+}
+
+static const char *const log_formats[] = {[LOGF_JSON] = "json", [LOGF_TEXT] = "text", NULL};
+static const char *const log_levels[] = {
+    [LOGL_DEBUG] = "debug",
+    [LOGL_INFO] = "info",
+    [LOGL_WARN] = "warn",
+    [LOGL_ERROR] = "error",
+    NULL,
+};
+_Static_assert(sizeof(enum log_format) == sizeof(int) && sizeof(enum log_level) == sizeof(int),
+               "V_CHOICE writes an int");
+
+#define P(field) offsetof(struct proxy_settings, field)
+static const struct key_def proxy_keys[PROXY_KEYS] = {
+    [PROXY_LISTEN] = {"listen", V_CUSTOM, .parse = set_listen},
+    [PROXY_WORKERS] = {"workers", V_UINT, P(workers), 1, 4096},
+    [PROXY_MAX_WORKERS] = {"max_workers", V_UINT, P(max_workers), 1, 16384},
+    [PROXY_QUEUE] = {"queue", V_UINT, P(queue), 1, 1u << 20},
+    [PROXY_QUEUE_TIMEOUT] = {"queue_timeout", V_DURATION, P(queue_timeout_ms), 1, 0},
+    [PROXY_HEADER_TIMEOUT] = {"header_timeout", V_DURATION, P(header_timeout_ms), 1, 0},
+    [PROXY_CONNECT_TIMEOUT] = {"connect_timeout", V_DURATION, P(connect_timeout_ms), 1, 0},
+    [PROXY_DNS_TIMEOUT] = {"dns_timeout", V_DURATION, P(dns_timeout_ms), 1, 0},
+    [PROXY_IDLE_TIMEOUT] = {"idle_timeout", V_DURATION, P(idle_timeout_ms), 1, 0},
+    [PROXY_SHUTDOWN_TIMEOUT] = {"shutdown_timeout", V_DURATION, P(shutdown_timeout_ms), 0, 0},
+    [PROXY_LOG_FORMAT] = {"log_format", V_CHOICE, P(log_format), .choices = log_formats},
+    [PROXY_LOG_LEVEL] = {"log_level", V_CHOICE, P(log_level), .choices = log_levels},
+    [PROXY_UNSAFE_ALLOW_LOOPBACK] = {"unsafe_allow_loopback", V_BOOL, P(unsafe_allow_loopback)},
+    [PROXY_ADMIN] = {"admin", V_CUSTOM, .parse = set_admin},
+    [PROXY_SANDBOX_PID] = {"sandbox_pid", V_UINT, P(sandbox_pid), 1, 4194304},
 };
 #undef P
-#define T(field) offsetof(struct policy, tls.field)
-static const struct key_spec tls_keys[] = {
-    {"ca_cert", V_PATH, T(ca_cert), 0, 0},
-    {"ca_key", V_PATH, T(ca_key), 0, 0},
-    {"bundle", V_PATH, T(bundle), 0, 0},
-    {"upstream_ca", V_PATH, T(upstream_ca), 0, 0},
-    {"cert_cache", V_UINT, T(cert_cache), 1, 65536},
-    {NULL, 0, 0, 0, 0},
-};
-#undef T
-#define I(field) offsetof(struct policy, inference.field)
-static const struct key_spec inference_keys[] = {
-    {"max_request_body", V_SIZE, I(max_request_body), 1, SIZE_KEY_MAX},
-    {"max_response_body", V_SIZE, I(max_response_body), 1, SIZE_KEY_MAX},
-    {"stream_idle_timeout", V_DURATION, I(stream_idle_timeout_ms), 1, 0},
-    {"keepalive_timeout", V_DURATION, I(keepalive_timeout_ms), 1, 0},
-    {NULL, 0, 0, 0, 0},
-};
-#undef I
 
-#define MAX_SECTION_KEYS 16
-#define MAX_ROUTES       256
+#define PATH_IN_TLS(field)                                                                         \
+    V_PATH, offsetof(struct tls_settings, field), 0, sizeof(((struct tls_settings *)0)->field)
+static const struct key_def tls_keys[TLS_KEYS] = {
+    [TLS_CA_CERT] = {"ca_cert", PATH_IN_TLS(ca_cert)},
+    [TLS_CA_KEY] = {"ca_key", PATH_IN_TLS(ca_key)},
+    [TLS_BUNDLE] = {"bundle", PATH_IN_TLS(bundle)},
+    [TLS_UPSTREAM_CA] = {"upstream_ca", PATH_IN_TLS(upstream_ca)},
+    [TLS_CERT_CACHE] = {"cert_cache", V_UINT, offsetof(struct tls_settings, cert_cache), 1, 65536},
+};
+#undef PATH_IN_TLS
+
+_Static_assert(PROXY_KEYS <= SECTION_KEYS_MAX && TLS_KEYS <= SECTION_KEYS_MAX,
+               "a section's keys fit its line_of");
+
+static bool open_proxy(struct loader *L, struct section *S)
+{
+    S->obj = &load_policy(L)->settings;
+    return true;
+}
+
+static bool open_tls(struct loader *L, struct section *S)
+{
+    S->obj = &load_policy(L)->tls;
+    return true;
+}
+
+static void finish_proxy(struct loader *L, struct section *S)
+{
+    const struct proxy_settings *s = &load_policy(L)->settings;
+    if (s->max_workers < s->workers)
+        load_problem(L,
+                     S->line_of[PROXY_MAX_WORKERS] ? S->line_of[PROXY_MAX_WORKERS]
+                                                   : S->line_of[PROXY_WORKERS],
+                     "max_workers (%u) is below workers (%u)", s->max_workers, s->workers);
+}
+
+static const struct section_kind proxy_section = {
+    .name = "proxy",
+    .keys = proxy_keys,
+    .n_keys = PROXY_KEYS,
+    .unlisted_keys = true, /* its message has never listed its fifteen keys */
+    .stage = FINISH_SETTINGS,
+    .open = open_proxy,
+    .finish = finish_proxy,
+};
+
+static const struct section_kind tls_section = {
+    .name = "tls",
+    .keys = tls_keys,
+    .n_keys = TLS_KEYS,
+    .stage = FINISH_SETTINGS,
+    .open = open_tls,
+};
+
+static void set_defaults(struct policy *p)
+{
+    struct proxy_settings *s = &p->settings;
+    snprintf(p->tls.ca_cert, sizeof(p->tls.ca_cert), "/var/lib/egressd/ca.pem");
+    snprintf(p->tls.ca_key, sizeof(p->tls.ca_key), "/var/lib/egressd/ca.key");
+    snprintf(p->tls.bundle, sizeof(p->tls.bundle), "/var/lib/egressd/ca-bundle.pem");
+    snprintf(p->tls.upstream_ca, sizeof(p->tls.upstream_ca), "/etc/ssl/certs/ca-certificates.crt");
+    p->tls.cert_cache = 256;
+    p->inference.max_request_body = 10u << 20;
+    p->inference.max_response_body = 32u << 20;
+    p->inference.stream_idle_timeout_ms = 120000;
+    p->inference.keepalive_timeout_ms = 60000;
+    snprintf(s->listen, sizeof(s->listen), "127.0.0.1:3128");
+    parse_sockaddr(s->listen, &s->listen_addr, &s->listen_len);
+    s->workers = 16;
+    s->max_workers = 16384;
+    s->queue = 1024;
+    s->queue_timeout_ms = 1000;
+    s->header_timeout_ms = 10000;
+    s->connect_timeout_ms = 10000;
+    s->dns_timeout_ms = 5000;
+    s->idle_timeout_ms = 600000;
+    s->shutdown_timeout_ms = 30000;
+    s->log_format = LOGF_JSON;
+    s->log_level = LOGL_INFO;
+}
+
+/* ---- the loader -------------------------------------------------------- */
+
+/* Every kind of section, in the order the "unknown section" message names them. */
+const struct section_kind *const section_kinds[] = {
+    &proxy_section, &tls_section, &inference_section, &deny_section, &allow_section, &route_section,
+};
+#define SECTION_KINDS (sizeof(section_kinds) / sizeof(section_kinds[0]))
+const size_t n_section_kinds = SECTION_KINDS;
 
 struct loader {
     const char *file;
@@ -90,36 +214,61 @@ struct loader {
     int errors;
     int last_error_line;
     struct policy *p;
-    enum section sec;
-    size_t rule;                       /* index of the open rule */
-    size_t route;                      /* index of the open route */
-    int section_line[3];               /* [proxy], [tls], [inference]: 0 until seen */
-    int key_line[3][MAX_SECTION_KEYS]; /* where each of their keys was set */
-    int rule_key_line[4];              /* host, port, allowed_ips, binary of the open rule */
-    int route_key_line[8];
-    bool route_has_endpoint[MAX_ROUTES]; /* said, well or badly: no second complaint */
-    unsigned sections;                   /* headers seen, good or bad */
+    struct section *sections; /* every section opened, in file order */
+    size_t n_sections, cap_sections;
+    struct section *open;         /* where keys go: NULL outside any usable section */
+    bool refused;                 /* after a refused header: its keys are not reported */
+    int kind_line[SECTION_KINDS]; /* kinds without a NAME: where first seen, or 0 */
+    unsigned headers;             /* seen, good or bad */
 };
 
-static void problem(struct loader *L, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void problem(struct loader *L, int line, const char *fmt, ...)
+static void vproblem(struct loader *L, int line, const char *fmt, va_list ap)
 {
     char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     L->errors++;
     L->last_error_line = line;
     if (L->report != NULL)
         L->report(L->rctx, L->file, line, msg);
 }
 
+void load_problem(struct loader *L, int line, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vproblem(L, line, fmt, ap);
+    va_end(ap);
+}
+
+void line_problem(struct loader *L, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vproblem(L, L->line, fmt, ap);
+    va_end(ap);
+}
+
+int load_line(const struct loader *L)
+{
+    return L->line;
+}
+
+struct policy *load_policy(const struct loader *L)
+{
+    return L->p;
+}
+
+void *array_grow(void *arr, size_t n, size_t size)
+{
+    char *grown = realloc(arr, (n + 1) * size);
+    if (grown != NULL)
+        memset(grown + n * size, 0, size);
+    return grown;
+}
+
 /* ---- section headers (seen by the reader) ----------------------------- */
 
-static bool valid_rule_name(const char *s)
+static bool valid_name(const char *s)
 {
     size_t n = strlen(s);
     if (n == 0 || n >= RULE_NAME_MAX)
@@ -130,129 +279,90 @@ static bool valid_rule_name(const char *s)
     return true;
 }
 
-static bool name_taken(const struct policy *p, const char *name)
+/* Names are unique among the sections whose NAME names the same thing:
+ * deny and allow rules share their names, routes have their own. */
+static bool name_taken(const struct loader *L, const struct section_kind *K, const char *name)
 {
-    for (size_t i = 0; i < p->n_rules; i++)
-        if (p->rules[i].kind != RULE_INTERCEPT && strcmp(p->rules[i].name, name) == 0)
+    for (size_t i = 0; i < L->n_sections; i++) {
+        const struct section *S = &L->sections[i];
+        if (strcmp(S->name, name) == 0 && S->kind->named && strcmp(S->kind->noun, K->noun) == 0)
             return true;
+    }
     return false;
 }
 
-static bool route_taken(const struct policy *p, const char *name)
+static struct section *new_section(struct loader *L)
 {
-    for (size_t i = 0; i < p->n_routes; i++)
-        if (strcmp(p->routes[i].name, name) == 0)
-            return true;
-    return false;
+    if (L->n_sections == L->cap_sections) {
+        size_t cap = L->cap_sections ? 2 * L->cap_sections : 16;
+        struct section *grown = realloc(L->sections, cap * sizeof(*grown));
+        if (grown == NULL)
+            return NULL;
+        L->sections = grown;
+        L->cap_sections = cap;
+    }
+    struct section *S = &L->sections[L->n_sections++];
+    memset(S, 0, sizeof(*S));
+    return S;
 }
 
-/* Grow an array of n elements by one zeroed element; NULL when out of memory. */
-static void *grow(void *arr, size_t n, size_t size)
+static void open_kind(struct loader *L, size_t kind, const char *name)
 {
-    char *grown = realloc(arr, (n + 1) * size);
-    if (grown != NULL)
-        memset(grown + n * size, 0, size);
-    return grown;
+    const struct section_kind *K = section_kinds[kind];
+    if (!K->named && L->kind_line[kind] != 0) {
+        line_problem(L, "duplicate [%s] section (first at line %d)", K->name, L->kind_line[kind]);
+        return;
+    }
+    if (!K->named)
+        L->kind_line[kind] = L->line;
+    if (K->named && !valid_name(name)) {
+        line_problem(L, "invalid %s name '%s' (letters, digits, '-', '_', '.'; < 64)", K->noun,
+                     name);
+        return;
+    }
+    if (K->named && name_taken(L, K, name)) {
+        line_problem(L, "duplicate %s name '%s'", K->noun, name);
+        return;
+    }
+    struct section *S = new_section(L);
+    if (S == NULL) {
+        line_problem(L, "out of memory");
+        return;
+    }
+    S->kind = K;
+    S->line = L->line;
+    snprintf(S->name, sizeof(S->name), "%.*s", (int)sizeof(S->name) - 1, K->named ? name : K->name);
+    if (!K->open(L, S)) {
+        L->n_sections--;
+        return;
+    }
+    L->open = S;
+    L->refused = false;
 }
 
-static void open_rule(struct loader *L, enum rule_kind kind, const char *name)
+static void unknown_section(struct loader *L, const char *head)
 {
-    if (kind != RULE_INTERCEPT && !valid_rule_name(name)) {
-        problem(L, L->line, "invalid rule name '%s' (letters, digits, '-', '_', '.'; < 64)", name);
-        return;
-    }
-    if (kind != RULE_INTERCEPT && name_taken(L->p, name)) {
-        problem(L, L->line, "duplicate rule name '%s'", name);
-        return;
-    }
-    if (L->p->n_rules >= MAX_RULES) {
-        problem(L, L->line, "too many rules (at most %d)", MAX_RULES);
-        return;
-    }
-    struct rule *grown = grow(L->p->rules, L->p->n_rules, sizeof(*grown));
-    if (grown == NULL) {
-        problem(L, L->line, "out of memory");
-        return;
-    }
-    L->p->rules = grown;
-    L->rule = L->p->n_rules++;
-    struct rule *r = &grown[L->rule];
-    r->kind = kind;
-    r->line = L->line;
-    snprintf(r->name, sizeof(r->name), "%.63s", name);
-    memset(L->rule_key_line, 0, sizeof(L->rule_key_line));
-    L->sec = kind == RULE_INTERCEPT ? SEC_INFERENCE : SEC_RULE;
-}
-
-static void open_route(struct loader *L, const char *name)
-{
-    if (!valid_rule_name(name)) {
-        problem(L, L->line, "invalid route name '%s' (letters, digits, '-', '_', '.'; < 64)", name);
-        return;
-    }
-    if (route_taken(L->p, name)) {
-        problem(L, L->line, "duplicate route name '%s'", name);
-        return;
-    }
-    if (L->p->n_routes >= MAX_ROUTES) {
-        problem(L, L->line, "too many routes (at most %d)", MAX_ROUTES);
-        return;
-    }
-    struct route *grown = grow(L->p->routes, L->p->n_routes, sizeof(*grown));
-    if (grown == NULL) {
-        problem(L, L->line, "out of memory");
-        return;
-    }
-    L->p->routes = grown;
-    L->route = L->p->n_routes++;
-    snprintf(grown[L->route].name, sizeof(grown[L->route].name), "%.63s", name);
-    grown[L->route].line = L->line;
-    memset(L->route_key_line, 0, sizeof(L->route_key_line));
-    L->sec = SEC_ROUTE;
-}
-
-/* [proxy], [tls] and [inference]: at most once each. */
-static bool open_single(struct loader *L, int which, enum section sec, const char *name)
-{
-    if (L->section_line[which] != 0) {
-        problem(L, L->line, "duplicate [%s] section (first at line %d)", name,
-                L->section_line[which]);
-        return false;
-    }
-    L->section_line[which] = L->line;
-    L->sec = sec;
-    return true;
+    char expected[256] = "";
+    for (size_t i = 0; i < SECTION_KINDS; i++)
+        text_append(expected, sizeof(expected), "%s%s%s", word_separator(i, SECTION_KINDS),
+                    section_kinds[i]->name, section_kinds[i]->named ? " NAME" : "");
+    line_problem(L, "unknown section [%s] (expected %s)", head, expected);
 }
 
 static void open_section(struct loader *L, char *head)
 {
     char kind[32] = "", name[256] = "", extra[2];
     int n = sscanf(head, "%31s %255s %1s", kind, name, extra);
-    bool named =
-        strcmp(kind, "deny") == 0 || strcmp(kind, "allow") == 0 || strcmp(kind, "route") == 0;
-    L->sec = SEC_BAD; /* until proven good: its keys are then not reported again */
-    L->sections++;
-    if (n == 1 && strcmp(kind, "proxy") == 0) {
-        open_single(L, 0, SEC_PROXY, kind);
-    } else if (n == 1 && strcmp(kind, "tls") == 0) {
-        open_single(L, 1, SEC_TLS, kind);
-    } else if (n == 1 && strcmp(kind, "inference") == 0) {
-        if (open_single(L, 2, SEC_INFERENCE, kind))
-            open_rule(L, RULE_INTERCEPT, "inference");
-    } else if (n == 2 && strcmp(kind, "deny") == 0) {
-        open_rule(L, RULE_DENY, name);
-    } else if (n == 2 && strcmp(kind, "allow") == 0) {
-        open_rule(L, RULE_ALLOW, name);
-    } else if (n == 2 && strcmp(kind, "route") == 0) {
-        open_route(L, name);
-    } else if (named) {
-        problem(L, L->line, "[%s] needs exactly one name: [%s NAME]", kind, kind);
-    } else {
-        problem(L, L->line,
-                "unknown section [%s] (expected proxy, tls, inference, deny NAME, allow NAME "
-                "or route NAME)",
-                head);
-    }
+    size_t i = 0;
+    while (i < SECTION_KINDS && strcmp(section_kinds[i]->name, kind) != 0)
+        i++;
+    L->headers++;
+    if (i < SECTION_KINDS && section_kinds[i]->named && n != 2)
+        line_problem(L, "[%s] needs exactly one name: [%s NAME]", kind, kind);
+    else if (i == SECTION_KINDS || (!section_kinds[i]->named && n != 1))
+        unknown_section(L, head);
+    else
+        open_kind(L, i, name);
 }
 
 /* Called for the first piece of every line, before inih parses it. */
@@ -262,10 +372,13 @@ static void line_start(struct loader *L, char *line)
         line++;
     if (*line != '[')
         return;
+    if (L->open != NULL)
+        L->open->obj = NULL; /* its object may move when the next one opens */
+    L->open = NULL;
+    L->refused = true; /* until proven good: its keys are then not reported again */
     char *close = strchr(line, ']');
     if (close == NULL) {
-        problem(L, L->line, "section header without ']'");
-        L->sec = SEC_BAD;
+        line_problem(L, "section header without ']'");
         return;
     }
     char head[320];
@@ -299,496 +412,27 @@ static char *reader(char *str, int num, void *stream)
     return str;
 }
 
-/* ---- keys -------------------------------------------------------------- */
-
-static void set_value(struct loader *L, const struct key_spec *k, const char *v)
-{
-    struct proxy_settings *ps = &L->p->settings;
-    char *field = (char *)L->p + k->off;
-    unsigned u;
-    uint64_t size;
-    bool b;
-    switch (k->type) {
-    case V_LISTEN:
-        if (parse_sockaddr(v, &ps->listen_addr, &ps->listen_len) != 0 ||
-            strlen(v) >= sizeof(ps->listen)) {
-            problem(L, L->line, "listen: '%s' is not an address (127.0.0.1:3128, [::1]:3128)", v);
-            return;
-        }
-        snprintf(ps->listen, sizeof(ps->listen), "%s", v);
-        return;
-    case V_ADMIN:
-        if ((parse_unix_sockaddr(v, &ps->admin_addr, &ps->admin_len) != 0 &&
-             parse_sockaddr(v, &ps->admin_addr, &ps->admin_len) != 0) ||
-            strlen(v) >= sizeof(ps->admin)) {
-            ps->admin_len = 0;
-            problem(
-                L, L->line,
-                "admin: '%s' is not an address (127.0.0.1:9128, or unix:/run/egressd/admin.sock)",
-                v);
-            return;
-        }
-        snprintf(ps->admin, sizeof(ps->admin), "%s", v);
-        return;
-    case V_UINT:
-        if (parse_uint(v, k->min, k->max, &u) != 0) {
-            problem(L, L->line, "%s: '%s' is not a whole number from %u to %u", k->name, v, k->min,
-                    k->max);
-            return;
-        }
-        *(unsigned *)field = u;
-        return;
-    case V_DURATION:
-        if (parse_duration_ms(v, &u) != 0 || u < k->min) {
-            problem(L, L->line, "%s: '%s' is not a duration (like 500ms, 10s, 5m, 1h)%s", k->name,
-                    v, k->min ? " above zero" : "");
-            return;
-        }
-        *(unsigned *)field = u;
-        return;
-    case V_SIZE:
-        if (parse_size(v, &size) != 0 || size < k->min || size > k->max) {
-            problem(L, L->line, "%s: '%s' is not a size from 1 byte to 1G (like 512K, 10M)",
-                    k->name, v);
-            return;
-        }
-        *(uint64_t *)field = size;
-        return;
-    case V_PATH:
-        if (v[0] != '/' || strlen(v) >= 256) {
-            problem(L, L->line, "%s: '%s' is not an absolute path (under 256 bytes)", k->name, v);
-            return;
-        }
-        snprintf(field, 256, "%s", v);
-        return;
-    case V_BOOL:
-        if (parse_bool(v, &b) != 0) {
-            problem(L, L->line, "%s: '%s' is not yes or no", k->name, v);
-            return;
-        }
-        *(bool *)field = b;
-        return;
-    case V_LOGFMT:
-        if (strcmp(v, "json") == 0)
-            ps->log_format = LOGF_JSON;
-        else if (strcmp(v, "text") == 0)
-            ps->log_format = LOGF_TEXT;
-        else
-            problem(L, L->line, "log_format: '%s' is not json or text", v);
-        return;
-    case V_LOGLVL: {
-        static const char *const names[] = {"debug", "info", "warn", "error"};
-        for (unsigned i = 0; i < 4; i++) {
-            if (strcmp(v, names[i]) == 0) {
-                ps->log_level = (enum log_level)i;
-                return;
-            }
-        }
-        problem(L, L->line, "log_level: '%s' is not debug, info, warn or error", v);
-        return;
-    }
-    }
-}
-
-/* A key of [proxy], [tls] or [inference]; false when the table has no such key. */
-static bool table_key(struct loader *L, int which, const struct key_spec *keys, const char *name,
-                      const char *value)
-{
-    for (size_t i = 0; keys[i].name != NULL; i++) {
-        if (strcmp(keys[i].name, name) != 0)
-            continue;
-        if (L->key_line[which][i] != 0) {
-            problem(L, L->line, "%s is set twice (first at line %d)", name, L->key_line[which][i]);
-            return true;
-        }
-        L->key_line[which][i] = L->line;
-        set_value(L, &keys[i], value);
-        return true;
-    }
-    return false;
-}
-
-struct list_ctx {
-    struct loader *L;
-    struct rule *r;
-};
-
-static int add_host(void *vctx, const char *item)
-{
-    struct list_ctx *c = vctx;
-    const char *why;
-    if (hostset_add(&c->r->hosts, item, &why) != 0) {
-        problem(c->L, c->L->line, "host '%s': %s", item, why);
-        return -1;
-    }
-    return 0;
-}
-
-static int add_allowed_ip(void *vctx, const char *item)
-{
-    struct list_ctx *c = vctx;
-    struct cidr cidr;
-    const char *why;
-    if (parse_cidr(item, &cidr, &why) != 0) {
-        problem(c->L, c->L->line, "allowed_ips '%s': %s", item, why);
-        return -1;
-    }
-    struct cidr *grown = realloc(c->r->allowed, (c->r->n_allowed + 1) * sizeof(*grown));
-    if (grown == NULL) {
-        problem(c->L, c->L->line, "out of memory");
-        return -1;
-    }
-    c->r->allowed = grown;
-    c->r->allowed[c->r->n_allowed++] = cidr;
-    return 0;
-}
-
-/* A `binary` pattern: absolute, few stars, symlinks of its fixed part resolved
- * (so that /bin/curl and /usr/bin/curl are one binary). */
-static int add_binary(void *vctx, const char *item)
-{
-    struct list_ctx *c = vctx;
-    char fixed[IDENTITY_PATH_MAX], real[4096], out[IDENTITY_PATH_MAX];
-    size_t stars = 0;
-    for (const char *q = item; *q; q++)
-        stars += *q == '*';
-    if (item[0] != '/' || stars > 8 || strlen(item) >= sizeof(fixed)) {
-        problem(c->L, c->L->line, "binary '%s': an absolute path or glob (at most 8 '*')", item);
-        return -1;
-    }
-    const char *star = strchr(item, '*');
-    size_t cut =
-        star ? (size_t)(memrchr(item, '/', (size_t)(star - item)) - (void *)item) : strlen(item);
-    memcpy(fixed, item, cut);
-    fixed[cut] = '\0';
-    if (cut > 0 && realpath(fixed, real) != NULL &&
-        snprintf(out, sizeof(out), "%s%s", real, item + cut) < (int)sizeof(out))
-        item = out; /* a path that does not exist yet is kept as written */
-    char **grown = realloc(c->r->binaries, (c->r->n_binaries + 1) * sizeof(*grown));
-    if (grown == NULL || (grown[c->r->n_binaries] = strdup(item)) == NULL) {
-        if (grown != NULL)
-            c->r->binaries = grown;
-        problem(c->L, c->L->line, "out of memory");
-        return -1;
-    }
-    c->r->binaries = grown;
-    c->r->n_binaries++;
-    return 0;
-}
-
-static void rule_key(struct loader *L, const char *name, const char *value)
-{
-    static const char *const keys[] = {"host", "port", "allowed_ips", "binary"};
-    struct rule *r = &L->p->rules[L->rule];
-    size_t k = 0;
-    while (k < 4 && strcmp(keys[k], name) != 0)
-        k++;
-    if (k == 4 || (k == 2 && r->kind == RULE_INTERCEPT)) {
-        if (r->kind == RULE_INTERCEPT)
-            problem(L, L->line,
-                    "unknown key '%s' in [inference] (expected host, port, binary, "
-                    "max_request_body, max_response_body, stream_idle_timeout, keepalive_timeout)",
-                    name);
-        else
-            problem(L, L->line,
-                    "unknown key '%s' in [%s %s] (expected host, port, allowed_ips, binary)", name,
-                    r->kind == RULE_DENY ? "deny" : "allow", r->name);
-        return;
-    }
-    if (L->rule_key_line[k] != 0) {
-        problem(L, L->line, "%s is set twice in rule '%s' (first at line %d); use one list", name,
-                r->name, L->rule_key_line[k]);
-        return;
-    }
-    L->rule_key_line[k] = L->line;
-    if (value[0] == '\0') {
-        r->has_host |= k == 0; /* said once: not again as "no host" */
-        problem(L, L->line, "'%s' has an empty value", name);
-        return;
-    }
-    char *copy = strdup(value);
-    struct list_ctx c = {L, r};
-    char err[160];
-    if (copy == NULL) {
-        problem(L, L->line, "out of memory");
-        return;
-    }
-    enum list_result lr = LIST_OK;
-    if (k == 0) {
-        r->has_host = true;
-        lr = list_foreach(copy, add_host, &c);
-    } else if (k == 1) {
-        r->has_port = true;
-        if (parse_ports(value, &r->ports, &r->n_ports, err, sizeof(err)) != 0)
-            problem(L, L->line, "port: %s", err);
-    } else if (k == 3) {
-        lr = list_foreach(copy, add_binary, &c);
-    } else if (r->kind == RULE_DENY) {
-        problem(L, L->line, "allowed_ips has no meaning in a deny rule");
-    } else {
-        lr = list_foreach(copy, add_allowed_ip, &c);
-    }
-    if (lr == LIST_EMPTY_ITEM)
-        problem(L, L->line, "%s: an empty item in the list (a stray comma?)", name);
-    free(copy);
-}
-
-static int set_api_key_file(struct route *r, const char *path, char *err, size_t errlen)
-{
-    char buf[API_KEY_MAX + 1];
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        snprintf(err, errlen, "api_key_file: cannot read %s: %s", path, strerror(errno));
-        return -1;
-    }
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    bool too_long = n == sizeof(buf) - 1;
-    fclose(f);
-    buf[n] = '\0';
-    while (n > 0 && isspace((unsigned char)buf[n - 1]))
-        buf[--n] = '\0';
-    if (n == 0 || too_long || strpbrk(buf, "\r\n") != NULL) {
-        snprintf(err, errlen, "api_key_file: %s must hold one key on one line", path);
-        return -1;
-    }
-    r->api_key = strdup(buf);
-    explicit_bzero(buf, sizeof(buf));
-    return r->api_key ? 0 : -1;
-}
-
-static int set_api_key_env(struct route *r, const char *var, char *err, size_t errlen)
-{
-    const char *v = getenv(var);
-    if (v == NULL || *v == '\0' || strpbrk(v, "\r\n") != NULL || strlen(v) >= API_KEY_MAX) {
-        snprintf(err, errlen, "api_key_env: environment variable %s is %s", var,
-                 v == NULL || *v == '\0'    ? "not set"
-                 : strlen(v) >= API_KEY_MAX ? "longer than 4095 bytes"
-                                            : "not one line");
-        return -1;
-    }
-    r->api_key = strdup(v);
-    return r->api_key ? 0 : -1;
-}
-
-struct models_ctx {
-    struct loader *L;
-    struct route *r;
-};
-
-static int add_model_glob(void *vctx, const char *item)
-{
-    struct models_ctx *c = vctx;
-    char **grown = realloc(c->r->models, (c->r->n_models + 1) * sizeof(*grown));
-    if (grown == NULL) {
-        problem(c->L, c->L->line, "models: out of memory");
-        return -1;
-    }
-    c->r->models = grown; /* the old array is gone: never keep its pointer */
-    if ((grown[c->r->n_models] = strdup(item)) == NULL) {
-        problem(c->L, c->L->line, "models: out of memory");
-        return -1;
-    }
-    c->r->n_models++;
-    return 0;
-}
-
-static void route_value(struct loader *L, struct route *r, size_t k, const char *v)
-{
-    char err[400] = "";
-    const char *why;
-    switch (k) {
-    case 0:
-        if (parse_endpoint(v, r, &why) != 0)
-            snprintf(err, sizeof(err), "endpoint '%s': %s", v, why);
-        break;
-    case 1:
-        if (!strcmp(v, "openai"))
-            r->provider = PROVIDER_OPENAI;
-        else if (!strcmp(v, "anthropic"))
-            r->provider = PROVIDER_ANTHROPIC;
-        else if (!strcmp(v, "nvidia"))
-            r->provider = PROVIDER_NVIDIA;
-        else
-            snprintf(err, sizeof(err), "provider: '%s' is not openai, anthropic or nvidia", v);
-        break;
-    case 2:
-        parse_protocols(v, &r->protocols, err, sizeof(err));
-        break;
-    case 3:
-        if (strlen(v) >= sizeof(r->model) || strpbrk(v, "\"\\") != NULL)
-            snprintf(err, sizeof(err), "model: '%s' is too long or has quotes or backslashes", v);
-        else
-            snprintf(r->model, sizeof(r->model), "%s", v);
-        break;
-    case 4: {
-        char *copy = strdup(v);
-        struct models_ctx c = {L, r};
-        if (copy != NULL && list_foreach(copy, add_model_glob, &c) == LIST_EMPTY_ITEM)
-            snprintf(err, sizeof(err), "models: an empty item in the list (a stray comma?)");
-        free(copy);
-        break;
-    }
-    case 5:
-    case 6:
-        if (r->api_key != NULL)
-            snprintf(err, sizeof(err), "give api_key_env or api_key_file, not both");
-        else if (k == 5)
-            set_api_key_env(r, v, err, sizeof(err));
-        else
-            set_api_key_file(r, v, err, sizeof(err));
-        break;
-    case 7:
-        if (parse_duration_ms(v, &r->timeout_ms) != 0 || r->timeout_ms == 0)
-            snprintf(err, sizeof(err), "timeout: '%s' is not a duration above zero", v);
-        break;
-    }
-    if (err[0] != '\0')
-        problem(L, L->line, "%s", err);
-}
-
-static void route_key(struct loader *L, const char *name, const char *value)
-{
-    static const char *const keys[] = {"endpoint", "provider",    "protocols",    "model",
-                                       "models",   "api_key_env", "api_key_file", "timeout"};
-    struct route *r = &L->p->routes[L->route];
-    size_t k = 0;
-    while (k < 8 && strcmp(keys[k], name) != 0)
-        k++;
-    if (k == 8) {
-        problem(L, L->line,
-                "unknown key '%s' in [route %s] (expected endpoint, provider, protocols, model, "
-                "models, api_key_env, api_key_file, timeout)",
-                name, r->name);
-        return;
-    }
-    if (L->route_key_line[k] != 0) {
-        problem(L, L->line, "%s is set twice in route '%s' (first at line %d)", name, r->name,
-                L->route_key_line[k]);
-        return;
-    }
-    L->route_key_line[k] = L->line;
-    L->route_has_endpoint[L->route] |= k == 0;
-    route_value(L, r, k, value);
-}
-
 static int handler(void *user, const char *section, const char *name, const char *value)
 {
     struct loader *L = user;
     (void)section; /* the reader already opened the section this key belongs to */
-    bool is_rule_key =
-        L->sec == SEC_RULE ||
-        (L->sec == SEC_INFERENCE &&
-         (!strcmp(name, "host") || !strcmp(name, "port") || !strcmp(name, "binary")));
-    if (value[0] == '\0' && !is_rule_key) {
-        problem(L, L->line, "'%s' has an empty value", name);
-        return 1;
-    }
-    switch (L->sec) {
-    case SEC_NONE:
-        problem(L, L->line, "'%s' is outside any section", name);
-        break;
-    case SEC_PROXY:
-        if (!table_key(L, 0, proxy_keys, name, value))
-            problem(L, L->line, "unknown key '%s' in [proxy]", name);
-        break;
-    case SEC_TLS:
-        if (!table_key(L, 1, tls_keys, name, value))
-            problem(L, L->line,
-                    "unknown key '%s' in [tls] (expected ca_cert, ca_key, bundle, upstream_ca, "
-                    "cert_cache)",
-                    name);
-        break;
-    case SEC_INFERENCE:
-        if (is_rule_key || !table_key(L, 2, inference_keys, name, value))
-            rule_key(L, name, value);
-        break;
-    case SEC_ROUTE:
-        route_key(L, name, value);
-        break;
-    case SEC_RULE:
-        rule_key(L, name, value);
-        break;
-    case SEC_BAD:
-        break; /* the section header was reported already */
-    }
+    if (L->open != NULL)
+        section_key(L, L->open, name, value);
+    else if (!L->refused)
+        line_problem(L, "'%s' is outside any section", name);
     return 1; /* always go on: we want every problem in one run */
 }
 
 /* ---- whole-file checks and entry points --------------------------------- */
 
-static void set_defaults(struct policy *p)
-{
-    struct proxy_settings *s = &p->settings;
-    snprintf(p->tls.ca_cert, sizeof(p->tls.ca_cert), "/var/lib/egressd/ca.pem");
-    snprintf(p->tls.ca_key, sizeof(p->tls.ca_key), "/var/lib/egressd/ca.key");
-    snprintf(p->tls.bundle, sizeof(p->tls.bundle), "/var/lib/egressd/ca-bundle.pem");
-    snprintf(p->tls.upstream_ca, sizeof(p->tls.upstream_ca), "/etc/ssl/certs/ca-certificates.crt");
-    p->tls.cert_cache = 256;
-    p->inference.max_request_body = 10u << 20;
-    p->inference.max_response_body = 32u << 20;
-    p->inference.stream_idle_timeout_ms = 120000;
-    p->inference.keepalive_timeout_ms = 60000;
-    snprintf(s->listen, sizeof(s->listen), "127.0.0.1:3128");
-    parse_sockaddr(s->listen, &s->listen_addr, &s->listen_len);
-    s->workers = 16;
-    s->max_workers = 16384;
-    s->queue = 1024;
-    s->queue_timeout_ms = 1000;
-    s->header_timeout_ms = 10000;
-    s->connect_timeout_ms = 10000;
-    s->dns_timeout_ms = 5000;
-    s->idle_timeout_ms = 600000;
-    s->shutdown_timeout_ms = 30000;
-    s->log_format = LOGF_JSON;
-    s->log_level = LOGL_INFO;
-}
-
-static void finish_route(struct loader *L, struct route *r)
-{
-    static const unsigned openai_protocols =
-        1u << PROTO_OPENAI_CHAT | 1u << PROTO_OPENAI_COMPLETIONS | 1u << PROTO_OPENAI_RESPONSES |
-        1u << PROTO_OPENAI_EMBEDDINGS | 1u << PROTO_MODEL_DISCOVERY;
-    if (!L->route_has_endpoint[r - L->p->routes])
-        problem(L, r->line, "route '%s' has no endpoint", r->name);
-    if (r->protocols == 0) /* what the provider's API speaks */
-        r->protocols = r->provider == PROVIDER_ANTHROPIC
-                           ? 1u << PROTO_ANTHROPIC_MESSAGES | 1u << PROTO_MODEL_DISCOVERY
-                           : openai_protocols;
-    if (r->timeout_ms == 0)
-        r->timeout_ms = 60000;
-}
-
 static void finish(struct loader *L)
 {
-    struct proxy_settings *s = &L->p->settings;
-    if (s->max_workers < s->workers) {
-        problem(L, L->key_line[0][2] ? L->key_line[0][2] : L->key_line[0][1],
-                "max_workers (%u) is below workers (%u)", s->max_workers, s->workers);
-    }
-    for (size_t i = 0; i < L->p->n_routes; i++)
-        finish_route(L, &L->p->routes[i]);
-    for (size_t i = 0; i < L->p->n_rules; i++) {
-        struct rule *r = &L->p->rules[i];
-        if (!r->has_host)
-            problem(L, r->line, "rule '%s' has no host", r->name);
-        if (!r->has_port) {
-            r->ports = malloc(sizeof(*r->ports));
-            if (r->ports == NULL) {
-                problem(L, r->line, "out of memory");
-                continue;
-            }
-            /* allow rules: HTTPS; deny rules: every port; [inference]: 443 and 80 */
-            r->ports[0] = r->kind == RULE_DENY ? (struct port_range){1, 65535}
-                                               : (struct port_range){443, 443};
-            r->n_ports = 1;
-            struct port_range *two =
-                r->kind == RULE_INTERCEPT ? realloc(r->ports, 2 * sizeof(*two)) : NULL;
-            if (two != NULL) {
-                r->ports = two;
-                r->ports[r->n_ports++] = (struct port_range){80, 80};
-            }
+    for (int stage = 0; stage < FINISH_STAGES; stage++) {
+        for (size_t i = 0; i < L->n_sections; i++) {
+            struct section *S = &L->sections[i];
+            if (S->kind->stage == (enum finish_stage)stage && S->kind->finish != NULL)
+                S->kind->finish(L, S);
         }
-        hostset_finish(&r->hosts);
     }
 }
 
@@ -796,13 +440,13 @@ static struct policy *load(struct loader *L)
 {
     L->p = calloc(1, sizeof(*L->p));
     if (L->p == NULL) {
-        problem(L, 0, "out of memory");
+        load_problem(L, 0, "out of memory");
         return NULL;
     }
     atomic_init(&L->p->refs, 1);
     set_defaults(L->p);
     if (memchr(L->text, '\0', L->len) != NULL) {
-        problem(L, 0, "the file contains a NUL byte");
+        load_problem(L, 0, "the file contains a NUL byte");
         policy_unref(L->p);
         return NULL;
     }
@@ -819,12 +463,13 @@ static struct policy *load(struct loader *L)
     L->at_line_start = true;
     int rc = ini_parse_stream(reader, L, handler, L);
     if (rc == -2)
-        problem(L, 0, "out of memory");
+        load_problem(L, 0, "out of memory");
     else if (rc > 0 && rc != L->last_error_line)
-        problem(L, rc, "syntax error (expected 'key = value' or '[section]')");
-    if (L->sections == 0 && L->errors == 0) /* reload: never deny-all for a half-written file */
-        problem(L, 0, "the file has no sections (empty, or written only in part?)");
+        load_problem(L, rc, "syntax error (expected 'key = value' or '[section]')");
+    if (L->headers == 0 && L->errors == 0) /* reload: never deny-all for a half-written file */
+        load_problem(L, 0, "the file has no sections (empty, or written only in part?)");
     finish(L);
+    free(L->sections);
     if (L->errors > 0) {
         policy_unref(L->p);
         return NULL;
@@ -894,25 +539,11 @@ void policy_unref(struct policy *p)
 {
     if (p == NULL || atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1)
         return;
-    for (size_t i = 0; i < p->n_rules; i++) {
-        hostset_free(&p->rules[i].hosts);
-        for (size_t j = 0; j < p->rules[i].n_binaries; j++)
-            free(p->rules[i].binaries[j]);
-        free(p->rules[i].binaries);
-        free(p->rules[i].ports);
-        free(p->rules[i].allowed);
-    }
+    for (size_t i = 0; i < p->n_rules; i++)
+        rule_free(&p->rules[i]);
     free(p->rules);
-    for (size_t i = 0; i < p->n_routes; i++) {
-        struct route *r = &p->routes[i];
-        for (size_t j = 0; j < r->n_models; j++)
-            free(r->models[j]);
-        free(r->models);
-        if (r->api_key != NULL) {
-            explicit_bzero(r->api_key, strlen(r->api_key));
-            free(r->api_key);
-        }
-    }
+    for (size_t i = 0; i < p->n_routes; i++)
+        route_free(&p->routes[i]);
     free(p->routes);
     free(p);
 }

@@ -1,6 +1,9 @@
 /*
  * policy_int.h - what the policy module's files share with each other and
- * nobody else: the layout of a loaded policy and its rules.
+ * nobody else: the layout of a loaded policy and its rules, and the pieces
+ * of the loader (config.c reads lines and section headers, keys.c fills
+ * sections from their key tables, rulekeys.c and routekeys.c describe the
+ * rule and route sections).
  */
 #ifndef EGRESSD_POLICY_INT_H
 #define EGRESSD_POLICY_INT_H
@@ -36,7 +39,6 @@ struct rule {
     enum rule_kind kind;
     char name[RULE_NAME_MAX];
     int line;
-    bool has_host, has_port;
     struct hostset hosts;
     struct port_range *ports;
     size_t n_ports;
@@ -78,5 +80,101 @@ int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out);
  * an empty item (a stray comma) is not passed on but reported. */
 enum list_result { LIST_OK, LIST_ITEM_FAILED, LIST_EMPTY_ITEM };
 enum list_result list_foreach(char *s, int (*fn)(void *ctx, const char *item), void *ctx);
+
+/* ---- loading ----------------------------------------------------------- */
+
+struct loader; /* one load in progress (config.c) */
+struct section;
+
+/* config.c: a problem at a line (0: the whole file), or at the line being
+ * read; the line being read; the policy being filled. */
+void load_problem(struct loader *L, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void line_problem(struct loader *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int load_line(const struct loader *L);
+struct policy *load_policy(const struct loader *L);
+/* Grow an array of n elements by one zeroed element; NULL when out of memory. */
+void *array_grow(void *arr, size_t n, size_t size);
+
+/* How a key's value is read.  keys.c parses the typed ones into the
+ * section's object, at the key's offset; V_CUSTOM keys bring a parse
+ * function (lists, addresses, values with messages of their own). */
+enum value_type {
+    V_UINT,     /* unsigned, from min to max */
+    V_DURATION, /* unsigned milliseconds; min 1: above zero */
+    V_SIZE,     /* uint64_t bytes, from min to max */
+    V_BOOL,     /* bool: yes/no, true/false, on/off, 1/0 */
+    V_PATH,     /* char[max], an absolute path */
+    V_CHOICE,   /* an int-sized enum: the index of the value among choices */
+    V_CUSTOM,   /* parse() */
+};
+
+/* One of a rule's lists (host, port...): a repeat names the rule and asks
+ * for one list. */
+#define KEY_LIST 0x1u
+
+struct key_def {
+    const char *name;
+    enum value_type type;
+    size_t off; /* in the section's object */
+    uint64_t min, max;
+    const char *const *choices; /* V_CHOICE: indexed by the enum, NULL-terminated */
+    void (*parse)(struct loader *L, struct section *S, const struct key_def *k, const char *v);
+    unsigned flags;
+};
+
+/* Sections are finished after the last line, stage by stage, each stage in
+ * file order: the report lists settings, then routes, then rules, and a
+ * kind that names sections of another (a budget its routes) must come
+ * after it. */
+enum finish_stage { FINISH_SETTINGS, FINISH_ROUTES, FINISH_RULES, FINISH_STAGES };
+
+/* A kind of section: [proxy], [allow NAME]... */
+struct section_kind {
+    const char *name;           /* as in its header */
+    bool named;                 /* [name NAME] */
+    const char *noun;           /* what a NAME names ("rule 'x'"); needed when named */
+    const struct key_def *keys; /* indexed by the kind's enum of keys */
+    size_t n_keys;
+    bool unlisted_keys; /* an unknown key's message does not list the keys */
+    enum finish_stage stage;
+    /* Make the object the keys fill (S->obj, S->index); false when refused
+     * (reported). */
+    bool (*open)(struct loader *L, struct section *S);
+    void (*finish)(struct loader *L, struct section *S); /* optional */
+};
+
+#define SECTION_KEYS_MAX 32
+
+/* One section of the file, kept until the end of the load. */
+struct section {
+    const struct section_kind *kind;
+    char name[RULE_NAME_MAX];      /* its NAME, or the kind's name */
+    int line;                      /* of its header */
+    void *obj;                     /* where typed keys land; NULL once the section is over */
+    size_t index;                  /* of the rule or route it opened */
+    int line_of[SECTION_KEYS_MAX]; /* by the kind's key enum: where set, 0 if not */
+};
+
+/* config.c: every kind, for the reader (and the tests) */
+extern const struct section_kind *const section_kinds[];
+extern const size_t n_section_kinds;
+
+/* keys.c */
+void section_key(struct loader *L, struct section *S, const char *name, const char *value);
+/* A comma list, item by item through fn (which reports its own failures);
+ * an empty item is reported once, under the key's name. */
+void key_list(struct loader *L, const struct key_def *k, const char *v,
+              int (*fn)(void *ctx, const char *item), void *ctx);
+/* What goes before the i-th of n words in "a, b or c". */
+const char *word_separator(size_t i, size_t n);
+/* Append to a NUL-terminated buffer, cutting what does not fit. */
+void text_append(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* rulekeys.c, routekeys.c */
+extern const struct section_kind inference_section, deny_section, allow_section;
+extern const struct section_kind route_section;
+void rule_free(struct rule *r);
+void route_free(struct route *r);
 
 #endif

@@ -381,3 +381,210 @@ Test(config, an_empty_file_is_refused)
     expect_error("", 0, "no sections");
     expect_error("; only a comment\n\n", 0, "no sections");
 }
+
+/* ---- the exact report: every message, its line, their order ---- */
+
+/* Load text that must fail, and compare every problem, one "line: message"
+ * per line, with want. */
+static void expect_report(const char *text, const char *want)
+{
+    struct problems p = {0};
+    struct policy *pol = policy_load_string(text, collect, &p);
+    char got[10000] = "";
+    size_t off = 0;
+    for (int i = 0; i < p.n && i < 32 && off < sizeof(got); i++)
+        off += (size_t)snprintf(got + off, sizeof(got) - off, "%d: %s\n", p.lines[i], p.msgs[i]);
+    cr_assert_null(pol, "loaded although bad: %s", text);
+    cr_assert_str_eq(got, want, "for %s\ngot:\n%s", text, got);
+}
+
+Test(config, unknown_keys_name_the_section_and_its_keys)
+{
+    expect_report("[proxy]\nbogus = 1\n", "2: unknown key 'bogus' in [proxy]\n");
+    expect_report("[tls]\nca = /x\n",
+                  "2: unknown key 'ca' in [tls] (expected ca_cert, ca_key, bundle, upstream_ca, "
+                  "cert_cache)\n");
+    expect_report("[inference]\nhost = a.com\nallowed_ips = 10.0.0.0/8\n",
+                  "3: unknown key 'allowed_ips' in [inference] (expected host, port, binary, "
+                  "max_request_body, max_response_body, stream_idle_timeout, keepalive_timeout)\n");
+    expect_report(
+        "[allow a]\nhost = a.com\nports = 443\n",
+        "3: unknown key 'ports' in [allow a] (expected host, port, allowed_ips, binary)\n");
+    expect_report("[deny d]\nhost = a.com\nx = 1\n",
+                  "3: unknown key 'x' in [deny d] (expected host, port, allowed_ips, binary)\n");
+    expect_report("[route r]\nendpoint = mock://x\nbogus = 1\n",
+                  "3: unknown key 'bogus' in [route r] (expected endpoint, provider, protocols, "
+                  "model, models, api_key_env, api_key_file, timeout)\n");
+}
+
+Test(config, repeated_keys_say_where_first)
+{
+    expect_report("[proxy]\nqueue = 1\nqueue = 2\n", "3: queue is set twice (first at line 2)\n");
+    expect_report("[tls]\nca_key = /k\nca_key = /k\n",
+                  "3: ca_key is set twice (first at line 2)\n");
+    expect_report("[inference]\nhost = a\nkeepalive_timeout = 1s\nkeepalive_timeout = 2s\n",
+                  "4: keepalive_timeout is set twice (first at line 3)\n");
+    expect_report("[inference]\nhost = a\nhost = b\n",
+                  "3: host is set twice in rule 'inference' (first at line 2); use one list\n");
+    expect_report("[allow a]\nhost = a\nport = 1\nport = 2\n",
+                  "4: port is set twice in rule 'a' (first at line 3); use one list\n");
+    expect_report("[route r]\nendpoint = mock://x\nendpoint = mock://y\n",
+                  "3: endpoint is set twice in route 'r' (first at line 2)\n");
+}
+
+Test(config, empty_values)
+{
+    /* the key is judged first: an unknown key is named, an empty value
+     * counts as said (no "no host" or "no endpoint" after it, "set twice"
+     * for a repeat) */
+    expect_report(
+        "[allow a]\nhost = a\nbogus =\n",
+        "3: unknown key 'bogus' in [allow a] (expected host, port, allowed_ips, binary)\n");
+    expect_report("[allow a]\nhost =\nhost = b\n",
+                  "2: 'host' has an empty value\n"
+                  "3: host is set twice in rule 'a' (first at line 2); use one list\n");
+    expect_report("[inference]\nhost =\n", "2: 'host' has an empty value\n");
+    expect_report("[deny a]\nhost = a\nallowed_ips =\n", "3: 'allowed_ips' has an empty value\n");
+    /* settings and routes once refused the empty value first: an unknown
+     * key was "empty", a repeat went unseen, and "endpoint =" was followed
+     * by "route 'r' has no endpoint" */
+    expect_report("[proxy]\nbogus =\n", "2: unknown key 'bogus' in [proxy]\n");
+    expect_report("[proxy]\nqueue =\nqueue = 2\n",
+                  "2: 'queue' has an empty value\n3: queue is set twice (first at line 2)\n");
+    expect_report("[proxy]\nqueue = 1\nqueue =\n", "3: queue is set twice (first at line 2)\n");
+    expect_report("[inference]\nhost = a\nbogus =\n",
+                  "3: unknown key 'bogus' in [inference] (expected host, port, binary, "
+                  "max_request_body, max_response_body, stream_idle_timeout, keepalive_timeout)\n");
+    expect_report("[route r]\nendpoint = mock://x\nmodels =\nmodels = a\n",
+                  "3: 'models' has an empty value\n"
+                  "4: models is set twice in route 'r' (first at line 3)\n");
+    expect_report("[route r]\nendpoint =\n", "2: 'endpoint' has an empty value\n");
+}
+
+Test(config, value_messages)
+{
+    expect_report("[proxy]\nlisten = example.com:80\nadmin = nope\nheader_timeout = 10\n"
+                  "shutdown_timeout = x\nlog_format = xml\nlog_level = loud\n"
+                  "unsafe_allow_loopback = maybe\nsandbox_pid = 0\nqueue = 99999999\n",
+                  "2: listen: 'example.com:80' is not an address (127.0.0.1:3128, [::1]:3128)\n"
+                  "3: admin: 'nope' is not an address (127.0.0.1:9128, or "
+                  "unix:/run/egressd/admin.sock)\n"
+                  "4: header_timeout: '10' is not a duration (like 500ms, 10s, 5m, 1h) above zero\n"
+                  "5: shutdown_timeout: 'x' is not a duration (like 500ms, 10s, 5m, 1h)\n"
+                  "6: log_format: 'xml' is not json or text\n"
+                  "7: log_level: 'loud' is not debug, info, warn or error\n"
+                  "8: unsafe_allow_loopback: 'maybe' is not yes or no\n"
+                  "9: sandbox_pid: '0' is not a whole number from 1 to 4194304\n"
+                  "10: queue: '99999999' is not a whole number from 1 to 1048576\n");
+    expect_report("[tls]\nca_cert = relative.pem\n[inference]\nhost = a\nmax_request_body = 2G\n",
+                  "2: ca_cert: 'relative.pem' is not an absolute path (under 256 bytes)\n"
+                  "5: max_request_body: '2G' is not a size from 1 byte to 1G (like 512K, 10M)\n");
+    expect_report("[route r]\nendpoint = http://h\nprovider = google\nmodel = a\"b\ntimeout = 0s\n"
+                  "models = a,,b\n",
+                  "3: provider: 'google' is not openai, anthropic or nvidia\n"
+                  "4: model: 'a\"b' is too long or has quotes or backslashes\n"
+                  "5: timeout: '0s' is not a duration above zero\n"
+                  "6: models: an empty item in the list (a stray comma?)\n");
+}
+
+Test(config, section_headers)
+{
+    expect_report("[tunnel x]\n[proxy x]\n[]\n",
+                  "1: unknown section [tunnel x] (expected proxy, tls, inference, deny NAME, "
+                  "allow NAME or route NAME)\n"
+                  "2: unknown section [proxy x] (expected proxy, tls, inference, deny NAME, "
+                  "allow NAME or route NAME)\n"
+                  "3: unknown section [] (expected proxy, tls, inference, deny NAME, "
+                  "allow NAME or route NAME)\n");
+    expect_report("[allow]\n[route a b]\n[deny a/b]\n[route a/b]\n",
+                  "1: [allow] needs exactly one name: [allow NAME]\n"
+                  "2: [route] needs exactly one name: [route NAME]\n"
+                  "3: invalid rule name 'a/b' (letters, digits, '-', '_', '.'; < 64)\n"
+                  "4: invalid route name 'a/b' (letters, digits, '-', '_', '.'; < 64)\n");
+    expect_report("[allow a]\nhost = a\n[deny a]\n[route a]\nendpoint = mock://x\n[route a]\n"
+                  "[inference]\nhost = x\n[inference]\n[tls]\n[tls]\n",
+                  "3: duplicate rule name 'a'\n6: duplicate route name 'a'\n"
+                  "9: duplicate [inference] section (first at line 7)\n"
+                  "11: duplicate [tls] section (first at line 10)\n");
+    /* a rule and a route may share a name, and [inference] is no rule name */
+    policy_unref(load_ok("[allow a]\nhost = a\n[route a]\nendpoint = mock://x\n"
+                         "[inference]\nhost = b\n[allow inference]\nhost = c\n"));
+}
+
+Test(config, whole_file_checks_come_last_in_their_order)
+{
+    /* settings first, then routes, then rules, each in file order */
+    expect_report("[allow a]\nport = 1\n[route r]\nprovider = openai\n[proxy]\nmax_workers = 1\n"
+                  "workers = 2\n[deny b]\nport = 2\nhost = \n[inference]\nport = 3\n[route s]\n"
+                  "timeout = 1s\n[allow c]\nhost = c,\n",
+                  "10: 'host' has an empty value\n"
+                  "16: host: an empty item in the list (a stray comma?)\n"
+                  "6: max_workers (1) is below workers (2)\n"
+                  "3: route 'r' has no endpoint\n"
+                  "13: route 's' has no endpoint\n"
+                  "1: rule 'a' has no host\n"
+                  "11: rule 'inference' has no host\n");
+}
+
+Test(config, api_key_messages)
+{
+    char long_key[5000];
+    memset(long_key, 'k', sizeof(long_key) - 1);
+    long_key[sizeof(long_key) - 1] = '\0';
+    setenv("EGRESSD_TEST_LONG_KEY", long_key, 1);
+    setenv("EGRESSD_TEST_TWO_LINES", "a\nb", 1);
+    setenv("EGRESSD_TEST_KEY", "sk-test-123", 1);
+    expect_report("[route r]\nendpoint = mock://x\napi_key_env = EGRESSD_TEST_KEY\n"
+                  "api_key_file = /etc/hostname\n"
+                  "[route s]\nendpoint = mock://x\napi_key_env = EGRESSD_TEST_LONG_KEY\n"
+                  "[route t]\nendpoint = mock://x\napi_key_env = EGRESSD_TEST_TWO_LINES\n",
+                  "4: give api_key_env or api_key_file, not both\n"
+                  "7: api_key_env: environment variable EGRESSD_TEST_LONG_KEY is longer than 4095 "
+                  "bytes\n"
+                  "10: api_key_env: environment variable EGRESSD_TEST_TWO_LINES is not one line\n");
+}
+
+Test(config, a_refused_inference_section_keeps_its_keys)
+{
+    /* [inference] refused for want of room once set the previous rule's
+     * keys from its own lines ("host is set twice in rule 'r4095'") */
+    size_t cap = 4096 * 40 + 64;
+    char *text = malloc(cap);
+    size_t off = 0;
+    for (int i = 0; i < 4096; i++)
+        off += (size_t)snprintf(text + off, cap - off, "[allow r%d]\nhost = h%d.com\n", i, i);
+    snprintf(text + off, cap - off, "[inference]\nhost = x.com\nport = 443\n");
+    expect_report(text, "8193: too many rules (at most 4096)\n");
+    free(text);
+}
+
+Test(config, keys_without_a_usable_section)
+{
+    /* the empty value was judged first: a second complaint under a refused
+     * header, and the wrong one outside any section */
+    expect_report("[tunnel x]\nhost =\nport = 1\n",
+                  "1: unknown section [tunnel x] (expected proxy, tls, inference, deny NAME, "
+                  "allow NAME or route NAME)\n");
+    expect_report("[allow a/b]\nhost =\n",
+                  "1: invalid rule name 'a/b' (letters, digits, '-', '_', '.'; < 64)\n");
+    expect_report("workers =\n[proxy]\n", "1: 'workers' is outside any section\n");
+}
+
+Test(config, every_key_table_is_whole)
+{
+    /* a key enum value without its designated initializer leaves a hole */
+    for (size_t i = 0; i < n_section_kinds; i++) {
+        const struct section_kind *K = section_kinds[i];
+        cr_assert(K->n_keys <= SECTION_KEYS_MAX, "[%s] has too many keys", K->name);
+        cr_assert(!K->named || K->noun != NULL, "[%s NAME] does not say what NAME is", K->name);
+        cr_assert_not_null(K->open, "[%s] has no open hook", K->name);
+        for (size_t j = 0; j < K->n_keys; j++) {
+            const struct key_def *k = &K->keys[j];
+            cr_assert_not_null(k->name, "[%s]: key %zu has no table entry", K->name, j);
+            cr_assert_eq(k->type == V_CUSTOM, k->parse != NULL, "[%s] %s", K->name, k->name);
+            cr_assert(k->type != V_CHOICE || k->choices != NULL, "[%s] %s", K->name, k->name);
+            for (size_t m = 0; m < j; m++)
+                cr_assert_str_neq(K->keys[m].name, k->name, "[%s] %s twice", K->name, k->name);
+        }
+    }
+}

@@ -1,0 +1,283 @@
+/*
+ * rulekeys.c - the [deny NAME] and [allow NAME] rules, and [inference],
+ * which is an intercept rule with limits of its own.
+ *
+ * Each section of these kinds appends a rule to the policy (in file order,
+ * which is the order allow rules are tried in).  Its keys are lists, parsed
+ * item by item so that every bad item is reported; a rule that does not
+ * say `port` gets its kind's ports when the load finishes.
+ */
+#include "policy_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_RULES    4096
+#define SIZE_KEY_MAX (1u << 30) /* 1 GiB: larger bodies are not inference traffic */
+
+enum rule_key { RULE_HOST, RULE_PORT, RULE_ALLOWED_IPS, RULE_BINARY, RULE_KEYS };
+
+enum inference_key {
+    INFERENCE_HOST,
+    INFERENCE_PORT,
+    INFERENCE_BINARY,
+    INFERENCE_MAX_REQUEST_BODY,
+    INFERENCE_MAX_RESPONSE_BODY,
+    INFERENCE_STREAM_IDLE_TIMEOUT,
+    INFERENCE_KEEPALIVE_TIMEOUT,
+    INFERENCE_KEYS
+};
+
+/* The rule a section opened; never kept, as opening the next rule moves it. */
+static struct rule *rule_of(struct loader *L, const struct section *S)
+{
+    return &load_policy(L)->rules[S->index];
+}
+
+struct list_ctx {
+    struct loader *L;
+    struct rule *r;
+};
+
+static int add_host(void *vctx, const char *item)
+{
+    struct list_ctx *c = vctx;
+    const char *why;
+    if (hostset_add(&c->r->hosts, item, &why) != 0) {
+        line_problem(c->L, "host '%s': %s", item, why);
+        return -1;
+    }
+    return 0;
+}
+
+static int add_allowed_ip(void *vctx, const char *item)
+{
+    struct list_ctx *c = vctx;
+    struct cidr cidr;
+    const char *why;
+    if (parse_cidr(item, &cidr, &why) != 0) {
+        line_problem(c->L, "allowed_ips '%s': %s", item, why);
+        return -1;
+    }
+    struct cidr *grown = realloc(c->r->allowed, (c->r->n_allowed + 1) * sizeof(*grown));
+    if (grown == NULL) {
+        line_problem(c->L, "out of memory");
+        return -1;
+    }
+    c->r->allowed = grown;
+    c->r->allowed[c->r->n_allowed++] = cidr;
+    return 0;
+}
+
+/* A `binary` pattern: absolute, few stars, symlinks of its fixed part resolved
+ * (so that /bin/curl and /usr/bin/curl are one binary). */
+static int add_binary(void *vctx, const char *item)
+{
+    struct list_ctx *c = vctx;
+    char fixed[IDENTITY_PATH_MAX], real[4096], out[IDENTITY_PATH_MAX];
+    size_t stars = 0;
+    for (const char *q = item; *q; q++)
+        stars += *q == '*';
+    if (item[0] != '/' || stars > 8 || strlen(item) >= sizeof(fixed)) {
+        line_problem(c->L, "binary '%s': an absolute path or glob (at most 8 '*')", item);
+        return -1;
+    }
+    const char *star = strchr(item, '*');
+    size_t cut =
+        star ? (size_t)(memrchr(item, '/', (size_t)(star - item)) - (void *)item) : strlen(item);
+    memcpy(fixed, item, cut);
+    fixed[cut] = '\0';
+    if (cut > 0 && realpath(fixed, real) != NULL &&
+        snprintf(out, sizeof(out), "%s%s", real, item + cut) < (int)sizeof(out))
+        item = out; /* a path that does not exist yet is kept as written */
+    char **grown = realloc(c->r->binaries, (c->r->n_binaries + 1) * sizeof(*grown));
+    if (grown == NULL || (grown[c->r->n_binaries] = strdup(item)) == NULL) {
+        if (grown != NULL)
+            c->r->binaries = grown;
+        line_problem(c->L, "out of memory");
+        return -1;
+    }
+    c->r->binaries = grown;
+    c->r->n_binaries++;
+    return 0;
+}
+
+static void set_host(struct loader *L, struct section *S, const struct key_def *k, const char *v)
+{
+    struct list_ctx c = {L, rule_of(L, S)};
+    key_list(L, k, v, add_host, &c);
+}
+
+static void set_port(struct loader *L, struct section *S, const struct key_def *k, const char *v)
+{
+    struct rule *r = rule_of(L, S);
+    char err[160];
+    (void)k;
+    if (parse_ports(v, &r->ports, &r->n_ports, err, sizeof(err)) != 0)
+        line_problem(L, "port: %s", err);
+}
+
+static void set_allowed_ips(struct loader *L, struct section *S, const struct key_def *k,
+                            const char *v)
+{
+    struct list_ctx c = {L, rule_of(L, S)};
+    if (c.r->kind == RULE_DENY)
+        line_problem(L, "allowed_ips has no meaning in a deny rule");
+    else
+        key_list(L, k, v, add_allowed_ip, &c);
+}
+
+static void set_binary(struct loader *L, struct section *S, const struct key_def *k, const char *v)
+{
+    struct list_ctx c = {L, rule_of(L, S)};
+    key_list(L, k, v, add_binary, &c);
+}
+
+static const struct key_def rule_keys[RULE_KEYS] = {
+    [RULE_HOST] = {"host", V_CUSTOM, .parse = set_host, .flags = KEY_LIST},
+    [RULE_PORT] = {"port", V_CUSTOM, .parse = set_port, .flags = KEY_LIST},
+    [RULE_ALLOWED_IPS] = {"allowed_ips", V_CUSTOM, .parse = set_allowed_ips, .flags = KEY_LIST},
+    [RULE_BINARY] = {"binary", V_CUSTOM, .parse = set_binary, .flags = KEY_LIST},
+};
+
+#define I(field) offsetof(struct inference_settings, field)
+static const struct key_def inference_keys[INFERENCE_KEYS] = {
+    [INFERENCE_HOST] = {"host", V_CUSTOM, .parse = set_host, .flags = KEY_LIST},
+    [INFERENCE_PORT] = {"port", V_CUSTOM, .parse = set_port, .flags = KEY_LIST},
+    [INFERENCE_BINARY] = {"binary", V_CUSTOM, .parse = set_binary, .flags = KEY_LIST},
+    [INFERENCE_MAX_REQUEST_BODY] = {"max_request_body", V_SIZE, I(max_request_body), 1,
+                                    SIZE_KEY_MAX},
+    [INFERENCE_MAX_RESPONSE_BODY] = {"max_response_body", V_SIZE, I(max_response_body), 1,
+                                     SIZE_KEY_MAX},
+    [INFERENCE_STREAM_IDLE_TIMEOUT] = {"stream_idle_timeout", V_DURATION, I(stream_idle_timeout_ms),
+                                       1, 0},
+    [INFERENCE_KEEPALIVE_TIMEOUT] = {"keepalive_timeout", V_DURATION, I(keepalive_timeout_ms), 1,
+                                     0},
+};
+#undef I
+
+_Static_assert(RULE_KEYS <= SECTION_KEYS_MAX && INFERENCE_KEYS <= SECTION_KEYS_MAX,
+               "a section's keys fit its line_of");
+
+static bool open_rule(struct loader *L, struct section *S, enum rule_kind kind)
+{
+    struct policy *p = load_policy(L);
+    if (p->n_rules >= MAX_RULES) {
+        line_problem(L, "too many rules (at most %d)", MAX_RULES);
+        return false;
+    }
+    struct rule *grown = array_grow(p->rules, p->n_rules, sizeof(*grown));
+    if (grown == NULL) {
+        line_problem(L, "out of memory");
+        return false;
+    }
+    p->rules = grown;
+    S->index = p->n_rules++;
+    struct rule *r = &grown[S->index];
+    r->kind = kind;
+    r->line = S->line;
+    snprintf(r->name, sizeof(r->name), "%s", S->name);
+    S->obj = r;
+    return true;
+}
+
+static bool open_deny(struct loader *L, struct section *S)
+{
+    return open_rule(L, S, RULE_DENY);
+}
+
+static bool open_allow(struct loader *L, struct section *S)
+{
+    return open_rule(L, S, RULE_ALLOW);
+}
+
+/* Its host list is a rule's; its limits are the policy's. */
+static bool open_inference(struct loader *L, struct section *S)
+{
+    if (!open_rule(L, S, RULE_INTERCEPT))
+        return false;
+    S->obj = &load_policy(L)->inference;
+    return true;
+}
+
+/* allow rules: HTTPS; deny rules: every port; [inference]: 443 and 80 */
+static int default_ports(struct rule *r)
+{
+    static const struct port_range deny[] = {{1, 65535}}, allow[] = {{443, 443}},
+                                   intercept[] = {{443, 443}, {80, 80}};
+    const struct port_range *ports = r->kind == RULE_DENY    ? deny
+                                     : r->kind == RULE_ALLOW ? allow
+                                                             : intercept;
+    size_t n = r->kind == RULE_INTERCEPT ? 2 : 1;
+    r->ports = malloc(n * sizeof(*r->ports));
+    if (r->ports == NULL)
+        return -1;
+    memcpy(r->ports, ports, n * sizeof(*r->ports));
+    r->n_ports = n;
+    return 0;
+}
+
+static void finish_rule(struct loader *L, struct section *S, bool said_host, bool said_port)
+{
+    struct rule *r = rule_of(L, S);
+    if (!said_host)
+        load_problem(L, r->line, "rule '%s' has no host", r->name);
+    if (!said_port && default_ports(r) != 0) {
+        load_problem(L, r->line, "out of memory");
+        return;
+    }
+    hostset_finish(&r->hosts);
+}
+
+static void finish_deny_allow(struct loader *L, struct section *S)
+{
+    finish_rule(L, S, S->line_of[RULE_HOST] != 0, S->line_of[RULE_PORT] != 0);
+}
+
+static void finish_inference(struct loader *L, struct section *S)
+{
+    finish_rule(L, S, S->line_of[INFERENCE_HOST] != 0, S->line_of[INFERENCE_PORT] != 0);
+}
+
+const struct section_kind deny_section = {
+    .name = "deny",
+    .named = true,
+    .noun = "rule",
+    .keys = rule_keys,
+    .n_keys = RULE_KEYS,
+    .stage = FINISH_RULES,
+    .open = open_deny,
+    .finish = finish_deny_allow,
+};
+
+const struct section_kind allow_section = {
+    .name = "allow",
+    .named = true,
+    .noun = "rule",
+    .keys = rule_keys,
+    .n_keys = RULE_KEYS,
+    .stage = FINISH_RULES,
+    .open = open_allow,
+    .finish = finish_deny_allow,
+};
+
+const struct section_kind inference_section = {
+    .name = "inference",
+    .noun = "rule",
+    .keys = inference_keys,
+    .n_keys = INFERENCE_KEYS,
+    .stage = FINISH_RULES,
+    .open = open_inference,
+    .finish = finish_inference,
+};
+
+void rule_free(struct rule *r)
+{
+    hostset_free(&r->hosts);
+    for (size_t j = 0; j < r->n_binaries; j++)
+        free(r->binaries[j]);
+    free(r->binaries);
+    free(r->ports);
+    free(r->allowed);
+}
