@@ -129,19 +129,19 @@ _Static_assert(PROXY_KEYS <= SECTION_KEYS_MAX && TLS_KEYS <= SECTION_KEYS_MAX,
 
 static bool open_proxy(struct loader *L, struct section *S)
 {
-    S->obj = &load_policy(L)->settings;
+    S->obj = &L->p->settings;
     return true;
 }
 
 static bool open_tls(struct loader *L, struct section *S)
 {
-    S->obj = &load_policy(L)->tls;
+    S->obj = &L->p->tls;
     return true;
 }
 
 static void finish_proxy(struct loader *L, struct section *S)
 {
-    const struct proxy_settings *s = &load_policy(L)->settings;
+    const struct proxy_settings *s = &L->p->settings;
     if (s->max_workers < s->workers)
         load_problem(L,
                      S->line_of[PROXY_MAX_WORKERS] ? S->line_of[PROXY_MAX_WORKERS]
@@ -201,70 +201,8 @@ const struct section_kind *const section_kinds[] = {
     &proxy_section, &tls_section, &inference_section, &deny_section, &allow_section, &route_section,
 };
 #define SECTION_KINDS (sizeof(section_kinds) / sizeof(section_kinds[0]))
+_Static_assert(SECTION_KINDS <= SECTION_KINDS_MAX, "struct loader: kind_line");
 const size_t n_section_kinds = SECTION_KINDS;
-
-struct loader {
-    const char *file;
-    const char *text;
-    size_t pos, len;
-    int line;
-    bool at_line_start;
-    policy_report_fn report;
-    void *rctx;
-    int errors;
-    int last_error_line;
-    struct policy *p;
-    struct section *sections; /* every section opened, in file order */
-    size_t n_sections, cap_sections;
-    struct section *open;         /* where keys go: NULL outside any usable section */
-    bool refused;                 /* after a refused header: its keys are not reported */
-    int kind_line[SECTION_KINDS]; /* kinds without a NAME: where first seen, or 0 */
-    unsigned headers;             /* seen, good or bad */
-};
-
-static void vproblem(struct loader *L, int line, const char *fmt, va_list ap)
-{
-    char msg[512];
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    L->errors++;
-    L->last_error_line = line;
-    if (L->report != NULL)
-        L->report(L->rctx, L->file, line, msg);
-}
-
-void load_problem(struct loader *L, int line, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vproblem(L, line, fmt, ap);
-    va_end(ap);
-}
-
-void line_problem(struct loader *L, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vproblem(L, L->line, fmt, ap);
-    va_end(ap);
-}
-
-int load_line(const struct loader *L)
-{
-    return L->line;
-}
-
-struct policy *load_policy(const struct loader *L)
-{
-    return L->p;
-}
-
-void *array_grow(void *arr, size_t n, size_t size)
-{
-    char *grown = realloc(arr, (n + 1) * size);
-    if (grown != NULL)
-        memset(grown + n * size, 0, size);
-    return grown;
-}
 
 /* ---- section headers (seen by the reader) ----------------------------- */
 

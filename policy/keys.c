@@ -176,7 +176,7 @@ void section_key(struct loader *L, struct section *S, const char *name, const ch
         repeated_key(L, S, k, *line);
         return;
     }
-    *line = load_line(L);
+    *line = L->line;
     if (value[0] == '\0')
         line_problem(L, "'%s' has an empty value", name);
     else if (k->type == V_CUSTOM)

@@ -83,17 +83,36 @@ enum list_result list_foreach(char *s, int (*fn)(void *ctx, const char *item), v
 
 /* ---- loading ----------------------------------------------------------- */
 
-struct loader; /* one load in progress (config.c) */
 struct section;
+#define SECTION_KINDS_MAX 16
 
-/* config.c: a problem at a line (0: the whole file), or at the line being
- * read; the line being read; the policy being filled. */
+/* One load in progress (config.c reads, the section files fill). */
+struct loader {
+    const char *file;
+    const char *text;
+    size_t pos, len;
+    int line;
+    bool at_line_start;
+    policy_report_fn report;
+    void *rctx;
+    int errors;
+    int last_error_line;
+    struct policy *p;
+    struct section *sections; /* every section opened, in file order */
+    size_t n_sections, cap_sections;
+    struct section *open;             /* where keys go: NULL outside any usable section */
+    bool refused;                     /* after a refused header: its keys are not reported */
+    int kind_line[SECTION_KINDS_MAX]; /* kinds without a NAME: where first seen, or 0 */
+    unsigned headers;                 /* seen, good or bad */
+};
+
+/* problems.c: a problem at a line (0: the whole file), or at the line
+ * being read. */
 void load_problem(struct loader *L, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void line_problem(struct loader *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int load_line(const struct loader *L);
-struct policy *load_policy(const struct loader *L);
-/* Grow an array of n elements by one zeroed element; NULL when out of memory. */
+/* values.c: grow an array of n elements by one zeroed element; NULL when
+ * out of memory. */
 void *array_grow(void *arr, size_t n, size_t size);
 
 /* How a key's value is read.  keys.c parses the typed ones into the

@@ -33,7 +33,7 @@ enum route_key {
 /* The route a section opened; never kept, as opening the next route moves it. */
 static struct route *route_of(struct loader *L, const struct section *S)
 {
-    return &load_policy(L)->routes[S->index];
+    return &L->p->routes[S->index];
 }
 
 static void set_endpoint(struct loader *L, struct section *S, const struct key_def *k,
@@ -178,7 +178,7 @@ _Static_assert(ROUTE_KEYS <= SECTION_KEYS_MAX, "a section's keys fit its line_of
 
 static bool open_route(struct loader *L, struct section *S)
 {
-    struct policy *p = load_policy(L);
+    struct policy *p = L->p;
     if (p->n_routes >= MAX_ROUTES) {
         line_problem(L, "too many routes (at most %d)", MAX_ROUTES);
         return false;

@@ -32,7 +32,7 @@ enum inference_key {
 /* The rule a section opened; never kept, as opening the next rule moves it. */
 static struct rule *rule_of(struct loader *L, const struct section *S)
 {
-    return &load_policy(L)->rules[S->index];
+    return &L->p->rules[S->index];
 }
 
 struct list_ctx {
@@ -162,7 +162,7 @@ _Static_assert(RULE_KEYS <= SECTION_KEYS_MAX && INFERENCE_KEYS <= SECTION_KEYS_M
 
 static bool open_rule(struct loader *L, struct section *S, enum rule_kind kind)
 {
-    struct policy *p = load_policy(L);
+    struct policy *p = L->p;
     if (p->n_rules >= MAX_RULES) {
         line_problem(L, "too many rules (at most %d)", MAX_RULES);
         return false;
@@ -197,7 +197,7 @@ static bool open_inference(struct loader *L, struct section *S)
 {
     if (!open_rule(L, S, RULE_INTERCEPT))
         return false;
-    S->obj = &load_policy(L)->inference;
+    S->obj = &L->p->inference;
     return true;
 }
 

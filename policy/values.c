@@ -362,3 +362,11 @@ int parse_endpoint(const char *s, struct route *r, const char **why)
     *why = "expected http://, https:// or mock://";
     return -1;
 }
+
+void *array_grow(void *arr, size_t n, size_t size)
+{
+    char *grown = realloc(arr, (n + 1) * size);
+    if (grown != NULL)
+        memset(grown + n * size, 0, size);
+    return grown;
+}
