@@ -467,12 +467,6 @@ struct policy *policy_load_file(const char *path, policy_report_fn report, void 
     return p;
 }
 
-struct policy *policy_ref(struct policy *p)
-{
-    atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
-    return p;
-}
-
 void policy_unref(struct policy *p)
 {
     if (p == NULL || atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1)

@@ -1,10 +1,14 @@
 /*
  * decide.c - what the policy says about a destination.
  *
- * Order (DESIGN section 4): any matching deny rule denies; else the first
- * matching allow rule, in file order, allows; else the default is deny.  The
- * address check then runs on every resolved address of an allowed
- * destination, with the rule that allowed it.
+ * Order (DESIGN section 4): any matching deny rule denies; else a match of
+ * [inference] intercepts; else the first matching allow rule, in file
+ * order, allows; else the default is deny.  A rule with `binary` matches
+ * only when the calling programs do (every holder of the socket for allow
+ * and [inference], any for deny, and doubt denies).  The address check then
+ * runs on every resolved address of an allowed destination, with the rule
+ * that allowed it, and a deny rule naming an IP literal covers names that
+ * resolve to it.
  */
 #include "policy_int.h"
 

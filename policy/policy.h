@@ -7,9 +7,15 @@
  * workers share it read-only and hold a reference while they use it, so a
  * reload can swap in a new one without disturbing connections in flight.
  *
- * The module also owns the strict parsing of host names and IP literals and
- * the address classes of the SSRF check, because "which destinations may be
- * reached" is one question and should have one answer.
+ * The module also owns the strict parsing of host names and IP literals,
+ * the address classes of the SSRF check, and process identity (who is on
+ * the other end of a client socket), because "which destinations may be
+ * reached, and by whom" is one question and should have one answer.
+ *
+ * Error convention: loaders return the policy or NULL after reporting every
+ * problem through the caller's report function; parsers return 0 or -1
+ * with a static reason in *why; decisions fill a struct policy_decision
+ * and never fail (doubt denies).
  */
 #ifndef EGRESSD_POLICY_H
 #define EGRESSD_POLICY_H
@@ -97,7 +103,6 @@ typedef void (*policy_report_fn)(void *ctx, const char *file, int line, const ch
  * result holds one reference. */
 struct policy *policy_load_file(const char *path, policy_report_fn report, void *ctx);
 struct policy *policy_load_string(const char *text, policy_report_fn report, void *ctx);
-struct policy *policy_ref(struct policy *p);
 void policy_unref(struct policy *p);
 
 const struct proxy_settings *policy_settings(const struct policy *p);

@@ -11,6 +11,9 @@
  * Like curl's vtls layer, this header is the whole interface: nothing
  * outside tls/ sees mbedTLS.  Every wait has a deadline; a stream never owns
  * its socket (the caller closes it).
+ *
+ * Error convention: I/O returns enum io_result; constructors return a
+ * pointer, or NULL with the reason in the caller's err buffer.
  */
 #ifndef EGRESSD_TLS_H
 #define EGRESSD_TLS_H
