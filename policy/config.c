@@ -95,32 +95,65 @@ _Static_assert(sizeof(enum log_format) == sizeof(int) && sizeof(enum log_level) 
 
 #define P(field) offsetof(struct proxy_settings, field)
 static const struct key_def proxy_keys[PROXY_KEYS] = {
-    [PROXY_LISTEN] = {"listen", V_CUSTOM, .parse = set_listen},
-    [PROXY_WORKERS] = {"workers", V_UINT, P(workers), 1, 4096},
-    [PROXY_MAX_WORKERS] = {"max_workers", V_UINT, P(max_workers), 1, 16384},
-    [PROXY_QUEUE] = {"queue", V_UINT, P(queue), 1, 1u << 20},
-    [PROXY_QUEUE_TIMEOUT] = {"queue_timeout", V_DURATION, P(queue_timeout_ms), 1, 0},
-    [PROXY_HEADER_TIMEOUT] = {"header_timeout", V_DURATION, P(header_timeout_ms), 1, 0},
-    [PROXY_CONNECT_TIMEOUT] = {"connect_timeout", V_DURATION, P(connect_timeout_ms), 1, 0},
-    [PROXY_DNS_TIMEOUT] = {"dns_timeout", V_DURATION, P(dns_timeout_ms), 1, 0},
-    [PROXY_IDLE_TIMEOUT] = {"idle_timeout", V_DURATION, P(idle_timeout_ms), 1, 0},
-    [PROXY_SHUTDOWN_TIMEOUT] = {"shutdown_timeout", V_DURATION, P(shutdown_timeout_ms), 0, 0},
-    [PROXY_LOG_FORMAT] = {"log_format", V_CHOICE, P(log_format), .choices = log_formats},
-    [PROXY_LOG_LEVEL] = {"log_level", V_CHOICE, P(log_level), .choices = log_levels},
-    [PROXY_UNSAFE_ALLOW_LOOPBACK] = {"unsafe_allow_loopback", V_BOOL, P(unsafe_allow_loopback)},
-    [PROXY_ADMIN] = {"admin", V_CUSTOM, .parse = set_admin},
-    [PROXY_SANDBOX_PID] = {"sandbox_pid", V_UINT, P(sandbox_pid), 1, 4194304},
+    [PROXY_LISTEN] = {.name = "listen", .type = V_CUSTOM, .parse = set_listen},
+    [PROXY_WORKERS] = {.name = "workers", .type = V_UINT, .off = P(workers), .min = 1, .max = 4096},
+    [PROXY_MAX_WORKERS] =
+        {.name = "max_workers", .type = V_UINT, .off = P(max_workers), .min = 1, .max = 16384},
+    [PROXY_QUEUE] = {.name = "queue", .type = V_UINT, .off = P(queue), .min = 1, .max = 1u << 20},
+    [PROXY_QUEUE_TIMEOUT] = {.name = "queue_timeout",
+                             .type = V_DURATION,
+                             .off = P(queue_timeout_ms),
+                             .min = 1},
+    [PROXY_HEADER_TIMEOUT] = {.name = "header_timeout",
+                              .type = V_DURATION,
+                              .off = P(header_timeout_ms),
+                              .min = 1},
+    [PROXY_CONNECT_TIMEOUT] = {.name = "connect_timeout",
+                               .type = V_DURATION,
+                               .off = P(connect_timeout_ms),
+                               .min = 1},
+    [PROXY_DNS_TIMEOUT] = {.name = "dns_timeout",
+                           .type = V_DURATION,
+                           .off = P(dns_timeout_ms),
+                           .min = 1},
+    [PROXY_IDLE_TIMEOUT] = {.name = "idle_timeout",
+                            .type = V_DURATION,
+                            .off = P(idle_timeout_ms),
+                            .min = 1},
+    [PROXY_SHUTDOWN_TIMEOUT] = {.name = "shutdown_timeout",
+                                .type = V_DURATION,
+                                .off = P(shutdown_timeout_ms),
+                                .min = 0},
+    [PROXY_LOG_FORMAT] = {.name = "log_format",
+                          .type = V_CHOICE,
+                          .off = P(log_format),
+                          .choices = log_formats},
+    [PROXY_LOG_LEVEL] = {.name = "log_level",
+                         .type = V_CHOICE,
+                         .off = P(log_level),
+                         .choices = log_levels},
+    [PROXY_UNSAFE_ALLOW_LOOPBACK] = {.name = "unsafe_allow_loopback",
+                                     .type = V_BOOL,
+                                     .off = P(unsafe_allow_loopback)},
+    [PROXY_ADMIN] = {.name = "admin", .type = V_CUSTOM, .parse = set_admin},
+    [PROXY_SANDBOX_PID] =
+        {.name = "sandbox_pid", .type = V_UINT, .off = P(sandbox_pid), .min = 1, .max = 4194304},
 };
 #undef P
 
 #define PATH_IN_TLS(field)                                                                         \
-    V_PATH, offsetof(struct tls_settings, field), 0, sizeof(((struct tls_settings *)0)->field)
+    .type = V_PATH, .off = offsetof(struct tls_settings, field),                                   \
+    .max = sizeof(((struct tls_settings *)0)->field)
 static const struct key_def tls_keys[TLS_KEYS] = {
-    [TLS_CA_CERT] = {"ca_cert", PATH_IN_TLS(ca_cert)},
-    [TLS_CA_KEY] = {"ca_key", PATH_IN_TLS(ca_key)},
-    [TLS_BUNDLE] = {"bundle", PATH_IN_TLS(bundle)},
-    [TLS_UPSTREAM_CA] = {"upstream_ca", PATH_IN_TLS(upstream_ca)},
-    [TLS_CERT_CACHE] = {"cert_cache", V_UINT, offsetof(struct tls_settings, cert_cache), 1, 65536},
+    [TLS_CA_CERT] = {.name = "ca_cert", PATH_IN_TLS(ca_cert)},
+    [TLS_CA_KEY] = {.name = "ca_key", PATH_IN_TLS(ca_key)},
+    [TLS_BUNDLE] = {.name = "bundle", PATH_IN_TLS(bundle)},
+    [TLS_UPSTREAM_CA] = {.name = "upstream_ca", PATH_IN_TLS(upstream_ca)},
+    [TLS_CERT_CACHE] = {.name = "cert_cache",
+                        .type = V_UINT,
+                        .off = offsetof(struct tls_settings, cert_cache),
+                        .min = 1,
+                        .max = 65536},
 };
 #undef PATH_IN_TLS
 

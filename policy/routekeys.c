@@ -164,15 +164,17 @@ static const char *const providers[] = {
 _Static_assert(sizeof(enum provider) == sizeof(int), "V_CHOICE writes an int");
 
 static const struct key_def route_keys[ROUTE_KEYS] = {
-    [ROUTE_ENDPOINT] = {"endpoint", V_CUSTOM, .parse = set_endpoint},
-    [ROUTE_PROVIDER] = {"provider", V_CHOICE, offsetof(struct route, provider),
+    [ROUTE_ENDPOINT] = {.name = "endpoint", .type = V_CUSTOM, .parse = set_endpoint},
+    [ROUTE_PROVIDER] = {.name = "provider",
+                        .type = V_CHOICE,
+                        .off = offsetof(struct route, provider),
                         .choices = providers},
-    [ROUTE_PROTOCOLS] = {"protocols", V_CUSTOM, .parse = set_protocols},
-    [ROUTE_MODEL] = {"model", V_CUSTOM, .parse = set_model},
-    [ROUTE_MODELS] = {"models", V_CUSTOM, .parse = set_models},
-    [ROUTE_API_KEY_ENV] = {"api_key_env", V_CUSTOM, .parse = set_api_key_env},
-    [ROUTE_API_KEY_FILE] = {"api_key_file", V_CUSTOM, .parse = set_api_key_file},
-    [ROUTE_TIMEOUT] = {"timeout", V_CUSTOM, .parse = set_timeout},
+    [ROUTE_PROTOCOLS] = {.name = "protocols", .type = V_CUSTOM, .parse = set_protocols},
+    [ROUTE_MODEL] = {.name = "model", .type = V_CUSTOM, .parse = set_model},
+    [ROUTE_MODELS] = {.name = "models", .type = V_CUSTOM, .parse = set_models},
+    [ROUTE_API_KEY_ENV] = {.name = "api_key_env", .type = V_CUSTOM, .parse = set_api_key_env},
+    [ROUTE_API_KEY_FILE] = {.name = "api_key_file", .type = V_CUSTOM, .parse = set_api_key_file},
+    [ROUTE_TIMEOUT] = {.name = "timeout", .type = V_CUSTOM, .parse = set_timeout},
 };
 _Static_assert(ROUTE_KEYS <= SECTION_KEYS_MAX, "a section's keys fit its line_of");
 

@@ -135,25 +135,41 @@ static void set_binary(struct loader *L, struct section *S, const struct key_def
 }
 
 static const struct key_def rule_keys[RULE_KEYS] = {
-    [RULE_HOST] = {"host", V_CUSTOM, .parse = set_host, .flags = KEY_LIST},
-    [RULE_PORT] = {"port", V_CUSTOM, .parse = set_port, .flags = KEY_LIST},
-    [RULE_ALLOWED_IPS] = {"allowed_ips", V_CUSTOM, .parse = set_allowed_ips, .flags = KEY_LIST},
-    [RULE_BINARY] = {"binary", V_CUSTOM, .parse = set_binary, .flags = KEY_LIST},
+    [RULE_HOST] = {.name = "host", .type = V_CUSTOM, .parse = set_host, .flags = KEY_LIST},
+    [RULE_PORT] = {.name = "port", .type = V_CUSTOM, .parse = set_port, .flags = KEY_LIST},
+    [RULE_ALLOWED_IPS] = {.name = "allowed_ips",
+                          .type = V_CUSTOM,
+                          .parse = set_allowed_ips,
+                          .flags = KEY_LIST},
+    [RULE_BINARY] = {.name = "binary", .type = V_CUSTOM, .parse = set_binary, .flags = KEY_LIST},
 };
 
 #define I(field) offsetof(struct inference_settings, field)
 static const struct key_def inference_keys[INFERENCE_KEYS] = {
-    [INFERENCE_HOST] = {"host", V_CUSTOM, .parse = set_host, .flags = KEY_LIST},
-    [INFERENCE_PORT] = {"port", V_CUSTOM, .parse = set_port, .flags = KEY_LIST},
-    [INFERENCE_BINARY] = {"binary", V_CUSTOM, .parse = set_binary, .flags = KEY_LIST},
-    [INFERENCE_MAX_REQUEST_BODY] = {"max_request_body", V_SIZE, I(max_request_body), 1,
-                                    SIZE_KEY_MAX},
-    [INFERENCE_MAX_RESPONSE_BODY] = {"max_response_body", V_SIZE, I(max_response_body), 1,
-                                     SIZE_KEY_MAX},
-    [INFERENCE_STREAM_IDLE_TIMEOUT] = {"stream_idle_timeout", V_DURATION, I(stream_idle_timeout_ms),
-                                       1, 0},
-    [INFERENCE_KEEPALIVE_TIMEOUT] = {"keepalive_timeout", V_DURATION, I(keepalive_timeout_ms), 1,
-                                     0},
+    [INFERENCE_HOST] = {.name = "host", .type = V_CUSTOM, .parse = set_host, .flags = KEY_LIST},
+    [INFERENCE_PORT] = {.name = "port", .type = V_CUSTOM, .parse = set_port, .flags = KEY_LIST},
+    [INFERENCE_BINARY] = {.name = "binary",
+                          .type = V_CUSTOM,
+                          .parse = set_binary,
+                          .flags = KEY_LIST},
+    [INFERENCE_MAX_REQUEST_BODY] = {.name = "max_request_body",
+                                    .type = V_SIZE,
+                                    .off = I(max_request_body),
+                                    .min = 1,
+                                    .max = SIZE_KEY_MAX},
+    [INFERENCE_MAX_RESPONSE_BODY] = {.name = "max_response_body",
+                                     .type = V_SIZE,
+                                     .off = I(max_response_body),
+                                     .min = 1,
+                                     .max = SIZE_KEY_MAX},
+    [INFERENCE_STREAM_IDLE_TIMEOUT] = {.name = "stream_idle_timeout",
+                                       .type = V_DURATION,
+                                       .off = I(stream_idle_timeout_ms),
+                                       .min = 1},
+    [INFERENCE_KEEPALIVE_TIMEOUT] = {.name = "keepalive_timeout",
+                                     .type = V_DURATION,
+                                     .off = I(keepalive_timeout_ms),
+                                     .min = 1},
 };
 #undef I
 
