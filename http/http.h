@@ -96,6 +96,14 @@ bool http_method_is(const struct http_msg *m, const char *method);
  * '/', a dot segment, an encoded '/', '\\', '.' or NUL (any case), a
  * backslash, NUL or '#'. */
 int http_path_check(const char *target, size_t len, const char **why);
+/* The path of an origin-form target as rules see it (DESIGN section 10),
+ * after http_path_check: the query dropped, percent-escapes decoded into
+ * out; and into folded the same with ASCII letters lowered, ";parameters"
+ * dropped from each segment and repeated '/' collapsed (what an origin may
+ * read alike).  0, or -1 with *why: a malformed escape, an encoded control
+ * character, or too long. */
+int http_path_view(const char *target, size_t len, char *out, size_t cap, char *folded, size_t fcap,
+                   const char **why);
 /* The reason phrase egressd writes for a status it answers itself. */
 const char *http_reason_phrase(int status);
 

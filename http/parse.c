@@ -328,6 +328,53 @@ const char *http_reason_phrase(int status)
     return "Error";
 }
 
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9'                     ? c - '0'
+           : (c | 0x20) >= 'a' && (c | 0x20) <= 'f' ? (c | 0x20) - 'a' + 10
+                                                    : -1;
+}
+
+/* The byte at p[i], a percent-escape decoded; *used: how many bytes it took.
+ * -1 for a malformed escape. */
+static int path_byte(const char *p, size_t i, size_t len, size_t *used)
+{
+    *used = 1;
+    if (p[i] != '%')
+        return (unsigned char)p[i];
+    int hi = i + 1 < len ? hexval(p[i + 1]) : -1, lo = i + 2 < len ? hexval(p[i + 2]) : -1;
+    if (hi < 0 || lo < 0)
+        return -1;
+    *used = 3;
+    return hi * 16 + lo;
+}
+
+int http_path_view(const char *target, size_t len, char *out, size_t cap, char *folded, size_t fcap,
+                   const char **why)
+{
+    const char *q = memchr(target, '?', len);
+    size_t plen = q ? (size_t)(q - target) : len, o = 0, f = 0, used;
+    bool in_params = false;
+    for (size_t i = 0; i < plen; i += used) {
+        int c = path_byte(target, i, plen, &used);
+        if (c < 0 || c < 0x20 || c == 0x7f) {
+            *why = c < 0 ? "a malformed percent-escape in the request path"
+                         : "an encoded control character in the request path";
+            return -1;
+        }
+        if (o + 1 >= cap || f + 1 >= fcap) {
+            *why = "the request path is too long";
+            return -1;
+        }
+        out[o++] = (char)c;
+        in_params = c == '/' ? false : in_params || c == ';';
+        if (!in_params && !(c == '/' && f > 0 && folded[f - 1] == '/'))
+            folded[f++] = (char)(c >= 'A' && c <= 'Z' ? c | 0x20 : c);
+    }
+    out[o] = folded[f] = '\0';
+    return 0;
+}
+
 /* Is seg (the bytes between two slashes) "." or ".."? */
 static bool dot_segment(const char *seg, size_t n)
 {

@@ -49,6 +49,7 @@ enum proxy_key {
     PROXY_UNSAFE_ALLOW_LOOPBACK,
     PROXY_ADMIN,
     PROXY_SANDBOX_PID,
+    PROXY_AUDIT,
     PROXY_KEYS
 };
 
@@ -138,6 +139,7 @@ static const struct key_def proxy_keys[PROXY_KEYS] = {
     [PROXY_ADMIN] = {.name = "admin", .type = V_CUSTOM, .parse = set_admin},
     [PROXY_SANDBOX_PID] =
         {.name = "sandbox_pid", .type = V_UINT, .off = P(sandbox_pid), .min = 1, .max = 4194304},
+    [PROXY_AUDIT] = {.name = "audit", .type = V_BOOL, .off = P(audit)},
 };
 #undef P
 
@@ -441,6 +443,8 @@ static struct policy *load(struct loader *L)
         load_problem(L, 0, "the file has no sections (empty, or written only in part?)");
     finish(L);
     free(L->sections);
+    if (L->errors == 0)
+        policy_find_shadowed(L->p);
     if (L->errors > 0) {
         policy_unref(L->p);
         return NULL;
@@ -510,7 +514,33 @@ void policy_unref(struct policy *p)
     for (size_t i = 0; i < p->n_routes; i++)
         route_free(&p->routes[i]);
     free(p->routes);
+    for (size_t i = 0; i < p->n_warnings; i++)
+        free(p->warnings[i].msg);
+    free(p->warnings);
     free(p);
+}
+
+int policy_warn(struct policy *p, int line, const char *msg)
+{
+    struct warning *grown = realloc(p->warnings, (p->n_warnings + 1) * sizeof(*grown));
+    if (grown == NULL)
+        return -1;
+    p->warnings = grown;
+    if ((grown[p->n_warnings].msg = strdup(msg)) == NULL)
+        return -1;
+    grown[p->n_warnings++].line = line;
+    return 0;
+}
+
+size_t policy_warning_count(const struct policy *p)
+{
+    return p->n_warnings;
+}
+
+const char *policy_warning(const struct policy *p, size_t i, int *line)
+{
+    *line = p->warnings[i].line;
+    return p->warnings[i].msg;
 }
 
 const struct proxy_settings *policy_settings(const struct policy *p)

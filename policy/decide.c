@@ -1,20 +1,29 @@
 /*
- * decide.c - what the policy says about a destination.
+ * decide.c - what the policy says about a destination, and about one
+ * request inside an inspected connection.
  *
- * Order (DESIGN section 4): any matching deny rule denies; else a match of
- * [inference] intercepts; else the first matching allow rule, in file
- * order, allows; else the default is deny.  A rule with `binary` matches
- * only when the calling programs do (every holder of the socket for allow
- * and [inference], any for deny, and doubt denies).  The address check then
- * runs on every resolved address of an allowed destination, with the rule
- * that allowed it, and a deny rule naming an IP literal covers names that
- * resolve to it.
+ * Destinations (DESIGN section 4): any matching deny rule without request
+ * keys denies; else a match of [inference] intercepts; else the first
+ * matching allow rule, in file order, allows, as an opaque tunnel or, when
+ * a rule with request keys names the destination, inspected; else deny.
+ * Requests (section 10) add method and path: a matching deny rule denies,
+ * inference hosts stay inference, the first allow rule matching all of
+ * host, port, binary, method and path allows, else deny.  A rule with
+ * `binary` matches only when the calling programs do (every holder of the
+ * socket for allow rules, any for deny rules, and doubt denies).  Deny
+ * rules compare methods and paths without case and on the folded path, so
+ * that a spelling an origin reads alike cannot slip past them; allow rules
+ * compare exactly.  Audit, the rule's or the policy's, lets a would-be
+ * denial through and says so.  The address check then runs on every
+ * resolved address of an allowed destination, with the rule that allowed
+ * it, and a deny rule naming an IP literal covers names resolving to it.
  */
 #include "policy_int.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 const char *policy_action_name(enum policy_action a)
 {
@@ -23,10 +32,18 @@ const char *policy_action_name(enum policy_action a)
         return "allow";
     case ACTION_INTERCEPT:
         return "intercept";
+    case ACTION_INSPECT:
+        return "inspect";
     case ACTION_DENY:
+    case ACTION_COUNT:
         break;
     }
     return "deny";
+}
+
+const char *policy_decision_name(const struct policy_decision *d)
+{
+    return d->audit ? "audit" : policy_action_name(d->action);
 }
 
 static bool destination_matches(const struct rule *r, const struct host *h, uint16_t port)
@@ -65,12 +82,47 @@ static bool binary_matches(const struct rule *r, const struct identity *id)
     return !unknown;
 }
 
+/* ---- requests ----------------------------------------------------------------- */
+
+static bool method_listed(const struct rule *r, const char *method, bool fold)
+{
+    if (r->n_methods == 0)
+        return true;
+    for (size_t i = 0; i < r->n_methods; i++)
+        if (fold ? strcasecmp(r->methods[i], method) == 0 : strcmp(r->methods[i], method) == 0)
+            return true;
+    return false;
+}
+
+static bool path_listed(const struct rule *r, const struct request_view *rq, bool fold)
+{
+    if (r->n_paths == 0)
+        return true;
+    for (size_t i = 0; i < r->n_paths; i++)
+        if (fold ? path_glob_match_fold(r->paths[i], rq->folded)
+                 : path_glob_match(r->paths[i], rq->path))
+            return true;
+    return false;
+}
+
+/* Does the request fall under the rule's request keys (none: every request)? */
+static bool request_matches(const struct rule *r, const struct request_view *rq)
+{
+    bool fold = r->kind == RULE_DENY;
+    return rq == NULL || !r->request_keys ||
+           (method_listed(r, rq->method, fold) && path_listed(r, rq, fold));
+}
+
+/* ---- the decision ----------------------------------------------------------------- */
+
 struct matcher {
     const struct policy *p;
     const struct host *h;
     uint16_t port;
     const struct identity *id;
-    const char *missed; /* a binary rule that matched all but the process */
+    const struct request_view *rq; /* NULL: the connection, where request keys do not deny */
+    int missed;                    /* a rule that matched all but the process or the request */
+    bool missed_request;           /* ... and it was the request */
 };
 
 static int first_match(struct matcher *m, enum rule_kind kind)
@@ -79,12 +131,85 @@ static int first_match(struct matcher *m, enum rule_kind kind)
         const struct rule *r = &m->p->rules[i];
         if (r->kind != kind || !destination_matches(r, m->h, m->port))
             continue;
-        if (binary_matches(r, m->id))
+        if (kind == RULE_DENY && m->rq == NULL && r->request_keys)
+            continue; /* it denies requests, not the connection */
+        bool process = binary_matches(r, m->id), request = process && request_matches(r, m->rq);
+        if (request)
             return (int)i;
-        if (m->missed == NULL && kind != RULE_DENY)
-            m->missed = r->name;
+        if (m->missed < 0 && kind != RULE_DENY) {
+            m->missed = (int)i;
+            m->missed_request = process;
+        }
     }
     return -1;
+}
+
+static struct policy_decision decision(const struct policy *p, enum policy_action a, int i,
+                                       const char *reason)
+{
+    const struct rule *r = i >= 0 ? &p->rules[i] : NULL;
+    return (struct policy_decision){a, r ? r->name : NULL, reason, i, r ? r->message : NULL, false};
+}
+
+/* Why nothing allowed it, when a rule came close. */
+static const char *missed_reason(const struct matcher *m)
+{
+    const struct identity *id = m->id;
+    if (m->missed >= 0 && m->missed_request)
+        return m->rq != NULL && !method_listed(&m->p->rules[m->missed], m->rq->method, false)
+                   ? "the rule does not allow this method"
+                   : "the rule does not allow this path";
+    if (m->missed < 0)
+        return m->rq ? "no rule allows this request" : "no rule allows this destination";
+    if (id == NULL)
+        return "a rule names binaries, and the calling process was not looked up";
+    if (id->unresolved != NULL)
+        return id->unresolved; /* deny with the reason, never allow on doubt */
+    if (id->n > 1)
+        return "the client's socket is shared by processes the rule does not all allow";
+    return "the calling binary is not one the rule allows";
+}
+
+/* What an allowed connection becomes: a tunnel, or inspected. */
+static enum policy_action allowed(const struct matcher *m)
+{
+    return m->rq == NULL && policy_inspects(m->p, m->h, m->port) ? ACTION_INSPECT : ACTION_ALLOW;
+}
+
+/* A would-be denial, let through when audit says so. */
+static void deny_or_audit(const struct matcher *m, int i, bool rule_audit, const char *reason,
+                          struct policy_decision *out)
+{
+    *out = decision(m->p, ACTION_DENY, i, reason);
+    if (rule_audit || m->p->settings.audit) {
+        out->action = allowed(m);
+        out->audit = true;
+    }
+}
+
+static void decide(struct matcher *m, struct policy_decision *out)
+{
+    const struct policy *p = m->p;
+    int i = first_match(m, RULE_DENY);
+    if (i >= 0) {
+        const struct identity *id = m->id;
+        const char *why = "denied by rule";
+        if (p->rules[i].n_binaries > 0 && (id == NULL || id->unresolved != NULL))
+            why = id ? id->unresolved : "denied by rule: the calling program is not known";
+        return deny_or_audit(m, i, p->rules[i].audit, why, out);
+    }
+    if ((i = first_match(m, RULE_INTERCEPT)) >= 0) {
+        *out = decision(p, ACTION_INTERCEPT, i, "inference host: intercepted");
+        return;
+    }
+    if ((i = first_match(m, RULE_ALLOW)) >= 0) {
+        *out = decision(p, allowed(m), i, "allowed by rule");
+        return;
+    }
+    bool rule_audit = m->missed >= 0 && m->missed_request && p->rules[m->missed].audit;
+    deny_or_audit(m, m->missed, rule_audit, missed_reason(m), out);
+    if (m->missed >= 0 && !m->missed_request)
+        out->message = NULL; /* not the rule's kind of denial: its process did not match */
 }
 
 bool policy_wants_identity(const struct policy *p, const struct host *h, uint16_t port)
@@ -104,37 +229,35 @@ void policy_decide(const struct policy *p, const struct host *h, uint16_t port,
 void policy_decide_as(const struct policy *p, const struct host *h, uint16_t port,
                       const struct identity *id, struct policy_decision *out)
 {
-    struct matcher m = {p, h, port, id, NULL};
-    int i = first_match(&m, RULE_DENY);
-    if (i >= 0) {
-        const char *why = "denied by rule";
-        if (p->rules[i].n_binaries > 0 && (id == NULL || id->unresolved != NULL))
-            why = id ? id->unresolved : "denied by rule: the calling program is not known";
-        *out = (struct policy_decision){ACTION_DENY, p->rules[i].name, why, i};
-        return;
-    }
-    i = first_match(&m, RULE_INTERCEPT);
-    if (i >= 0) {
-        *out = (struct policy_decision){ACTION_INTERCEPT, p->rules[i].name,
-                                        "inference host: intercepted", i};
-        return;
-    }
-    i = first_match(&m, RULE_ALLOW);
-    if (i >= 0) {
-        *out = (struct policy_decision){ACTION_ALLOW, p->rules[i].name, "allowed by rule", i};
-        return;
-    }
-    const char *why = "no rule allows this destination";
-    if (m.missed != NULL && id == NULL)
-        why = "a rule names binaries, and the calling process was not looked up";
-    else if (m.missed != NULL && id->unresolved != NULL)
-        why = id->unresolved; /* deny with the reason, never allow on doubt */
-    else if (m.missed != NULL && id->n > 1)
-        why = "the client's socket is shared by processes the rule does not all allow";
-    else if (m.missed != NULL)
-        why = "the calling binary is not one the rule allows";
-    *out = (struct policy_decision){ACTION_DENY, m.missed, why, -1};
+    struct matcher m = {p, h, port, id, NULL, -1, false};
+    decide(&m, out);
 }
+
+void policy_decide_request(const struct policy *p, const struct host *h, uint16_t port,
+                           const struct identity *id, const struct request_view *rq,
+                           struct policy_decision *out)
+{
+    struct matcher m = {p, h, port, id, rq, -1, false};
+    decide(&m, out);
+}
+
+bool policy_inspects(const struct policy *p, const struct host *h, uint16_t port)
+{
+    for (size_t i = 0; i < p->n_rules; i++)
+        if (p->rules[i].request_keys && destination_matches(&p->rules[i], h, port))
+            return true;
+    return false;
+}
+
+bool policy_uses_tls(const struct policy *p)
+{
+    for (size_t i = 0; i < p->n_rules; i++)
+        if (p->rules[i].kind == RULE_INTERCEPT || p->rules[i].request_keys)
+            return true;
+    return false;
+}
+
+/* ---- addresses -------------------------------------------------------------------- */
 
 bool policy_address_permitted(const struct policy *p, const struct policy_decision *d,
                               const struct sockaddr *sa, const char **why)
@@ -150,8 +273,8 @@ bool policy_address_permitted(const struct policy *p, const struct policy_decisi
     case ADDR_INTERNAL:
         break;
     }
-    if (d->rule_index < 0)
-        return false;
+    if (d->rule_index < 0 || p->rules[d->rule_index].kind == RULE_DENY)
+        return false; /* an audited denial reaches public addresses only */
     const struct rule *r = &p->rules[d->rule_index];
     for (size_t i = 0; i < r->n_allowed; i++)
         if (cidr_contains(&r->allowed[i], sa))
@@ -183,13 +306,13 @@ int policy_address_denied(const struct policy *p, const struct sockaddr *sa, uin
     struct host as_host, carried;
     struct sockaddr_in v4 = {.sin_family = AF_INET};
     if (!address_host(sa, &as_host))
-        return -1;
+        return -1; /* address checks are never relaxed by audit */
     /* an IPv6 form carrying an IPv4 address is judged by that address too */
     bool also_v4 = sa->sa_family == AF_INET6 && addr_embedded_v4(sa, &v4.sin_addr) &&
                    address_host((const struct sockaddr *)&v4, &carried);
     for (size_t i = 0; i < p->n_rules; i++) {
         const struct rule *r = &p->rules[i];
-        if (r->kind != RULE_DENY || !ports_match(r->ports, r->n_ports, port) ||
+        if (r->kind != RULE_DENY || r->request_keys || !ports_match(r->ports, r->n_ports, port) ||
             !binary_matches(r, id))
             continue;
         if (hostset_match(&r->hosts, &as_host) || (also_v4 && hostset_match(&r->hosts, &carried)))
@@ -201,36 +324,4 @@ int policy_address_denied(const struct policy *p, const struct sockaddr *sa, uin
 const char *policy_rule_name(const struct policy *p, int i)
 {
     return i >= 0 && (size_t)i < p->n_rules ? p->rules[i].name : NULL;
-}
-
-static const char *rule_kind_name(enum rule_kind k)
-{
-    return k == RULE_DENY ? "deny" : k == RULE_ALLOW ? "allow" : "inference";
-}
-
-void policy_explain(const struct policy *p, const struct host *h, uint16_t port,
-                    const struct identity *id, char *buf, size_t len)
-{
-    struct policy_decision d;
-    policy_decide_as(p, h, port, id, &d);
-    if (d.rule_index < 0) {
-        snprintf(buf, len, "%s:%u -> deny (%s%s%s)\n", h->name, port, d.reason,
-                 d.rule ? "; rule " : "", d.rule ? d.rule : "");
-        return;
-    }
-    const struct rule *r = &p->rules[d.rule_index];
-    int n = r->kind == RULE_INTERCEPT
-                ? snprintf(buf, len, "%s:%u -> intercept by [inference] (line %d)\n", h->name, port,
-                           r->line)
-                : snprintf(buf, len, "%s:%u -> %s by [%s %s] (line %d)\n", h->name, port,
-                           policy_action_name(d.action), rule_kind_name(r->kind), r->name, r->line);
-    if (n > 0 && (size_t)n < len && r->n_binaries > 0 && id != NULL && id->n > 0)
-        n += snprintf(buf + n, len - (size_t)n, "  binary %s is on the rule's binary list\n",
-                      id->holder[0].chain[0]);
-    if (n > 0 && (size_t)n < len && d.action == ACTION_ALLOW && r->n_allowed > 0)
-        snprintf(buf + n, len - (size_t)n,
-                 "  private addresses reachable through allowed_ips (%zu entries)\n", r->n_allowed);
-    else if (n > 0 && (size_t)n < len && d.action == ACTION_ALLOW)
-        snprintf(buf + n, len - (size_t)n,
-                 "  resolved addresses must be public (no allowed_ips in this rule)\n");
 }

@@ -1,10 +1,9 @@
 /*
- * glob.c - the path glob of `binary` rules (and of request paths): '*'
+ * glob.c - the path glob of `binary` rules and of request `paths`: '*'
  * matches within one segment, '**' across segments, everything else
- * itself.  Matching simulates the pattern's automaton over the path, one
- * character at a time, so its cost is bounded by pattern length times path
- * length whatever the stars: a rule cannot be written, nor a path sent,
- * that makes a decision slow.
+ * itself (or, for deny rules, itself in any case).  Matching simulates the pattern's automaton over
+ * the path, one character at a time, so its cost is bounded by pattern length times path length
+ * whatever the stars: a rule cannot be written, nor a path sent, that makes a decision slow.
  */
 #include "policy_int.h"
 
@@ -38,10 +37,15 @@ static bool glob_step(const uint8_t *kind, const uint8_t *lit, size_t m, uint8_t
     return any;
 }
 
+static uint8_t fold_byte(uint8_t c, bool fold)
+{
+    return fold && c >= 'A' && c <= 'Z' ? (uint8_t)(c | 0x20) : c;
+}
+
 /* A simulation of the pattern's automaton, one character at a time: time
  * bounded by pattern length times path length, whatever the stars (the
  * recursive matcher it replaces backtracked exponentially). */
-bool path_glob_match(const char *p, const char *s)
+static bool glob_match(const char *p, const char *s, bool fold)
 {
     uint8_t kind[GLOB_PATTERN_MAX], cur[GLOB_PATTERN_MAX + 1] = {1};
     uint8_t lit[GLOB_PATTERN_MAX]; /* unsigned: compared with unsigned bytes of the path */
@@ -51,13 +55,23 @@ bool path_glob_match(const char *p, const char *s)
             return false; /* the loader refuses longer patterns */
         bool star = *p == '*', twice = star && p[1] == '*';
         kind[m] = twice ? GLOB_DOUBLE_STAR : star ? GLOB_STAR : GLOB_LITERAL;
-        lit[m] = (uint8_t)*p;
+        lit[m] = fold_byte((uint8_t)*p, fold);
         p += twice ? 2 : 1;
     }
     if (!glob_step(kind, lit, m, cur, 0))
         return false;
     for (; *s != '\0'; s++)
-        if (!glob_step(kind, lit, m, cur, (unsigned char)*s))
+        if (!glob_step(kind, lit, m, cur, fold_byte((uint8_t)*s, fold)))
             return false;
     return cur[m];
+}
+
+bool path_glob_match(const char *pattern, const char *path)
+{
+    return glob_match(pattern, path, false);
+}
+
+bool path_glob_match_fold(const char *pattern, const char *path)
+{
+    return glob_match(pattern, path, true);
 }

@@ -201,6 +201,17 @@ int host_port_parse(const char *s, size_t len, uint16_t default_port, struct hos
     return split_host_port(s, len, default_port, false, out, port, why);
 }
 
+bool host_header_names(const char *value, size_t len, const struct host *h, uint16_t port,
+                       uint16_t default_port)
+{
+    struct host named;
+    uint16_t named_port;
+    const char *why;
+    if (host_port_parse(value, len, default_port, &named, &named_port, &why) != 0)
+        return false;
+    return named_port == port && named.kind == h->kind && strcmp(named.name, h->name) == 0;
+}
+
 /* A listen address may ask for port 0: the kernel picks, the log says which. */
 int listen_addr_parse(const char *s, struct host *out, uint16_t *port, const char **why)
 {

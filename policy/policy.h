@@ -44,6 +44,7 @@ struct proxy_settings {
     enum log_level log_level;
     bool unsafe_allow_loopback;
     unsigned sandbox_pid; /* 0: egressd shares the sandbox's network namespace */
+    bool audit;           /* every would-be denial is logged as audit and let through */
     char admin[128];      /* "" when there is no admin endpoint; "unix:/path" for a socket file */
     struct sockaddr_storage admin_addr;
     socklen_t admin_len;
@@ -136,10 +137,18 @@ int host_parse(const char *s, size_t len, struct host *out, const char **why);
 /* Split "host:port" / "[v6]:port" (port required when default_port is 0). */
 int host_port_parse(const char *s, size_t len, uint16_t default_port, struct host *out,
                     uint16_t *port, const char **why);
+/* Does a Host header's value name h:port (its port, when absent, being the
+ * scheme's default_port)?  Compared as parsed: case, one trailing dot and
+ * IPv6 spellings do not matter; anything malformed names nothing. */
+bool host_header_names(const char *value, size_t len, const struct host *h, uint16_t port,
+                       uint16_t default_port);
 
 /* ---- decisions ------------------------------------------------------ */
 
-enum policy_action { ACTION_DENY, ACTION_ALLOW, ACTION_INTERCEPT };
+/* What happens to a connection (or, inside an inspected one, to a request):
+ * denied; tunnelled (a request: forwarded); intercepted for inference; or
+ * inspected, each request decided on its own (DESIGN section 10). */
+enum policy_action { ACTION_DENY, ACTION_ALLOW, ACTION_INTERCEPT, ACTION_INSPECT, ACTION_COUNT };
 
 /* The calling programs, for rules with `binary` (DESIGN section 6): every
  * process holding the client's socket, each with its executable and its
@@ -160,18 +169,49 @@ struct identity {
 
 struct policy_decision {
     enum policy_action action;
-    const char *rule;   /* rule name, or NULL for the default deny */
-    const char *reason; /* short, static, for logs and error bodies */
-    int rule_index;     /* -1 when no rule matched */
+    const char *rule;    /* rule name, or NULL for the default deny */
+    const char *reason;  /* short, static, for logs and error bodies */
+    int rule_index;      /* -1 when no rule matched */
+    const char *message; /* the rule's `message`, shown in its denials; NULL */
+    bool audit;          /* the policy would deny: audit mode lets it through */
 };
 
+/* "allow", "deny", "intercept", "inspect"; "audit" for an audited one. */
 const char *policy_action_name(enum policy_action a);
+const char *policy_decision_name(const struct policy_decision *d);
 
 void policy_decide(const struct policy *p, const struct host *h, uint16_t port,
                    struct policy_decision *out);
 /* The same, with the calling process known (id NULL: not looked up). */
 void policy_decide_as(const struct policy *p, const struct host *h, uint16_t port,
                       const struct identity *id, struct policy_decision *out);
+
+/* One request inside an inspected connection, as the rules see it: its
+ * method, its path percent-decoded without the query (what allow rules
+ * match, exactly), and the same folded (lower case, no ;parameters, no
+ * repeated '/': what deny rules match, so that a spelling the origin reads
+ * alike cannot slip past one).  Both made by http_path_decode. */
+struct request_view {
+    const char *method;
+    const char *path;
+    const char *folded;
+};
+/* DESIGN section 10's order: a deny rule matching host, port, binary,
+ * method and path denies; inference hosts stay inference; the first allow
+ * rule matching all five allows; else deny.  Audit (the rule's or the
+ * policy's) turns a denial into an audited allow. */
+void policy_decide_request(const struct policy *p, const struct host *h, uint16_t port,
+                           const struct identity *id, const struct request_view *rq,
+                           struct policy_decision *out);
+/* Is the destination inspected: does a rule with request keys (or a
+ * secret) name its host and port? */
+bool policy_inspects(const struct policy *p, const struct host *h, uint16_t port);
+/* Does the policy need egressd's CA (interception or inspection)? */
+bool policy_uses_tls(const struct policy *p);
+
+/* Warnings found at load (a rule that can never match): not errors. */
+size_t policy_warning_count(const struct policy *p);
+const char *policy_warning(const struct policy *p, size_t i, int *line);
 /* Does a rule with `binary` match this destination, so that the caller
  * should look the process up before deciding? */
 bool policy_wants_identity(const struct policy *p, const struct host *h, uint16_t port);
@@ -201,6 +241,8 @@ void identity_free(struct identity *id);
  * linear in the path for a given pattern (at most GLOB_PATTERN_MAX). */
 #define GLOB_PATTERN_MAX 1024
 bool path_glob_match(const char *pattern, const char *path);
+/* The same, ASCII letters compared without case (for deny rules). */
+bool path_glob_match_fold(const char *pattern, const char *path);
 /* One line of /proc/net/tcp or tcp6: the socket's local and remote
  * addresses (IPv4-mapped IPv6 normalised to IPv4), uid and inode.  0, or -1
  * for a header or malformed line. */
@@ -239,9 +281,11 @@ const char *policy_rule_name(const struct policy *p, int i);
  * 6to4, Teredo...); false for plain IPv6 and for IPv4. */
 bool addr_embedded_v4(const struct sockaddr *sa, struct in_addr *out);
 
-/* For "egressd --explain": a human description of a decision. */
+/* For "egressd --explain": a human description of a decision; with rq, of
+ * that request's (NULL: of the connection's). */
 void policy_explain(const struct policy *p, const struct host *h, uint16_t port,
-                    const struct identity *id, char *buf, size_t len);
+                    const struct identity *id, const struct request_view *rq, char *buf,
+                    size_t len);
 
 /* ---- value parsers shared with tests ---------------------------------- */
 

@@ -46,6 +46,15 @@ struct rule {
     size_t n_allowed;
     char **binaries; /* path globs, symlinks resolved at load */
     size_t n_binaries;
+    /* request keys (DESIGN section 10): with any of them the rule rules on
+     * each request of an inspected connection, not on the destination */
+    bool request_keys;
+    char **methods; /* upper case; none: any method */
+    size_t n_methods;
+    char **paths; /* path globs over the decoded path, no query; none: any path */
+    size_t n_paths;
+    bool audit;    /* requests this rule would deny are forwarded, logged audit */
+    char *message; /* shown in this rule's denials */
 };
 
 struct policy {
@@ -57,7 +66,17 @@ struct policy {
     size_t n_rules;
     struct route *routes;
     size_t n_routes;
+    struct warning {
+        int line;
+        char *msg;
+    } * warnings; /* not errors: said by -t and at start and reload */
+    size_t n_warnings;
 };
+
+/* config.c: remember a warning (a copy of msg); -1 when out of memory. */
+int policy_warn(struct policy *p, int line, const char *msg);
+/* explain.c: warn about allow rules a deny rule covers entirely. */
+void policy_find_shadowed(struct policy *p);
 
 /* hostpat.c */
 int hostset_add(struct hostset *hs, const char *pattern, const char **why);

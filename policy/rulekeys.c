@@ -16,7 +16,22 @@
 #define MAX_RULES    4096
 #define SIZE_KEY_MAX (1u << 30) /* 1 GiB: larger bodies are not inference traffic */
 
-enum rule_key { RULE_HOST, RULE_PORT, RULE_ALLOWED_IPS, RULE_BINARY, RULE_KEYS };
+enum rule_key {
+    RULE_HOST,
+    RULE_PORT,
+    RULE_ALLOWED_IPS,
+    RULE_BINARY,
+    RULE_METHODS,
+    RULE_ACCESS,
+    RULE_PATHS,
+    RULE_AUDIT,
+    RULE_MESSAGE,
+    RULE_KEYS
+};
+
+#define METHOD_MAX       32
+#define PATH_STARS_MAX   16
+#define RULE_MESSAGE_MAX 256
 
 enum inference_key {
     INFERENCE_HOST,
@@ -103,6 +118,115 @@ static int add_binary(void *vctx, const char *item)
     return 0;
 }
 
+/* Append a copy of s to a list of strings; -1 when out of memory (reported). */
+static int push_copy(struct loader *L, char ***arr, size_t *n, const char *s)
+{
+    char **grown = realloc(*arr, (*n + 1) * sizeof(**arr));
+    if (grown == NULL || (grown[*n] = strdup(s)) == NULL) {
+        if (grown != NULL)
+            *arr = grown;
+        line_problem(L, "out of memory");
+        return -1;
+    }
+    *arr = grown;
+    (*n)++;
+    return 0;
+}
+
+/* A method as HTTP spells it: methods are case-sensitive, so a lower-case
+ * one is a mistake worth saying, not one to fold silently. */
+static int add_method(void *vctx, const char *item)
+{
+    struct list_ctx *c = vctx;
+    size_t n = strlen(item);
+    bool token = n > 0 && n <= METHOD_MAX;
+    for (const char *q = item; token && *q; q++)
+        token = (*q >= 'A' && *q <= 'Z') || (*q == '-' && q > item);
+    if (!token) {
+        line_problem(c->L, "methods: '%s' is not a method (upper case, like GET or PROPFIND)",
+                     item);
+        return -1;
+    }
+    return push_copy(c->L, &c->r->methods, &c->r->n_methods, item);
+}
+
+/* A path glob: what a decoded path looks like, '*' within a segment and
+ * '**' across them; no query (queries are not matched) and no escapes
+ * (rules see decoded paths: %41 is A there). */
+static int add_path(void *vctx, const char *item)
+{
+    struct list_ctx *c = vctx;
+    size_t stars = 0;
+    for (const char *q = item; *q; q++)
+        stars += *q == '*';
+    if (item[0] != '/' || strpbrk(item, "?#% \t\\") != NULL || stars > PATH_STARS_MAX ||
+        strlen(item) >= GLOB_PATTERN_MAX) {
+        line_problem(c->L,
+                     "paths: '%s' is not a path glob (it starts with '/'; no query, '%%', space "
+                     "or backslash; at most %d '*')",
+                     item, PATH_STARS_MAX);
+        return -1;
+    }
+    return push_copy(c->L, &c->r->paths, &c->r->n_paths, item);
+}
+
+static void set_methods(struct loader *L, struct section *S, const struct key_def *k, const char *v)
+{
+    struct list_ctx c = {L, rule_of(L, S)};
+    c.r->request_keys = true;
+    key_list(L, k, v, add_method, &c);
+}
+
+/* The presets of DESIGN section 10. */
+static void set_access(struct loader *L, struct section *S, const struct key_def *k, const char *v)
+{
+    static const char *const read_only[] = {"GET", "HEAD", "OPTIONS", NULL};
+    static const char *const read_write[] = {"GET", "HEAD",  "OPTIONS", "POST",
+                                             "PUT", "PATCH", NULL};
+    struct rule *r = rule_of(L, S);
+    const char *const *preset = !strcmp(v, "read-only")    ? read_only
+                                : !strcmp(v, "read-write") ? read_write
+                                                           : NULL;
+    (void)k;
+    r->request_keys = true;
+    if (preset == NULL && strcmp(v, "full") != 0) {
+        line_problem(L, "access: '%s' is not read-only, read-write or full", v);
+        return;
+    }
+    for (size_t i = 0; preset != NULL && preset[i] != NULL; i++)
+        if (push_copy(L, &r->methods, &r->n_methods, preset[i]) != 0)
+            return;
+}
+
+static void set_paths(struct loader *L, struct section *S, const struct key_def *k, const char *v)
+{
+    struct list_ctx c = {L, rule_of(L, S)};
+    c.r->request_keys = true;
+    key_list(L, k, v, add_path, &c);
+}
+
+static void set_audit(struct loader *L, struct section *S, const struct key_def *k, const char *v)
+{
+    (void)k;
+    if (parse_bool(v, &rule_of(L, S)->audit) != 0)
+        line_problem(L, "audit: '%s' is not yes or no", v);
+}
+
+static void set_message(struct loader *L, struct section *S, const struct key_def *k, const char *v)
+{
+    struct rule *r = rule_of(L, S);
+    (void)k;
+    for (const char *q = v; *q; q++)
+        if ((unsigned char)*q < 0x20 || *q == 0x7f) {
+            line_problem(L, "message: control characters are not allowed");
+            return;
+        }
+    if (strlen(v) >= RULE_MESSAGE_MAX)
+        line_problem(L, "message: longer than %d bytes", RULE_MESSAGE_MAX - 1);
+    else if ((r->message = strdup(v)) == NULL)
+        line_problem(L, "out of memory");
+}
+
 static void set_host(struct loader *L, struct section *S, const struct key_def *k, const char *v)
 {
     struct list_ctx c = {L, rule_of(L, S)};
@@ -142,6 +266,11 @@ static const struct key_def rule_keys[RULE_KEYS] = {
                           .parse = set_allowed_ips,
                           .flags = KEY_LIST},
     [RULE_BINARY] = {.name = "binary", .type = V_CUSTOM, .parse = set_binary, .flags = KEY_LIST},
+    [RULE_METHODS] = {.name = "methods", .type = V_CUSTOM, .parse = set_methods, .flags = KEY_LIST},
+    [RULE_ACCESS] = {.name = "access", .type = V_CUSTOM, .parse = set_access},
+    [RULE_PATHS] = {.name = "paths", .type = V_CUSTOM, .parse = set_paths, .flags = KEY_LIST},
+    [RULE_AUDIT] = {.name = "audit", .type = V_CUSTOM, .parse = set_audit},
+    [RULE_MESSAGE] = {.name = "message", .type = V_CUSTOM, .parse = set_message},
 };
 
 #define I(field) offsetof(struct inference_settings, field)
@@ -248,7 +377,14 @@ static void finish_rule(struct loader *L, struct section *S, bool said_host, boo
 
 static void finish_deny_allow(struct loader *L, struct section *S)
 {
+    struct rule *r = rule_of(L, S);
     finish_rule(L, S, S->line_of[RULE_HOST] != 0, S->line_of[RULE_PORT] != 0);
+    if (S->line_of[RULE_METHODS] != 0 && S->line_of[RULE_ACCESS] != 0)
+        load_problem(L, S->line_of[RULE_ACCESS], "give methods or access, not both");
+    if (r->audit && !r->request_keys)
+        load_problem(L, S->line_of[RULE_AUDIT],
+                     "audit applies to rules with methods, access or paths (for the whole "
+                     "policy: [proxy] audit = yes)");
 }
 
 static void finish_inference(struct loader *L, struct section *S)
@@ -296,4 +432,11 @@ void rule_free(struct rule *r)
     free(r->binaries);
     free(r->ports);
     free(r->allowed);
+    for (size_t j = 0; j < r->n_methods; j++)
+        free(r->methods[j]);
+    free(r->methods);
+    for (size_t j = 0; j < r->n_paths; j++)
+        free(r->paths[j]);
+    free(r->paths);
+    free(r->message);
 }

@@ -133,6 +133,15 @@ void log_event(enum log_level level, const struct log_fields *f)
     finish(&l);
 }
 
+void log_policy_warnings(const struct policy *p, const char *file)
+{
+    for (size_t i = 0; i < policy_warning_count(p); i++) {
+        int line;
+        const char *msg = policy_warning(p, i, &line);
+        log_msg(LOGL_WARN, "config", "%s:%d: warning: %s", file, line, msg);
+    }
+}
+
 void log_msg(enum log_level level, const char *event, const char *fmt, ...)
 {
     struct line l;

@@ -22,8 +22,8 @@ static void usage(FILE *out)
 {
     fprintf(out, "usage: egressd [-c FILE]                 run the proxy\n"
                  "       egressd -t [-c FILE]              check the configuration\n"
-                 "       egressd --explain HOST:PORT [--binary PATH] [-c FILE]\n"
-                 "                                         show the policy decision\n"
+                 "       egressd --explain HOST:PORT [--method M] [--path P] [--binary PATH]\n"
+                 "                       [-c FILE]         show the policy decision\n"
                  "       egressd --print-env [-c FILE]     the environment of a sandboxed process\n"
                  "       egressd -V | -h                   version | this help\n"
                  "FILE defaults to " DEFAULT_CONFIG "\n");
@@ -39,30 +39,77 @@ static void report_to_stderr(void *ctx, const char *file, int line, const char *
         fprintf(stderr, "%s: %s\n", file, msg);
 }
 
-static int explain(struct policy *p, const char *target, const char *binary)
+struct options {
+    const char *config, *target, *binary, *method, *path;
+    bool check, env;
+};
+
+/* The calling program --explain was given, as the kernel would report it
+ * (symlinks resolved); NULL with *fail set when out of memory. */
+static struct identity *explained_identity(const char *binary, bool *fail)
+{
+    char real[4096];
+    struct identity *id = NULL;
+    *fail = false;
+    if (binary == NULL)
+        return NULL;
+    if ((id = identity_new()) == NULL || identity_add_holder(id, 0) != 0 ||
+        identity_add_exe(id, 0, realpath(binary, real) != NULL ? real : binary) != 0) {
+        identity_free(id);
+        *fail = true;
+        return NULL;
+    }
+    return id;
+}
+
+/* A request for --explain: its method and path as rules see them. */
+static int explained_request(const struct options *o, struct request_view *rq, char *path,
+                             char *folded, size_t cap)
+{
+    const char *why, *target = o->path ? o->path : "/";
+    if (http_path_check(target, strlen(target), &why) != 0 ||
+        http_path_view(target, strlen(target), path, cap, folded, cap, &why) != 0) {
+        fprintf(stderr, "egressd: --path %s: %s\n", target, why);
+        return -1;
+    }
+    *rq = (struct request_view){o->method ? o->method : "GET", path, folded};
+    return 0;
+}
+
+static int explain(struct policy *p, const struct options *o)
 {
     struct host h;
     uint16_t port;
     const char *why;
-    char out[1024];
-    struct identity *id = NULL;
-    if (host_port_parse(target, strlen(target), 443, &h, &port, &why) != 0) {
-        fprintf(stderr, "egressd: %s: %s\n", target, why);
+    char out[2048], path[2048], folded[2048];
+    struct request_view rq;
+    bool fail, request = o->method != NULL || o->path != NULL;
+    if (host_port_parse(o->target, strlen(o->target), 443, &h, &port, &why) != 0) {
+        fprintf(stderr, "egressd: %s: %s\n", o->target, why);
         return 2;
     }
-    if (binary != NULL) {
-        char real[4096];
-        /* as the kernel would report it: symlinks resolved */
-        if ((id = identity_new()) == NULL || identity_add_holder(id, 0) != 0 ||
-            identity_add_exe(id, 0, realpath(binary, real) != NULL ? real : binary) != 0) {
-            fprintf(stderr, "egressd: out of memory\n");
-            identity_free(id);
-            return 1;
-        }
+    if (request && explained_request(o, &rq, path, folded, sizeof(path)) != 0)
+        return 2;
+    struct identity *id = explained_identity(o->binary, &fail);
+    if (fail) {
+        fprintf(stderr, "egressd: out of memory\n");
+        return 1;
     }
-    policy_explain(p, &h, port, id, out, sizeof(out));
+    policy_explain(p, &h, port, id, request ? &rq : NULL, out, sizeof(out));
     identity_free(id);
     fputs(out, stdout);
+    return 0;
+}
+
+/* -t: ok, and the warnings (rules that can never match). */
+static int check(const struct policy *p, const char *file)
+{
+    for (size_t i = 0; i < policy_warning_count(p); i++) {
+        int line;
+        const char *msg = policy_warning(p, i, &line);
+        fprintf(stderr, "%s:%d: warning: %s\n", file, line, msg);
+    }
+    printf("%s: ok (%zu rules)\n", file, policy_rule_count(p));
     return 0;
 }
 
@@ -75,7 +122,7 @@ static int print_env(const struct policy *p)
            "https_proxy=http://%s\nNO_PROXY=localhost,127.0.0.1,::1\n"
            "no_proxy=localhost,127.0.0.1,::1\nNODE_USE_ENV_PROXY=1\n",
            set->listen, set->listen, set->listen, set->listen);
-    if (policy_intercepts(p))
+    if (policy_uses_tls(p))
         printf("SSL_CERT_FILE=%s\nREQUESTS_CA_BUNDLE=%s\nCURL_CA_BUNDLE=%s\nGIT_SSL_CAINFO=%s\n"
                "NODE_EXTRA_CA_CERTS=%s\n",
                t->bundle, t->bundle, t->bundle, t->bundle, t->ca_cert);
@@ -146,72 +193,87 @@ static int run(struct policy *p, const char *path)
     if (set->admin_len > 0 && admin == NULL)
         log_msg(LOGL_ERROR, "server",
                 "the admin endpoint did not start; the proxy runs without it");
+    log_policy_warnings(p, path);
     log_msg(LOGL_INFO, "server", "egressd %s started with %s (%zu rules)", EGRESSD_VERSION, path,
             policy_rule_count(p));
     server_run(srv);
     return stop(rt, srv, admin, pool);
 }
 
-int main(int argc, char **argv)
+/* The command line into o; -1 (after usage) when it is wrong, 1 when done
+ * (version, help). */
+static int parse_options(int argc, char **argv, struct options *o)
 {
     static const struct option longopts[] = {
         {"explain", required_argument, NULL, 'e'}, {"print-env", no_argument, NULL, 'E'},
-        {"binary", required_argument, NULL, 'b'},  {"help", no_argument, NULL, 'h'},
+        {"binary", required_argument, NULL, 'b'},  {"method", required_argument, NULL, 'm'},
+        {"path", required_argument, NULL, 'p'},    {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0}};
-    const char *path = DEFAULT_CONFIG, *target = NULL, *binary = NULL;
-    bool check = false, env = false;
     int c;
+    *o = (struct options){.config = DEFAULT_CONFIG};
     while ((c = getopt_long(argc, argv, "c:thV", longopts, NULL)) != -1) {
         switch (c) {
         case 'c':
-            path = optarg;
+            o->config = optarg;
             break;
         case 't':
-            check = true;
+            o->check = true;
             break;
         case 'e':
-            target = optarg;
+            o->target = optarg;
             break;
         case 'E':
-            env = true;
+            o->env = true;
             break;
         case 'b':
-            binary = optarg;
+            o->binary = optarg;
+            break;
+        case 'm':
+            o->method = optarg;
+            break;
+        case 'p':
+            o->path = optarg;
             break;
         case 'V':
             printf("egressd %s\n", EGRESSD_VERSION);
-            return 0;
+            return 1;
         case 'h':
             usage(stdout);
-            return 0;
+            return 1;
         default:
             usage(stderr);
-            return 2;
+            return -1;
         }
     }
     if (optind < argc) {
         fprintf(stderr, "egressd: unexpected argument '%s'\n", argv[optind]);
         usage(stderr);
-        return 2;
+        return -1;
     }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct options o;
+    int rc = parse_options(argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? 2 : 0;
     int problems = 0;
-    struct policy *p = policy_load_file(path, report_to_stderr, &problems);
+    struct policy *p = policy_load_file(o.config, report_to_stderr, &problems);
     if (p == NULL) {
-        fprintf(stderr, "egressd: %s: %d problem%s%s\n", path, problems, problems == 1 ? "" : "s",
-                check || target || env ? "" : "; not started");
+        fprintf(stderr, "egressd: %s: %d problem%s%s\n", o.config, problems,
+                problems == 1 ? "" : "s", o.check || o.target || o.env ? "" : "; not started");
         return 1;
     }
-    int rc;
-    if (check) {
-        printf("%s: ok (%zu rules)\n", path, policy_rule_count(p));
-        rc = 0;
-    } else if (target != NULL) {
-        rc = explain(p, target, binary);
-    } else if (env) {
+    if (o.check)
+        rc = check(p, o.config);
+    else if (o.target != NULL)
+        rc = explain(p, &o);
+    else if (o.env)
         rc = print_env(p);
-    } else {
-        return run(p, path); /* the server owns the policy from here */
-    }
+    else
+        return run(p, o.config); /* the server owns the policy from here */
     policy_unref(p);
     return rc;
 }

@@ -68,6 +68,8 @@ bool log_enabled(enum log_level level);
 void log_event(enum log_level level, const struct log_fields *f);
 void log_msg(enum log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The policy's warnings (rules that can never match), one line each. */
+void log_policy_warnings(const struct policy *p, const char *file);
 
 /* ---- sockets.c ------------------------------------------------------------- */
 

@@ -205,6 +205,7 @@ static void reload(struct server *s)
     }
     const struct proxy_settings *set = policy_settings(p);
     warn_restart_only(policy_settings(now->pol), set);
+    log_policy_warnings(p, s->config_path);
     snapshot_unref(now);
     struct pool_settings ps = {set->workers, set->max_workers, set->queue, set->queue_timeout_ms};
     pool_resize(s->pool, &ps);

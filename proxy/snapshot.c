@@ -66,7 +66,7 @@ struct snapshot *snapshot_new(struct policy *p, const struct snapshot *prev, cha
     }
     atomic_init(&s->refs, 1);
     s->pol = p;
-    if (policy_intercepts(p)) {
+    if (policy_uses_tls(p)) {
         const struct tls_settings *t = policy_tls(p);
         struct intercept *old = prev ? prev->ic : NULL;
         if (old != NULL && memcmp(&old->set, t, sizeof(*t)) == 0) {

@@ -407,11 +407,14 @@ Test(config, unknown_keys_name_the_section_and_its_keys)
     expect_report("[inference]\nhost = a.com\nallowed_ips = 10.0.0.0/8\n",
                   "3: unknown key 'allowed_ips' in [inference] (expected host, port, binary, "
                   "max_request_body, max_response_body, stream_idle_timeout, keepalive_timeout)\n");
-    expect_report(
-        "[allow a]\nhost = a.com\nports = 443\n",
-        "3: unknown key 'ports' in [allow a] (expected host, port, allowed_ips, binary)\n");
+    expect_report("[allow a]\nhost = a.com\nports = 443\n",
+                  "3: unknown key 'ports' in [allow a] (expected host, port, allowed_ips, binary, "
+                  "methods, access, paths, audit, "
+                  "message)\n");
     expect_report("[deny d]\nhost = a.com\nx = 1\n",
-                  "3: unknown key 'x' in [deny d] (expected host, port, allowed_ips, binary)\n");
+                  "3: unknown key 'x' in [deny d] (expected host, port, allowed_ips, binary, "
+                  "methods, access, paths, audit, "
+                  "message)\n");
     expect_report("[route r]\nendpoint = mock://x\nbogus = 1\n",
                   "3: unknown key 'bogus' in [route r] (expected endpoint, provider, protocols, "
                   "model, models, api_key_env, api_key_file, timeout)\n");
@@ -437,9 +440,10 @@ Test(config, empty_values)
     /* the key is judged first: an unknown key is named, an empty value
      * counts as said (no "no host" or "no endpoint" after it, "set twice"
      * for a repeat) */
-    expect_report(
-        "[allow a]\nhost = a\nbogus =\n",
-        "3: unknown key 'bogus' in [allow a] (expected host, port, allowed_ips, binary)\n");
+    expect_report("[allow a]\nhost = a\nbogus =\n",
+                  "3: unknown key 'bogus' in [allow a] (expected host, port, allowed_ips, binary, "
+                  "methods, access, paths, audit, "
+                  "message)\n");
     expect_report("[allow a]\nhost =\nhost = b\n",
                   "2: 'host' has an empty value\n"
                   "3: host is set twice in rule 'a' (first at line 2); use one list\n");

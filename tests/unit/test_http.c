@@ -776,3 +776,18 @@ Test(sbuf, never_writes_past_and_remembers_the_cut)
     sbuf_str(&b, "x");
     cr_assert_str_eq(out, "abc", "nothing after a cut");
 }
+
+Test(http, path_views)
+{
+    char out[64], folded[64];
+    const char *why;
+    cr_assert_eq(http_path_view("/Repos/%41cme;v=2//x/?q=%2F", 27, out, sizeof(out), folded,
+                                sizeof(folded), &why),
+                 0);
+    cr_assert_str_eq(out, "/Repos/Acme;v=2//x/", "decoded, the query dropped");
+    cr_assert_str_eq(folded, "/repos/acme/x/", "lower case, no ;params, one '/' at a time");
+    cr_assert_eq(http_path_view("/a%zz", 5, out, sizeof(out), folded, sizeof(folded), &why), -1);
+    cr_assert_eq(http_path_view("/a%0a", 5, out, sizeof(out), folded, sizeof(folded), &why), -1,
+                 "an encoded control character");
+    cr_assert_eq(http_path_view("/aaaa", 5, out, 4, folded, sizeof(folded), &why), -1, "too long");
+}

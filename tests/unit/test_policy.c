@@ -2,6 +2,7 @@
  * test_policy.c - host parsing, host patterns, ports, decisions and the
  * SSRF address classes.
  */
+#include "../../http/http.h"
 #include "../../policy/policy_int.h"
 
 #include <arpa/inet.h>
@@ -214,9 +215,9 @@ Test(decide, explain)
     const char *why;
     char buf[256];
     host_parse("a.com", 5, &h, &why);
-    policy_explain(p, &h, 443, NULL, buf, sizeof(buf));
+    policy_explain(p, &h, 443, NULL, NULL, buf, sizeof(buf));
     cr_assert(strstr(buf, "allow by [allow a] (line 1)") != NULL, "%s", buf);
-    policy_explain(p, &h, 80, NULL, buf, sizeof(buf));
+    policy_explain(p, &h, 80, NULL, NULL, buf, sizeof(buf));
     cr_assert(strstr(buf, "deny (no rule allows this destination)") != NULL, "%s", buf);
     policy_unref(p);
 }
@@ -607,4 +608,194 @@ Test(trust, first_use_pins_the_content)
     unlink(path);
     unlink(other);
     rmdir(dir);
+}
+
+/* ---- request rules (DESIGN section 10) ---- */
+
+static struct policy_decision decide_request(struct policy *p, const char *host, uint16_t port,
+                                             const char *method, const char *path)
+{
+    struct host h;
+    const char *why;
+    char decoded[512], folded[512];
+    struct policy_decision d;
+    cr_assert_eq(host_parse(host, strlen(host), &h, &why), 0, "%s", host);
+    cr_assert_eq(http_path_view(path, strlen(path), decoded, sizeof(decoded), folded,
+                                sizeof(folded), &why),
+                 0, "%s", path);
+    struct request_view rq = {method, decoded, folded};
+    policy_decide_request(p, &h, port, NULL, &rq, &d);
+    return d;
+}
+
+static const char github[] =
+    "[allow github-read]\nhost = api.github.com\naccess = read-only\n"
+    "paths = /repos/acme/**, /user\nmessage = ask the operator for write access\n"
+    "[allow github-issues]\nhost = api.github.com\nmethods = POST\n"
+    "paths = /repos/acme/*/issues, /repos/acme/*/issues/*/comments\n"
+    "[deny no-secrets-api]\nhost = api.github.com\npaths = /repos/**/actions/secrets/**\n"
+    "message = secrets stay with the operator\n"
+    "[allow opaque]\nhost = example.com\n";
+
+Test(request, connections_with_request_rules_are_inspected)
+{
+    struct policy *p = load(github);
+    struct policy_decision d = decide(p, "api.github.com", 443);
+    cr_assert_eq(d.action, ACTION_INSPECT, "a deny rule with paths does not deny the connection");
+    cr_assert_str_eq(d.rule, "github-read");
+    d = decide(p, "example.com", 443);
+    cr_assert_eq(d.action, ACTION_ALLOW, "no request rule: an opaque tunnel");
+    d = decide(p, "api.github.com", 80);
+    cr_assert_eq(d.action, ACTION_DENY);
+    cr_assert(policy_uses_tls(p));
+    policy_unref(p);
+}
+
+Test(request, methods_and_access_presets)
+{
+    struct policy *p = load(github);
+    static const struct {
+        char method[16], path[64];
+        enum policy_action action;
+        char rule[32];
+    } cases[] = {
+        {"GET", "/repos/acme/tool", ACTION_ALLOW, "github-read"},
+        {"HEAD", "/repos/acme/tool/pulls", ACTION_ALLOW, "github-read"},
+        {"OPTIONS", "/user", ACTION_ALLOW, "github-read"},
+        {"DELETE", "/repos/acme/tool", ACTION_DENY, "github-read"},
+        {"PUT", "/repos/acme/tool", ACTION_DENY, "github-read"},
+        {"POST", "/repos/acme/tool/issues", ACTION_ALLOW, "github-issues"},
+        {"POST", "/repos/acme/tool/issues/7/comments", ACTION_ALLOW, "github-issues"},
+        {"POST", "/repos/acme/tool/pulls", ACTION_DENY, "github-read"},
+        {"get", "/repos/acme/tool", ACTION_DENY, "github-read"},
+        {"GET", "/repos/other/tool", ACTION_DENY, "github-read"},
+        {"GET", "/user/keys", ACTION_DENY, "github-read"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct policy_decision d =
+            decide_request(p, "api.github.com", 443, cases[i].method, cases[i].path);
+        cr_assert_eq(d.action, cases[i].action, "%s %s: %d", cases[i].method, cases[i].path,
+                     d.action);
+        cr_assert_str_eq(d.rule, cases[i].rule, "%s %s", cases[i].method, cases[i].path);
+    }
+    struct policy_decision d = decide_request(p, "api.github.com", 443, "DELETE", "/repos/acme/x");
+    cr_assert_str_eq(d.message, "ask the operator for write access", "the missed rule's message");
+    cr_assert(strstr(d.reason, "method") != NULL, "%s", d.reason);
+    d = decide_request(p, "api.github.com", 443, "GET", "/repos/other/x");
+    cr_assert(strstr(d.reason, "path") != NULL, "%s", d.reason);
+    policy_unref(p);
+}
+
+Test(request, deny_rules_read_paths_as_origins_might)
+{
+    struct policy *p = load(github);
+    static const char *const spellings[] = {
+        "/repos/acme/x/actions/secrets/KEY", "/repos/ACME/x/Actions/Secrets/KEY",
+        "/repos/acme/x/actions/%73ecrets/KEY", "/repos/acme/x/actions;v=1/secrets/KEY",
+        "/repos/acme/x/actions//secrets/KEY", "/repos/acme/x/actions/secrets/KEY?x=1",
+    };
+    for (size_t i = 0; i < sizeof(spellings) / sizeof(spellings[0]); i++) {
+        struct policy_decision d = decide_request(p, "api.github.com", 443, "GET", spellings[i]);
+        cr_assert_eq(d.action, ACTION_DENY, "%s", spellings[i]);
+        cr_assert_str_eq(d.rule, "no-secrets-api", "%s", spellings[i]);
+        cr_assert_str_eq(d.message, "secrets stay with the operator");
+    }
+    /* allow rules are exact: another case is another path to them */
+    struct policy_decision d = decide_request(p, "api.github.com", 443, "GET", "/REPOS/acme/x");
+    cr_assert_eq(d.action, ACTION_DENY);
+    d = decide_request(p, "api.github.com", 443, "GET", "/repos/%61cme/x");
+    cr_assert_eq(d.action, ACTION_ALLOW, "decoded before matching");
+    policy_unref(p);
+}
+
+Test(request, order_deny_inference_allow_audit)
+{
+    struct policy *p = load("[inference]\nhost = api.openai.com\n[route m]\nendpoint = mock://x\n"
+                            "[allow everything]\nhost = api.openai.com, h.test\npaths = /**\n"
+                            "[deny no-admin]\nhost = h.test\nmethods = DELETE\npaths = /admin/**\n"
+                            "[allow audited]\nhost = a.test\nmethods = GET\naudit = yes\n");
+    struct policy_decision d = decide_request(p, "api.openai.com", 443, "POST", "/v1/x");
+    cr_assert_eq(d.action, ACTION_INTERCEPT, "inference hosts stay inference");
+    d = decide_request(p, "h.test", 443, "DELETE", "/admin/users");
+    cr_assert_eq(d.action, ACTION_DENY, "a deny rule wins over an earlier allow");
+    d = decide_request(p, "h.test", 443, "delete", "/Admin/users");
+    cr_assert_eq(d.action, ACTION_DENY, "deny rules match methods without case");
+    d = decide_request(p, "h.test", 443, "GET", "/admin/users");
+    cr_assert_eq(d.action, ACTION_ALLOW);
+    d = decide_request(p, "a.test", 443, "POST", "/x");
+    cr_assert_eq(d.action, ACTION_ALLOW, "the rule's audit lets its denial through");
+    cr_assert(d.audit);
+    cr_assert_str_eq(d.rule, "audited");
+    cr_assert_str_eq(policy_decision_name(&d), "audit");
+    policy_unref(p);
+    p = load("[proxy]\naudit = yes\n[allow a]\nhost = a.test\nmethods = GET\n"
+             "[deny d]\nhost = d.test\n");
+    d = decide_request(p, "a.test", 443, "POST", "/x");
+    cr_assert(d.audit && d.action == ACTION_ALLOW, "the policy's audit: every denial");
+    d = decide(p, "d.test", 443);
+    cr_assert(d.audit && d.action == ACTION_ALLOW, "connections too");
+    d = decide(p, "nowhere.test", 443);
+    cr_assert(d.audit && d.action == ACTION_ALLOW && d.rule == NULL);
+    policy_unref(p);
+}
+
+Test(request, keys_are_checked_with_lines)
+{
+    struct policy *p = policy_load_string("[allow a]\nhost = a.com\nmethods = get\n", NULL, NULL);
+    cr_assert_null(p, "methods are case-sensitive");
+    p = policy_load_string("[allow a]\nhost = a.com\naccess = read\n", NULL, NULL);
+    cr_assert_null(p);
+    p = policy_load_string("[allow a]\nhost = a.com\nmethods = GET\naccess = full\n", NULL, NULL);
+    cr_assert_null(p, "methods or access");
+    p = policy_load_string("[allow a]\nhost = a.com\npaths = repos/**\n", NULL, NULL);
+    cr_assert_null(p, "not starting with /");
+    p = policy_load_string("[allow a]\nhost = a.com\npaths = /a?b\n", NULL, NULL);
+    cr_assert_null(p, "a query");
+    p = policy_load_string("[allow a]\nhost = a.com\npaths = /a%2Fb\n", NULL, NULL);
+    cr_assert_null(p, "an escape");
+    p = policy_load_string("[allow a]\nhost = a.com\naudit = yes\n", NULL, NULL);
+    cr_assert_null(p, "audit without request keys");
+    p = policy_load_string("[allow a]\nhost = a.com\nmessage = a\x01\n", NULL, NULL);
+    cr_assert_null(p);
+    p = load("[allow a]\nhost = a.com\naccess = full\n");
+    struct host h;
+    const char *why;
+    host_parse("a.com", 5, &h, &why);
+    cr_assert(policy_inspects(p, &h, 443), "access = full still inspects");
+    policy_unref(p);
+}
+
+Test(request, a_deny_rule_that_covers_an_allow_rule_is_a_warning)
+{
+    struct policy *p = load("[allow gh]\nhost = api.github.com, *.github.com\nmethods = GET\n"
+                            "[deny all-github]\nhost = **.github.com\n"
+                            "[allow ok]\nhost = example.com\npaths = /a/**\n"
+                            "[deny partly]\nhost = example.com\npaths = /a/b/**\n");
+    cr_assert_eq(policy_warning_count(p), 1);
+    int line;
+    const char *msg = policy_warning(p, 0, &line);
+    cr_assert_eq(line, 1);
+    cr_assert(strstr(msg, "'gh' can never allow") && strstr(msg, "'all-github'"), "%s", msg);
+    policy_unref(p);
+}
+
+Test(request, host_header_names_the_connect_host)
+{
+    struct host h;
+    const char *why;
+    host_parse("api.github.com", 14, &h, &why);
+    cr_assert(host_header_names("api.github.com", 14, &h, 443, 443));
+    cr_assert(host_header_names("API.GitHub.com.", 15, &h, 443, 443), "case, a trailing dot");
+    cr_assert(host_header_names("api.github.com:443", 18, &h, 443, 443));
+    cr_assert_not(host_header_names("api.github.com:8443", 19, &h, 443, 443));
+    cr_assert_not(host_header_names("evil.com", 8, &h, 443, 443), "no domain fronting");
+    cr_assert_not(host_header_names("api.github.com", 14, &h, 8443, 443),
+                  "a port that is not the default must be named");
+    cr_assert(host_header_names("api.github.com:8443", 19, &h, 8443, 443));
+    cr_assert_not(host_header_names("api.github.com@evil.com", 23, &h, 443, 443));
+    struct host v6;
+    host_parse("[2001:db8::1]", 13, &v6, &why);
+    cr_assert(host_header_names("[2001:0db8:0::1]", 16, &v6, 443, 443), "IPv6 spellings");
+    cr_assert(host_header_names("[2001:db8::1]:443", 17, &v6, 443, 443));
+    cr_assert_not(host_header_names("2001:db8::1", 11, &v6, 443, 443), "brackets required");
 }

@@ -1,0 +1,169 @@
+/*
+ * explain.c - the policy in words: `egressd --explain` (which rule decides
+ * a destination or a request, and why), and the warnings `-t` prints about
+ * allow rules that can never allow anything because a deny rule covers
+ * everything they name.
+ */
+#include "policy_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *rule_kind_name(enum rule_kind k)
+{
+    return k == RULE_DENY ? "deny" : k == RULE_ALLOW ? "allow" : "inference";
+}
+
+/* The first line: the decision and the rule that made it. */
+static void explain_head(const struct policy *p, const struct host *h, uint16_t port,
+                         const struct request_view *rq, const struct policy_decision *d, char *out,
+                         size_t cap)
+{
+    char what[POLICY_HOST_MAX + 300];
+    if (rq != NULL)
+        snprintf(what, sizeof(what), "%s %s:%u%.256s", rq->method, h->name, port, rq->path);
+    else
+        snprintf(what, sizeof(what), "%s:%u", h->name, port);
+    if (d->rule_index < 0) {
+        snprintf(out, cap, "%s -> %s (%s%s%s)\n", what, policy_decision_name(d), d->reason,
+                 d->rule ? "; rule " : "", d->rule ? d->rule : "");
+        return;
+    }
+    const struct rule *r = &p->rules[d->rule_index];
+    if (r->kind == RULE_INTERCEPT)
+        snprintf(out, cap, "%s -> intercept by [inference] (line %d)\n", what, r->line);
+    else
+        snprintf(out, cap, "%s -> %s by [%s %s] (line %d)%s%s\n", what, policy_decision_name(d),
+                 rule_kind_name(r->kind), r->name, r->line, d->audit ? ": " : "",
+                 d->audit ? d->reason : "");
+}
+
+void policy_explain(const struct policy *p, const struct host *h, uint16_t port,
+                    const struct identity *id, const struct request_view *rq, char *buf, size_t len)
+{
+    struct policy_decision d;
+    char head[1024], binary[IDENTITY_PATH_MAX + 64] = "", message[320] = "", addrs[128] = "";
+    if (rq != NULL)
+        policy_decide_request(p, h, port, id, rq, &d);
+    else
+        policy_decide_as(p, h, port, id, &d);
+    explain_head(p, h, port, rq, &d, head, sizeof(head));
+    const struct rule *r = d.rule_index >= 0 ? &p->rules[d.rule_index] : NULL;
+    if (r != NULL && r->n_binaries > 0 && id != NULL && id->n > 0)
+        snprintf(binary, sizeof(binary), "  binary %s is on the rule's binary list\n",
+                 id->holder[0].chain[0]);
+    if (d.message != NULL)
+        snprintf(message, sizeof(message), "  message: %s\n", d.message);
+    if (d.action == ACTION_INSPECT && rq == NULL)
+        snprintf(addrs, sizeof(addrs), "  inspected: each request is decided by method and path\n");
+    else if ((d.action == ACTION_ALLOW || d.action == ACTION_INSPECT) && r != NULL &&
+             r->n_allowed > 0)
+        snprintf(addrs, sizeof(addrs),
+                 "  private addresses reachable through allowed_ips (%zu entries)\n", r->n_allowed);
+    else if (d.action == ACTION_ALLOW && rq == NULL)
+        snprintf(addrs, sizeof(addrs),
+                 "  resolved addresses must be public (no allowed_ips in this rule)\n");
+    snprintf(buf, len, "%s%s%s%s", head, binary, message, addrs);
+}
+
+/* ---- rules that can never match ------------------------------------------------------ */
+
+/* Does the union of ranges cover lo..hi? */
+static bool ports_cover(const struct port_range *r, size_t n, unsigned lo, unsigned hi)
+{
+    while (lo <= hi) {
+        size_t i = 0;
+        while (i < n && !(r[i].lo <= lo && lo <= r[i].hi))
+            i++;
+        if (i == n)
+            return false;
+        lo = (unsigned)r[i].hi + 1;
+    }
+    return true;
+}
+
+/* Is suffix s covered by the "**." or "*." suffixes of d (one label: *)? */
+static bool wildcard_covered(const struct hostset *d, const char *s, bool one_label)
+{
+    for (size_t i = 0; i < d->n_many; i++) {
+        size_t dl = strlen(d->many[i]), sl = strlen(s);
+        if (strcmp(s, d->many[i]) == 0 ||
+            (sl > dl && s[sl - dl - 1] == '.' && strcmp(s + sl - dl, d->many[i]) == 0))
+            return true;
+    }
+    for (size_t i = 0; one_label && i < d->n_one; i++)
+        if (strcmp(s, d->one[i]) == 0)
+            return true;
+    return false;
+}
+
+/* Does every host pattern of a fall under d's? */
+static bool hosts_cover(const struct hostset *d, const struct hostset *a)
+{
+    for (size_t i = 0; i < a->n_exact; i++) {
+        struct host h;
+        const char *why;
+        bool ip = strchr(a->exact[i], ':') != NULL;
+        char spelled[POLICY_HOST_MAX + 3];
+        snprintf(spelled, sizeof(spelled), ip ? "[%s]" : "%s", a->exact[i]);
+        if (host_parse(spelled, strlen(spelled), &h, &why) != 0 || !hostset_match(d, &h))
+            return false;
+    }
+    for (size_t i = 0; i < a->n_one; i++)
+        if (!wildcard_covered(d, a->one[i], true))
+            return false;
+    for (size_t i = 0; i < a->n_many; i++)
+        if (!wildcard_covered(d, a->many[i], false))
+            return false;
+    return true;
+}
+
+/* Does d's request keys cover every request a's admit? */
+static bool requests_cover(const struct rule *d, const struct rule *a)
+{
+    bool methods = d->n_methods == 0;
+    if (!methods && a->n_methods > 0) {
+        methods = true;
+        for (size_t i = 0; methods && i < a->n_methods; i++) {
+            bool listed = false;
+            for (size_t j = 0; !listed && j < d->n_methods; j++)
+                listed = strcmp(a->methods[i], d->methods[j]) == 0;
+            methods = listed;
+        }
+    }
+    bool paths = d->n_paths == 0;
+    for (size_t j = 0; !paths && j < d->n_paths; j++)
+        paths = strcmp(d->paths[j], "/**") == 0;
+    return methods && paths;
+}
+
+/* Does deny rule d deny everything allow rule a could allow? */
+static bool shadows(const struct rule *d, const struct rule *a)
+{
+    if (d->n_binaries > 0 || d->audit)
+        return false; /* a deny rule for some programs, or one only audited, leaves room */
+    for (size_t i = 0; i < a->n_ports; i++)
+        if (!ports_cover(d->ports, d->n_ports, a->ports[i].lo, a->ports[i].hi))
+            return false;
+    return hosts_cover(&d->hosts, &a->hosts) && requests_cover(d, a);
+}
+
+void policy_find_shadowed(struct policy *p)
+{
+    char msg[400];
+    for (size_t a = 0; a < p->n_rules; a++) {
+        const struct rule *ra = &p->rules[a];
+        for (size_t d = 0; ra->kind == RULE_ALLOW && d < p->n_rules; d++) {
+            const struct rule *rd = &p->rules[d];
+            if (rd->kind != RULE_DENY || !shadows(rd, ra))
+                continue;
+            snprintf(msg, sizeof(msg),
+                     "rule '%s' can never allow anything: deny rule '%s' (line %d) covers every "
+                     "host, port and request it names",
+                     ra->name, rd->name, rd->line);
+            policy_warn(p, ra->line, msg);
+            break;
+        }
+    }
+}
