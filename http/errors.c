@@ -21,6 +21,9 @@ const struct http_error ERR_UPSTREAM_TIMEOUT = {504, "upstream_timeout"};
 const struct http_error ERR_OVERLOADED = {503, "overloaded"};
 const struct http_error ERR_USE_CONNECT = {400, "use_connect"};
 const struct http_error ERR_UPSTREAM_ERROR = {502, "upstream_error"};
+const struct http_error ERR_MISDIRECTED = {421, "misdirected_request"};
+const struct http_error ERR_UNSUPPORTED_PROTOCOL = {403, "unsupported_protocol"};
+const struct http_error ERR_UPSTREAM_TLS = {502, "upstream_tls"};
 
 void http_put_answer(struct sbuf *out, int status, const char *code, const char *ctype,
                      const char *body, size_t blen, bool keep)
@@ -33,30 +36,48 @@ void http_put_answer(struct sbuf *out, int status, const char *code, const char 
     sbuf_add(out, body, blen);
 }
 
-void http_put_error_json(struct sbuf *out, const char *code, const char *detail, const char *rule)
+/* ,"name":"value" when there is a value. */
+static void put_member(struct sbuf *out, const char *name, const char *value)
 {
     char esc[512];
-    json_escape(esc, sizeof(esc), detail ? detail : "");
-    sbuf_printf(out, "{\"error\":\"%s\",\"detail\":\"%s\"", code, esc);
-    if (rule != NULL) {
-        json_escape(esc, sizeof(esc), rule);
-        sbuf_printf(out, ",\"rule\":\"%s\"", esc);
-    }
+    if (value == NULL)
+        return;
+    json_escape(esc, sizeof(esc), value);
+    sbuf_printf(out, ",\"%s\":\"%s\"", name, esc);
+}
+
+void http_put_error_json(struct sbuf *out, const struct http_error_info *info)
+{
+    sbuf_printf(out, "{\"error\":\"%s\"", info->e->code);
+    put_member(out, "detail", info->detail ? info->detail : "");
+    put_member(out, "rule", info->rule);
+    put_member(out, "method", info->method);
+    put_member(out, "path", info->path);
+    put_member(out, "message", info->message);
     sbuf_str(out, "}\n");
+}
+
+enum io_result http_send_error_info(struct stream *s, const struct http_error_info *info,
+                                    int64_t deadline)
+{
+    char body[2048], out[2560];
+    struct sbuf b, o;
+    sbuf_init(&b, body, sizeof(body));
+    http_put_error_json(&b, info);
+    if (b.cut) { /* never a cut JSON body: the code alone */
+        struct http_error_info bare = {.e = info->e, .keep = info->keep};
+        sbuf_init(&b, body, sizeof(body));
+        http_put_error_json(&b, &bare);
+    }
+    sbuf_init(&o, out, sizeof(out));
+    http_put_answer(&o, info->e->status, info->e->code, "application/json", b.buf, b.len,
+                    info->keep);
+    return stream_write_all(s, o.buf, o.len, deadline);
 }
 
 enum io_result http_send_error(struct stream *s, const struct http_error *e, const char *detail,
                                const char *rule, int64_t deadline)
 {
-    char body[1024], out[1536];
-    struct sbuf b, o;
-    sbuf_init(&b, body, sizeof(body));
-    http_put_error_json(&b, e->code, detail, rule);
-    if (b.cut) { /* never a cut JSON body: the code alone */
-        sbuf_init(&b, body, sizeof(body));
-        http_put_error_json(&b, e->code, NULL, NULL);
-    }
-    sbuf_init(&o, out, sizeof(out));
-    http_put_answer(&o, e->status, e->code, "application/json", b.buf, b.len, false);
-    return stream_write_all(s, o.buf, o.len, deadline);
+    struct http_error_info info = {.e = e, .detail = detail, .rule = rule};
+    return http_send_error_info(s, &info, deadline);
 }

@@ -257,16 +257,29 @@ struct http_error {
 };
 extern const struct http_error ERR_BAD_REQUEST, ERR_HEADERS_TOO_LARGE, ERR_REQUEST_TIMEOUT,
     ERR_POLICY_DENIED, ERR_SSRF_DENIED, ERR_DNS_FAILURE, ERR_UPSTREAM_UNREACHABLE,
-    ERR_UPSTREAM_TIMEOUT, ERR_OVERLOADED, ERR_USE_CONNECT, ERR_UPSTREAM_ERROR;
+    ERR_UPSTREAM_TIMEOUT, ERR_OVERLOADED, ERR_USE_CONNECT, ERR_UPSTREAM_ERROR, ERR_MISDIRECTED,
+    ERR_UNSUPPORTED_PROTOCOL, ERR_UPSTREAM_TLS;
+
+/* One error egressd answers, with what it can say about it (NULL: not
+ * said).  keep: the request was read whole and the connection goes on. */
+struct http_error_info {
+    const struct http_error *e;
+    const char *detail, *rule, *method, *path, *message;
+    bool keep;
+};
 
 /* An answer's head and body into out: the status line, Content-Type,
  * Content-Length, X-Egressd-Error: code, and Connection: close unless
  * keep. */
 void http_put_answer(struct sbuf *out, int status, const char *code, const char *ctype,
                      const char *body, size_t blen, bool keep);
-/* DESIGN section 5's body: {"error":code,"detail":...,"rule":...}. */
-void http_put_error_json(struct sbuf *out, const char *code, const char *detail, const char *rule);
-/* A whole section-5 error on s, closing (detail and rule may be NULL). */
+/* DESIGN section 5's body: {"error":code,"detail":...,"rule":...}, with
+ * method, path and message (section 10) when known. */
+void http_put_error_json(struct sbuf *out, const struct http_error_info *info);
+/* A whole section-5 error on s. */
+enum io_result http_send_error_info(struct stream *s, const struct http_error_info *info,
+                                    int64_t deadline);
+/* The same, closing, with detail and rule only (either may be NULL). */
 enum io_result http_send_error(struct stream *s, const struct http_error *e, const char *detail,
                                const char *rule, int64_t deadline);
 

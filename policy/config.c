@@ -520,29 +520,6 @@ void policy_unref(struct policy *p)
     free(p);
 }
 
-int policy_warn(struct policy *p, int line, const char *msg)
-{
-    struct warning *grown = realloc(p->warnings, (p->n_warnings + 1) * sizeof(*grown));
-    if (grown == NULL)
-        return -1;
-    p->warnings = grown;
-    if ((grown[p->n_warnings].msg = strdup(msg)) == NULL)
-        return -1;
-    grown[p->n_warnings++].line = line;
-    return 0;
-}
-
-size_t policy_warning_count(const struct policy *p)
-{
-    return p->n_warnings;
-}
-
-const char *policy_warning(const struct policy *p, size_t i, int *line)
-{
-    *line = p->warnings[i].line;
-    return p->warnings[i].msg;
-}
-
 const struct proxy_settings *policy_settings(const struct policy *p)
 {
     return &p->settings;

@@ -43,16 +43,19 @@ void policy_explain(const struct policy *p, const struct host *h, uint16_t port,
                     const struct identity *id, const struct request_view *rq, char *buf, size_t len)
 {
     struct policy_decision d;
-    char head[1024], binary[IDENTITY_PATH_MAX + 64] = "", message[320] = "", addrs[128] = "";
+    char head[1024], binary[IDENTITY_PATH_MAX + 128] = "", message[320] = "", addrs[128] = "";
     if (rq != NULL)
         policy_decide_request(p, h, port, id, rq, &d);
     else
         policy_decide_as(p, h, port, id, &d);
     explain_head(p, h, port, rq, &d, head, sizeof(head));
     const struct rule *r = d.rule_index >= 0 ? &p->rules[d.rule_index] : NULL;
-    if (r != NULL && r->n_binaries > 0 && id != NULL && id->n > 0)
-        snprintf(binary, sizeof(binary), "  binary %s is on the rule's binary list\n",
-                 id->holder[0].chain[0]);
+    const char *who = id != NULL && id->n > 0 ? id->holder[0].chain[0] : NULL;
+    if (d.action == ACTION_DENY && r != NULL && r->kind != RULE_DENY) /* the rule came close */
+        snprintf(binary, sizeof(binary), "  %s%s%s\n", d.reason, who ? "; the caller is " : "",
+                 who ? who : "");
+    else if (r != NULL && r->n_binaries > 0 && who != NULL)
+        snprintf(binary, sizeof(binary), "  binary %s is on the rule's binary list\n", who);
     if (d.message != NULL)
         snprintf(message, sizeof(message), "  message: %s\n", d.message);
     if (d.action == ACTION_INSPECT && rq == NULL)

@@ -73,7 +73,7 @@ struct policy {
     size_t n_warnings;
 };
 
-/* config.c: remember a warning (a copy of msg); -1 when out of memory. */
+/* problems.c: remember a warning (a copy of msg); -1 when out of memory. */
 int policy_warn(struct policy *p, int line, const char *msg);
 /* explain.c: warn about allow rules a deny rule covers entirely. */
 void policy_find_shadowed(struct policy *p);

@@ -15,8 +15,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#define LINGER_MS    1000
-#define LINGER_BYTES (256 * 1024)
+#define LINGER_MS      1000
+#define LINGER_BYTES   (256 * 1024)
+#define ERROR_WRITE_MS 2000 /* an error answer is small: a peer that will not take it loses it */
+#define DRAIN_MAX      (1u << 20) /* a denied request's body read to keep the connection: no more */
 
 struct conn *conn_open(struct runtime *rt, int fd, const struct sockaddr_storage *peer,
                        struct relay_pipes *pipes)
@@ -100,6 +102,24 @@ struct snapshot *conn_redecide(struct conn *c, const struct host *h, uint16_t po
     return s;
 }
 
+bool conn_still_allowed(void *ctx)
+{
+    struct conn_recheck *r = ctx;
+    struct policy_decision d;
+    struct snapshot *s = conn_redecide(r->c, r->h, r->port, &r->generation, &d);
+    if (s == NULL)
+        return true;
+    struct sockaddr_storage peer;
+    socklen_t len = sizeof(peer);
+    const char *why;
+    bool ok = d.action == r->want &&
+              getpeername(r->upstream, (struct sockaddr *)&peer, &len) == 0 &&
+              policy_address_denied(s->pol, (struct sockaddr *)&peer, r->port, r->c->id) < 0 &&
+              policy_address_permitted(s->pol, &d, (struct sockaddr *)&peer, &why);
+    snapshot_unref(s);
+    return ok;
+}
+
 void conn_follow_reload(struct conn *c)
 {
     unsigned now = holder_generation(&c->rt->cfg);
@@ -113,18 +133,51 @@ void conn_follow_reload(struct conn *c)
     c->generation = now;
 }
 
-void conn_fail(struct conn *c, const struct log_fields *f, const struct http_error *e,
-               const char *detail)
+void conn_fail_info(struct conn *c, const struct log_fields *f, const struct http_error_info *info)
 {
+    const struct http_error *e = info->e;
     struct log_fields l = *f;
     l.src = c->src;
     l.status = e->status;
     l.reason = l.reason ? l.reason : e->code;
     if (e == &ERR_SSRF_DENIED || e == &ERR_POLICY_DENIED)
         l.action = "deny"; /* allowed by name, perhaps refused by address */
-    l.detail = detail;
+    l.detail = info->detail;
     l.duration_ms = now_ms() - c->t0;
     log_event(e->status >= 500 ? LOGL_WARN : LOGL_INFO, &l);
     metrics_upstream_error(e->code); /* counts only the upstream kinds */
-    (void)http_send_error(c->in.s, e, detail, l.rule, now_ms() + 2000);
+    (void)http_send_error_info(c->in.s, info, now_ms() + ERROR_WRITE_MS);
+}
+
+void conn_fail(struct conn *c, const struct log_fields *f, const struct http_error *e,
+               const char *detail)
+{
+    struct http_error_info info = {.e = e, .detail = detail, .rule = f->rule};
+    conn_fail_info(c, f, &info);
+}
+
+void conn_deny(struct conn *c, const struct log_fields *f, const struct policy_decision *d)
+{
+    struct http_error_info info = {
+        .e = &ERR_POLICY_DENIED, .detail = d->reason, .rule = d->rule, .message = d->message};
+    conn_fail_info(c, f, &info);
+}
+
+static int discard(void *ctx, const char *p, size_t n)
+{
+    (void)ctx, (void)p, (void)n;
+    return 0;
+}
+
+bool conn_drain_body(struct conn *c, enum http_framing framing, uint64_t length)
+{
+    const char *why;
+    uint64_t moved;
+    struct body_limits lim = {.max = DRAIN_MAX,
+                              .idle_ms = (int)c->set->header_timeout_ms,
+                              .deadline = now_ms() + c->set->header_timeout_ms,
+                              .decode = true};
+    struct body_sink sink = {discard, NULL};
+    return framing != BODY_UNTIL_CLOSE &&
+           http_pump_body(&c->in, framing, length, &lim, &sink, &moved, &why) == PUMP_DONE;
 }

@@ -116,6 +116,8 @@ void log_event(enum log_level level, const struct log_fields *f)
     put_str(&l, "host", f->host);
     put_num(&l, "port", f->port);
     put_str(&l, "action", f->action);
+    put_str(&l, "method", f->method);
+    put_str(&l, "path", f->path);
     put_str(&l, "rule", f->rule);
     put_str(&l, "reason", f->reason);
     put_str(&l, "detail", f->detail);

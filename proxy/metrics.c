@@ -20,7 +20,8 @@ static const char *const error_kinds[] = {"dns_failure", "upstream_unreachable",
 #define N_ERROR_KINDS (sizeof(error_kinds) / sizeof(error_kinds[0]))
 
 static struct {
-    atomic_ullong connections[3]; /* by enum policy_action */
+    atomic_ullong connections[ACTION_COUNT]; /* by enum policy_action */
+    atomic_ullong requests[3];               /* inspected: allow, deny, audit */
     atomic_llong tunnels_active;
     atomic_ullong bytes_up, bytes_down;
     atomic_ullong upstream_errors[N_ERROR_KINDS];
@@ -52,6 +53,12 @@ void metrics_bytes(uint64_t up, uint64_t down)
 {
     atomic_fetch_add_explicit(&counters.bytes_up, up, memory_order_relaxed);
     atomic_fetch_add_explicit(&counters.bytes_down, down, memory_order_relaxed);
+}
+
+void metrics_request(const struct policy_decision *d)
+{
+    int i = d->audit ? 2 : d->action == ACTION_DENY ? 1 : 0;
+    atomic_fetch_add_explicit(&counters.requests[i], 1, memory_order_relaxed);
 }
 
 void metrics_upstream_error(const char *code)
@@ -114,9 +121,14 @@ static void counter(struct out *o, const char *name, const char *help)
 static void render_counters(struct out *o)
 {
     counter(o, "egressd_connections_total", "Decisions made, by action.");
-    for (int a = ACTION_DENY; a <= ACTION_INTERCEPT; a++)
+    for (int a = ACTION_DENY; a < ACTION_COUNT; a++)
         emit(o, "egressd_connections_total{action=\"%s\"} %llu\n",
              policy_action_name((enum policy_action)a), atomic_load(&counters.connections[a]));
+    static const char *const request_actions[] = {"allow", "deny", "audit"};
+    counter(o, "egressd_requests_total", "Requests inside inspected connections, by decision.");
+    for (int i = 0; i < 3; i++)
+        emit(o, "egressd_requests_total{action=\"%s\"} %llu\n", request_actions[i],
+             atomic_load(&counters.requests[i]));
     emit(o,
          "# HELP egressd_tunnels_active Tunnels relaying now.\n"
          "# TYPE egressd_tunnels_active gauge\negressd_tunnels_active %lld\n",

@@ -52,7 +52,7 @@ static inline struct timespec deadline_in(unsigned ms)
 /* Fields of one structured log line; NULL strings and negative numbers are
  * left out. */
 struct log_fields {
-    const char *event, *src, *host, *action, *rule, *reason, *detail;
+    const char *event, *src, *host, *action, *rule, *reason, *detail, *method, *path;
     const char *route, *protocol, *model, *binary;
     long port, status, pid;
     long long bytes_up, bytes_down, duration_ms, tokens_in, tokens_out;
@@ -130,6 +130,8 @@ void metrics_reload(bool ok);
 enum refused { REFUSED_QUEUE_FULL, REFUSED_BUSY, REFUSED_DESCRIPTORS, REFUSED_STOPPING, REFUSED_N };
 void metrics_refused(enum refused why);
 void metrics_inference(const char *route, int status);
+/* One inspected request, by what was decided (allow, deny, audit). */
+void metrics_request(const struct policy_decision *d);
 /* What the owners of state report when /metrics is asked for. */
 struct metrics_gauges {
     unsigned queue, busy, total;
@@ -171,6 +173,10 @@ struct relay_pipes {
 void relay(int client, int upstream, int idle_ms, const struct relay_check *check,
            struct relay_pipes *rp, struct relay_stats *st);
 void relay_pipes_close(struct relay_pipes *rp);
+/* The same between two streams, TLS on either side (a WebSocket inside an
+ * inspected connection): copied through a buffer, until either side ends. */
+void relay_streams(struct stream *client, struct stream *upstream, int idle_ms,
+                   const struct relay_check *check, struct relay_stats *st);
 
 /* ---- conn.c: one client connection ------------------------------------------ */
 
@@ -204,11 +210,31 @@ void conn_decide(struct conn *c, const struct host *h, uint16_t port, struct pol
  * reference, and its decision for h:port; NULL when nothing changed. */
 struct snapshot *conn_redecide(struct conn *c, const struct host *h, uint16_t port, unsigned *gen,
                                struct policy_decision *d);
+/* For a relay (struct relay_check): after a reload, is the destination
+ * still decided `want`, and its address still permitted? */
+struct conn_recheck {
+    struct conn *c;
+    const struct host *h;
+    uint16_t port;
+    int upstream; /* the connected socket whose address is checked again */
+    unsigned generation;
+    enum policy_action want;
+};
+bool conn_still_allowed(void *ctx);
 /* Before a kept-alive client's next request: the configuration in force. */
 void conn_follow_reload(struct conn *c);
 /* Log a decision or an error for this connection and answer with e. */
 void conn_fail(struct conn *c, const struct log_fields *f, const struct http_error *e,
                const char *detail);
+/* The same with all an answer can say (method, path, message; keep). */
+void conn_fail_info(struct conn *c, const struct log_fields *f, const struct http_error_info *info);
+/* A destination denied by policy: 403 policy_denied with the rule, its
+ * reason and the rule's message; closes. */
+void conn_deny(struct conn *c, const struct log_fields *f, const struct policy_decision *d);
+/* Read and drop the body of a request egressd answers itself, so that the
+ * connection can carry the next (bounded: a larger body is not read);
+ * true when all of it was read. */
+bool conn_drain_body(struct conn *c, enum http_framing framing, uint64_t length);
 
 /* ---- dial.c: resolve, check every address, connect to a checked one --------- */
 
@@ -223,6 +249,42 @@ void dial(const struct conn *c, const struct host *h, uint16_t port,
 /* Connect to an inference backend (no address check: the operator chose it). */
 int dial_backend(const struct proxy_settings *set, const char *host, uint16_t port, char *err,
                  size_t errlen);
+
+/* ---- exchange.c: one HTTP exchange between a client and an upstream --------- */
+
+/* How sending a request went. */
+enum send_result { SENT, CLIENT_BAD, CLIENT_SLOW, CLIENT_GONE, UPSTREAM_FAILED, UPSTREAM_STALE };
+
+struct exchange {
+    struct bufconn *client, *upstream;
+    int io_ms; /* no byte either way for this long: the exchange fails */
+    /* the request, kept past its head */
+    enum http_framing framing;
+    uint64_t length;
+    bool expect_continue, is_head, client_close, websocket;
+    int minor;
+    /* the response */
+    int status;
+    bool upstream_keep;
+    uint64_t up_bytes, down_bytes;
+    const char *why; /* what went wrong, for the log */
+    char detail[320];
+};
+/* From the request head m, before it is consumed. */
+void exchange_begin(struct exchange *x, struct bufconn *client, struct bufconn *upstream,
+                    const struct http_msg *m, int io_ms);
+/* The head (built by the caller) and the body upstream; reused: the
+ * upstream connection was kept from an earlier request. */
+enum send_result exchange_send(struct exchange *x, const char *head, size_t len, bool reused);
+/* The final response head: NULL, or the error to answer (*stale: a kept
+ * connection closed before it said anything). */
+const struct http_error *exchange_response(struct exchange *x, struct http_msg *r, bool *stale);
+/* The response head (built in out) and body to the client; true when both
+ * ends may carry another exchange (or after a 101: the caller relays). */
+bool exchange_relay(struct exchange *x, const struct http_msg *r, char *out, size_t cap);
+/* After a 101: both ways, raw, until either side ends. */
+void exchange_upgraded(struct exchange *x, struct relay_pipes *pipes,
+                       const struct relay_check *check, struct relay_stats *st);
 
 /* ---- the handlers: true when the client connection may carry another ------- */
 
@@ -239,6 +301,9 @@ struct stream *tunnel_accept_client(struct conn *c, const struct host *h, struct
                                     struct log_fields *f, bool *ok);
 /* intercept.c: after the decision to intercept a CONNECT to h. */
 void intercept_tunnel(struct conn *c, const struct host *h, struct log_fields *f);
+/* inspect.c: after the decision to inspect a CONNECT to h:port (d). */
+void inspect_tunnel(struct conn *c, const struct host *h, uint16_t port,
+                    const struct policy_decision *d, struct log_fields *f);
 /* intercept.c: an absolute-form request to an inference host. */
 bool intercept_forward(struct conn *c, const struct http_msg *m, const struct host *h,
                        uint16_t port);

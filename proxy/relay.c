@@ -219,3 +219,57 @@ void relay(int client, int upstream, int idle_ms, const struct relay_check *chec
     st->up = up.bytes;
     st->down = down.bytes;
 }
+
+/* ---- between streams ------------------------------------------------------------- */
+
+#define STREAM_RELAY_BUF (16 * 1024)
+
+/* One side's bytes to the other, if any are there now: -1 when the relay
+ * ends (EOF, reset, a write that does not finish within idle_ms). */
+static int stream_move(struct stream *from, struct stream *to, char *buf, int idle_ms,
+                       uint64_t *moved)
+{
+    size_t got;
+    enum io_result r = stream_read(from, buf, STREAM_RELAY_BUF, &got, now_ms() + idle_ms);
+    if (r != IO_OK)
+        return -1;
+    if (stream_write_all(to, buf, got, now_ms() + idle_ms) != IO_OK)
+        return -1;
+    *moved += got;
+    return 0;
+}
+
+void relay_streams(struct stream *client, struct stream *upstream, int idle_ms,
+                   const struct relay_check *check, struct relay_stats *st)
+{
+    char *buf = malloc(STREAM_RELAY_BUF);
+    int64_t last = now_ms();
+    st->up = st->down = 0;
+    st->end = buf ? "closed" : "out of memory";
+    while (buf != NULL) {
+        bool ready_c = stream_pending(client) > 0, ready_u = stream_pending(upstream) > 0;
+        struct pollfd p[2] = {{stream_fd(client), POLLIN, 0}, {stream_fd(upstream), POLLIN, 0}};
+        int left = (int)(last + idle_ms - now_ms());
+        int rc = ready_c || ready_u ? 0
+                 : left > 0         ? poll(p, 2, left < RECHECK_MS ? left : RECHECK_MS)
+                                    : 0;
+        if (check != NULL && !check->still_allowed(check->ctx)) {
+            st->end = "closed by reload: no longer allowed";
+            break;
+        }
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc < 0 || (rc == 0 && !ready_c && !ready_u && now_ms() - last >= idle_ms)) {
+            st->end = rc == 0 ? "idle timeout" : "poll failed";
+            break;
+        }
+        if (((ready_c || p[0].revents) &&
+             stream_move(client, upstream, buf, idle_ms, &st->up) != 0) ||
+            ((ready_u || p[1].revents) &&
+             stream_move(upstream, client, buf, idle_ms, &st->down) != 0))
+            break; /* either side's end ends both: an upgraded connection has no half-close */
+        if (ready_c || ready_u || p[0].revents || p[1].revents)
+            last = now_ms();
+    }
+    free(buf);
+}

@@ -12,33 +12,6 @@
 #include <string.h>
 #include <unistd.h>
 
-struct recheck {
-    struct conn *c;
-    const struct host *h;
-    uint16_t port;
-    int upstream;
-    unsigned generation;
-};
-
-/* After a reload: does the new policy still allow this tunnel? */
-static bool still_allowed(void *ctx)
-{
-    struct recheck *r = ctx;
-    struct policy_decision d;
-    struct snapshot *s = conn_redecide(r->c, r->h, r->port, &r->generation, &d);
-    if (s == NULL)
-        return true;
-    struct sockaddr_storage peer;
-    socklen_t len = sizeof(peer);
-    const char *why;
-    bool ok = d.action == ACTION_ALLOW &&
-              getpeername(r->upstream, (struct sockaddr *)&peer, &len) == 0 &&
-              policy_address_denied(s->pol, (struct sockaddr *)&peer, r->port, r->c->id) < 0 &&
-              policy_address_permitted(s->pol, &d, (struct sockaddr *)&peer, &why);
-    snapshot_unref(s);
-    return ok;
-}
-
 void tunnel_serve(struct conn *c, const struct http_msg *m)
 {
     struct log_fields f = LOG_FIELDS_INIT;
@@ -59,13 +32,18 @@ void tunnel_serve(struct conn *c, const struct http_msg *m)
     f.rule = d.rule;
     f.reason = d.reason;
     if (d.action == ACTION_DENY)
-        return conn_fail(c, &f, &ERR_POLICY_DENIED, d.reason);
+        return conn_deny(c, &f, &d);
     if (d.action == ACTION_INTERCEPT) {
         bufconn_consume(&c->in, m->head_len);
         return intercept_tunnel(c, &h, &f);
     }
+    if (d.action == ACTION_INSPECT) {
+        bufconn_consume(&c->in, m->head_len);
+        return inspect_tunnel(c, &h, port, &d, &f);
+    }
 
-    f.action = "allow"; /* the decision; a failed dial below says why it did not work */
+    f.action =
+        policy_decision_name(&d); /* the decision; a failed dial below says why it did not work */
     struct dial_result r;
     dial(c, &h, port, &d, &r);
     if (r.err != NULL) {
@@ -85,14 +63,14 @@ void tunnel_serve(struct conn *c, const struct http_msg *m)
         log_event(LOGL_INFO, &f);
         return;
     }
-    f.action = "allow";
+    f.action = policy_decision_name(&d);
     f.src = c->src;
     f.status = 200;
     log_event(LOGL_INFO, &f);
 
     struct relay_stats st;
-    struct recheck rc = {c, &h, port, r.fd, c->generation};
-    struct relay_check check = {still_allowed, &rc};
+    struct conn_recheck rc = {c, &h, port, r.fd, c->generation, ACTION_ALLOW};
+    struct relay_check check = {conn_still_allowed, &rc};
     metrics_tunnel(1);
     relay(c->fd, r.fd, io_ms, &check, c->pipes, &st);
     metrics_tunnel(-1);

@@ -124,6 +124,18 @@ int stream_fd(const struct stream *s)
     return s->fd;
 }
 
+bool stream_is_tls(const struct stream *s)
+{
+    return s->tls != NULL;
+}
+
+size_t stream_pending(const struct stream *s)
+{
+    if (s->tls == NULL)
+        return 0;
+    return mbedtls_ssl_get_bytes_avail(&s->tls->ssl) + s->tls->ahead_len + s->prelen;
+}
+
 /* What bio_recv returns for an fd_read that brought nothing: 0 is the
  * peer's close. */
 static int bio_recv_failed(struct stream *s, enum io_result r)

@@ -55,6 +55,11 @@ struct stream *stream_plain(int fd);
 enum io_result stream_read(struct stream *s, void *buf, size_t cap, size_t *got, int64_t deadline);
 enum io_result stream_write_all(struct stream *s, const void *buf, size_t len, int64_t deadline);
 int stream_fd(const struct stream *s);
+bool stream_is_tls(const struct stream *s);
+/* Bytes a read would return (or make progress on) without the socket
+ * becoming readable: decrypted, or received and not yet decrypted.  A
+ * poll(2) on the socket cannot see them. */
+size_t stream_pending(const struct stream *s);
 /* Ends TLS politely (close_notify, briefly) and frees; never closes the socket. */
 void stream_free(struct stream *s);
 

@@ -14,6 +14,7 @@ import random
 import signal
 import socket
 import socketserver
+import ssl
 import subprocess
 import threading
 import time
@@ -435,3 +436,85 @@ def start_ns_origin(ns, ip):
     p = subprocess.Popen(["ip", "netns", "exec", ns, "/usr/bin/python3", "-c", NS_ORIGIN, ip],
                          stdout=subprocess.PIPE, text=True)
     return p, int(p.stdout.readline())
+
+
+# ---- a TLS origin with its own CA (inspection, secrets) ---------------------------------------
+
+def make_test_ca(d, name="localhost"):
+    """A CA and a leaf for name (DNS, plus IP 127.0.0.1): (ca, cert, key) paths."""
+    run = lambda *a: subprocess.run(a, check=True, capture_output=True)
+    ca_key, ca = d / "origin-ca.key", d / "origin-ca.pem"
+    key, csr, crt = d / "origin.key", d / "origin.csr", d / "origin.pem"
+    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-subj", "/CN=origin test CA", "-days", "1", "-keyout", str(ca_key), "-out", str(ca),
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
+    run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj",
+        f"/CN={name}", "-keyout", str(key), "-out", str(csr))
+    ext = d / "origin-ext.cnf"
+    ext.write_text(f"subjectAltName=DNS:{name},IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "1", "-extfile", str(ext), "-out", str(crt))
+    return ca, crt, key
+
+
+class RecordingHandler(OriginHandler):
+    """OriginHandler that records every request (method, path, headers,
+    body) and answers any method; /stream sends two chunks with a pause the
+    test ends (release), /ws is served by the WebSocket server."""
+    records = None
+    release = None
+
+    def _record(self, body=b""):
+        self.records.append({"method": self.command, "path": self.path,
+                             "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+
+    def do_GET(self):
+        self._record()
+        if self.path.startswith("/stream"):
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"5\r\nfirst\r\n")
+            self.wfile.flush()
+            self.release.wait(20)
+            self.wfile.write(b"6\r\nsecond\r\n0\r\n\r\n")
+            return
+        if self.path.split("?")[0] in ("/hello", "/big", "/chunked", "/close", "/headers"):
+            return OriginHandler.do_GET(self)
+        self._send(b"%s %s\n" % (self.command.encode(), self.path.encode()))
+
+    def do_HEAD(self):
+        self._record()
+        self._send(b"head\n")
+
+    def _with_body(self):
+        body = self._body()
+        self._record(body)
+        self._send(hashlib.sha256(body).hexdigest().encode() + b" %d" % len(body))
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _with_body
+
+
+class TlsOrigin:
+    def __init__(self, d):
+        self.ca, crt, key = make_test_ca(d)
+        handler = type("H", (RecordingHandler,), {"records": [], "release": threading.Event()})
+        self.records, self.release = handler.records, handler.release
+        self.srv = ThreadingServer(("127.0.0.1", 0), handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(crt, key)
+        self.srv.socket = ctx.wrap_socket(self.srv.socket, server_side=True)
+        self.port = self.srv.server_address[1]
+        self.thread = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.release.set()
+        stop_http_server(self.srv, self.thread)
+
+
+@pytest.fixture
+def tls_origin(tmp_path):
+    o = TlsOrigin(tmp_path)
+    yield o
+    o.close()

@@ -791,3 +791,27 @@ Test(http, path_views)
                  "an encoded control character");
     cr_assert_eq(http_path_view("/aaaa", 5, out, 4, folded, sizeof(folded), &why), -1, "too long");
 }
+
+Test(http, error_json_with_request_fields)
+{
+    char buf[512];
+    struct sbuf b;
+    sbuf_init(&b, buf, sizeof(buf));
+    struct http_error_info info = {.e = &ERR_POLICY_DENIED,
+                                   .detail = "the rule does not allow this method",
+                                   .rule = "gh-read",
+                                   .method = "DELETE",
+                                   .path = "/a\"b\\c",
+                                   .message = "ask\nthe operator"};
+    http_put_error_json(&b, &info);
+    cr_assert_not(b.cut);
+    cr_assert_str_eq(buf, "{\"error\":\"policy_denied\",\"detail\":\"the rule does not allow this "
+                          "method\",\"rule\":\"gh-read\",\"method\":\"DELETE\",\"path\":"
+                          "\"/a\\\"b\\\\c\",\"message\":\"ask\\u000athe operator\"}\n");
+    sbuf_init(&b, buf, sizeof(buf));
+    http_put_error_json(&b, &(struct http_error_info){.e = &ERR_MISDIRECTED});
+    cr_assert_str_eq(buf, "{\"error\":\"misdirected_request\",\"detail\":\"\"}\n");
+    cr_assert_eq(ERR_MISDIRECTED.status, 421);
+    cr_assert_eq(ERR_UNSUPPORTED_PROTOCOL.status, 403);
+    cr_assert_eq(ERR_UPSTREAM_TLS.status, 502);
+}

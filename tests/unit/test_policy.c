@@ -620,9 +620,9 @@ static struct policy_decision decide_request(struct policy *p, const char *host,
     char decoded[512], folded[512];
     struct policy_decision d;
     cr_assert_eq(host_parse(host, strlen(host), &h, &why), 0, "%s", host);
-    cr_assert_eq(http_path_view(path, strlen(path), decoded, sizeof(decoded), folded,
-                                sizeof(folded), &why),
-                 0, "%s", path);
+    cr_assert_eq(
+        http_path_view(path, strlen(path), decoded, sizeof(decoded), folded, sizeof(folded), &why),
+        0, "%s", path);
     struct request_view rq = {method, decoded, folded};
     policy_decide_request(p, &h, port, NULL, &rq, &d);
     return d;
@@ -690,9 +690,9 @@ Test(request, deny_rules_read_paths_as_origins_might)
 {
     struct policy *p = load(github);
     static const char *const spellings[] = {
-        "/repos/acme/x/actions/secrets/KEY", "/repos/ACME/x/Actions/Secrets/KEY",
+        "/repos/acme/x/actions/secrets/KEY",   "/repos/ACME/x/Actions/Secrets/KEY",
         "/repos/acme/x/actions/%73ecrets/KEY", "/repos/acme/x/actions;v=1/secrets/KEY",
-        "/repos/acme/x/actions//secrets/KEY", "/repos/acme/x/actions/secrets/KEY?x=1",
+        "/repos/acme/x/actions//secrets/KEY",  "/repos/acme/x/actions/secrets/KEY?x=1",
     };
     for (size_t i = 0; i < sizeof(spellings) / sizeof(spellings[0]); i++) {
         struct policy_decision d = decide_request(p, "api.github.com", 443, "GET", spellings[i]);
