@@ -39,6 +39,7 @@ struct inspected {
     unsigned generation;
     struct bufconn client, upstream;
     int upstream_fd; /* -1: not connected */
+    int dialled;     /* the socket dialled before the 200, until the first request takes it */
     bool tls;        /* the client spoke TLS, so the upstream does too */
     char *upbuf, *out;
     const char *end; /* why the connection ended */
@@ -50,6 +51,7 @@ struct request {
     struct exchange ex;
     struct policy_decision d;
     char method[32], path[PATH_VIEW], folded[PATH_VIEW];
+    bool logged; /* egressd answered it (an upstream failure), and said so */
 };
 
 /* ---- the upstream ------------------------------------------------------------------- */
@@ -68,9 +70,12 @@ static void upstream_close(struct inspected *ix)
  * the error to answer with its detail. */
 static const struct http_error *upstream_open(struct inspected *ix, char *detail, size_t cap)
 {
-    struct dial_result r;
+    struct dial_result r = {.fd = ix->dialled};
     char err[256];
-    dial(ix->c, ix->h, ix->port, &ix->d, &r);
+    if (ix->dialled >= 0)
+        ix->dialled = -1;
+    else
+        dial(ix->c, ix->h, ix->port, &ix->d, &r);
     if (r.err != NULL) {
         snprintf(detail, cap, "%s", r.detail);
         return r.err;
@@ -260,6 +265,7 @@ static bool send_and_wait(struct inspected *ix, struct request *rq, const struct
         const struct http_error *err = reused ? NULL : upstream_open(ix, detail, sizeof(detail));
         if (err != NULL) {
             refuse_head(ix, rq, err, detail);
+            rq->logged = true;
             return false;
         }
         rq->ex.upstream = &ix->upstream;
@@ -279,6 +285,7 @@ static bool send_and_wait(struct inspected *ix, struct request *rq, const struct
             err = sr == CLIENT_BAD ? &ERR_BAD_REQUEST : &ERR_REQUEST_TIMEOUT;
         if (sr != CLIENT_GONE)
             refuse_head(ix, rq, err ? err : &ERR_UPSTREAM_ERROR, rq->ex.why);
+        rq->logged = sr != CLIENT_GONE;
         return false;
     }
 }
@@ -324,13 +331,16 @@ static bool relay_request(struct inspected *ix, struct request *rq, struct http_
     return keep;
 }
 
+/* The line of a relayed request (one egressd answered itself was logged
+ * then); counted either way. */
 static void log_request(struct inspected *ix, struct request *rq)
 {
     rq->f.src = ix->c->src;
     rq->f.bytes_up = (long long)rq->ex.up_bytes;
     rq->f.bytes_down = (long long)rq->ex.down_bytes;
     rq->f.duration_ms = now_ms() - ix->c->t0;
-    log_event(LOGL_INFO, &rq->f);
+    if (!rq->logged)
+        log_event(LOGL_INFO, &rq->f);
     metrics_bytes(rq->ex.up_bytes, rq->ex.down_bytes);
     metrics_request(&rq->d);
 }
@@ -371,7 +381,7 @@ static void serve_requests(struct inspected *ix)
 }
 
 void inspect_tunnel(struct conn *c, const struct host *h, uint16_t port,
-                    const struct policy_decision *d, struct log_fields *f)
+                    const struct policy_decision *d, struct log_fields *f, int upstream_fd)
 {
     bool ok;
     struct inspected ix = {.c = c,
@@ -380,7 +390,8 @@ void inspect_tunnel(struct conn *c, const struct host *h, uint16_t port,
                            .d = *d,
                            .cur = c->snap,
                            .generation = c->generation,
-                           .upstream_fd = -1};
+                           .upstream_fd = -1,
+                           .dialled = upstream_fd};
     ix.upbuf = malloc(UP_BUF_SIZE);
     ix.out = malloc(OUT_HEAD_MAX);
     if (ix.upbuf == NULL || ix.out == NULL || c->snap->ic == NULL) {
@@ -403,6 +414,8 @@ void inspect_tunnel(struct conn *c, const struct host *h, uint16_t port,
     f->duration_ms = now_ms() - c->t0;
     log_event(LOGL_INFO, f);
 done:
+    if (ix.dialled >= 0)
+        close(ix.dialled);
     if (ix.cur != c->snap)
         snapshot_unref(ix.cur);
     free(ix.upbuf);

@@ -301,9 +301,10 @@ struct stream *tunnel_accept_client(struct conn *c, const struct host *h, struct
                                     struct log_fields *f, bool *ok);
 /* intercept.c: after the decision to intercept a CONNECT to h. */
 void intercept_tunnel(struct conn *c, const struct host *h, struct log_fields *f);
-/* inspect.c: after the decision to inspect a CONNECT to h:port (d). */
+/* inspect.c: after the decision to inspect a CONNECT to h:port (d) and
+ * the dial of its checked addresses (upstream_fd, taken over). */
 void inspect_tunnel(struct conn *c, const struct host *h, uint16_t port,
-                    const struct policy_decision *d, struct log_fields *f);
+                    const struct policy_decision *d, struct log_fields *f, int upstream_fd);
 /* intercept.c: an absolute-form request to an inference host. */
 bool intercept_forward(struct conn *c, const struct http_msg *m, const struct host *h,
                        uint16_t port);

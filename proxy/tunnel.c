@@ -37,10 +37,6 @@ void tunnel_serve(struct conn *c, const struct http_msg *m)
         bufconn_consume(&c->in, m->head_len);
         return intercept_tunnel(c, &h, &f);
     }
-    if (d.action == ACTION_INSPECT) {
-        bufconn_consume(&c->in, m->head_len);
-        return inspect_tunnel(c, &h, port, &d, &f);
-    }
 
     f.action =
         policy_decision_name(&d); /* the decision; a failed dial below says why it did not work */
@@ -52,6 +48,8 @@ void tunnel_serve(struct conn *c, const struct http_msg *m)
         return conn_fail(c, &f, r.err, r.detail);
     }
     bufconn_consume(&c->in, m->head_len);
+    if (d.action == ACTION_INSPECT)
+        return inspect_tunnel(c, &h, port, &d, &f, r.fd);
     int io_ms = (int)c->set->idle_timeout_ms;
     int64_t deadline = now_ms() + c->set->header_timeout_ms;
     size_t early = c->in.len; /* bytes sent behind the head: they go first */

@@ -203,7 +203,7 @@ static int self_test(struct ca *ca, char *err, size_t errlen)
         mbedtls_x509_crt_verify(&l.crt, &ca->crt, NULL, "egressd.selftest", &flags, NULL, NULL);
     mbedtls_x509_crt_free(&l.crt);
     if (rc != 0) {
-        mbedtls_x509_crt_verify_info(why, sizeof(why), "", flags);
+        tls_describe_verify(flags, why, sizeof(why));
         snprintf(err, errlen, "leaves minted with this CA do not verify: %s", why);
         return -1;
     }

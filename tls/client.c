@@ -82,7 +82,7 @@ struct stream *tls_client_connect(struct tls_client *tc, int fd, const char *hos
         uint32_t flags = mbedtls_ssl_get_verify_result(&s->tls->ssl);
         if (flags != 0 && flags != (uint32_t)-1) {
             char info[200];
-            mbedtls_x509_crt_verify_info(info, sizeof(info), "", flags);
+            tls_describe_verify(flags, info, sizeof(info));
             snprintf(err, errlen, "backend certificate not trusted: %s", info);
         }
     }

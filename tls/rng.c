@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -99,4 +100,24 @@ void tls_describe(int rc, bool timed_out, char *buf, size_t len)
     char msg[160];
     mbedtls_strerror(rc, msg, sizeof(msg));
     snprintf(buf, len, "%s (-0x%04x)", msg, (unsigned)-rc);
+}
+
+void tls_describe_verify(uint32_t flags, char *buf, size_t len)
+{
+    /* mbedTLS ends every reason with a newline: a log line takes one line */
+    char lines[512];
+    if (len == 0)
+        return;
+    buf[0] = '\0';
+    if (mbedtls_x509_crt_verify_info(lines, sizeof(lines), "", flags) <= 0) {
+        snprintf(buf, len, "verification failed (flags 0x%x)", (unsigned)flags);
+        return;
+    }
+    size_t used = 0;
+    char *save = NULL;
+    for (char *l = strtok_r(lines, "\n", &save); l != NULL && used < len;
+         l = strtok_r(NULL, "\n", &save)) {
+        int n = snprintf(buf + used, len - used, "%s%s", used ? "; " : "", l);
+        used += n > 0 ? (size_t)n : 0;
+    }
 }

@@ -52,6 +52,8 @@ int stream_handshake(struct stream *s, char *err, size_t errlen);
 int tls_rng(void *unused, unsigned char *out, size_t len);
 /* One line about an mbedTLS error code. */
 void tls_describe(int rc, bool timed_out, char *buf, size_t len);
+/* One line about certificate verification flags ("; " between reasons). */
+void tls_describe_verify(uint32_t flags, char *buf, size_t len);
 
 /* cache.c: minted leaves by host, least recently used out first.  An entry
  * lives while the cache or a handshake holds it. */

@@ -173,6 +173,21 @@ def test_an_origin_that_does_not_verify_gets_502(start_egressd, tls_origin, tmp_
     code, body = curl(e, f"https://localhost:{tls_origin.port}/hello")
     assert code == 502 and json.loads(body)["error"] == "upstream_tls", body
     assert tls_origin.records == []
+    e.events("close", count=1)
+    lines = e.events("request", count=2, wait=0.5)
+    assert len(lines) == 1 and lines[0]["status"] == 502, "one line for one request"
+    assert "\n" not in lines[0]["detail"] and "not trusted" in lines[0]["detail"]
+
+
+def test_the_upstream_is_dialled_before_the_200(start_egressd, tls_origin, tmp_path):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    e = start_egressd(config(tmp_path, tls_origin, rules(port)))
+    s, status, _ = connect_via(e.port, f"localhost:{port}")
+    assert " 502 " in status or " 504 " in status, "the CONNECT itself fails: " + status
+    assert e.events("connect", count=1)[0]["status"] in (502, 504)
 
 
 # ---- upgrades -----------------------------------------------------------------------------
