@@ -141,15 +141,52 @@ static bool requests_cover(const struct rule *d, const struct rule *a)
     return methods && paths;
 }
 
+/* Do b's hosts and ports take in every destination of a? */
+static bool destinations_cover(const struct rule *b, const struct rule *a)
+{
+    for (size_t i = 0; i < a->n_ports; i++)
+        if (!ports_cover(b->ports, b->n_ports, a->ports[i].lo, a->ports[i].hi))
+            return false;
+    return hosts_cover(&b->hosts, &a->hosts);
+}
+
 /* Does deny rule d deny everything allow rule a could allow? */
 static bool shadows(const struct rule *d, const struct rule *a)
 {
     if (d->n_binaries > 0 || d->audit)
         return false; /* a deny rule for some programs, or one only audited, leaves room */
-    for (size_t i = 0; i < a->n_ports; i++)
-        if (!ports_cover(d->ports, d->n_ports, a->ports[i].lo, a->ports[i].hi))
-            return false;
-    return hosts_cover(&d->hosts, &a->hosts) && requests_cover(d, a);
+    return destinations_cover(d, a) && requests_cover(d, a);
+}
+
+/* Does allow rule b let through every request to a's destinations, so
+ * that a's methods and paths restrict nothing?  (Allow rules add up: the
+ * first that matches a request allows it.) */
+static bool overrides(const struct rule *b, const struct rule *a)
+{
+    return b->n_binaries == 0 && !b->request_keys && destinations_cover(b, a);
+}
+
+/* Request keys on an allow rule narrow that rule only: a broader allow
+ * rule for the same destinations still allows the rest, which an operator
+ * coming from squid's ordered http_access may not expect. */
+static void policy_find_overridden(struct policy *p)
+{
+    char msg[400];
+    for (size_t a = 0; a < p->n_rules; a++) {
+        const struct rule *ra = &p->rules[a];
+        for (size_t b = 0; ra->kind == RULE_ALLOW && ra->request_keys && b < p->n_rules; b++) {
+            const struct rule *rb = &p->rules[b];
+            if (b == a || rb->kind != RULE_ALLOW || !overrides(rb, ra))
+                continue;
+            snprintf(msg, sizeof(msg),
+                     "rule '%s' limits methods or paths, but allow rule '%s' (line %d) allows "
+                     "every request to its destinations; use a deny rule with methods or paths "
+                     "to refuse requests",
+                     ra->name, rb->name, rb->line);
+            policy_warn(p, ra->line, msg);
+            break;
+        }
+    }
 }
 
 void policy_find_shadowed(struct policy *p)
@@ -169,4 +206,5 @@ void policy_find_shadowed(struct policy *p)
             break;
         }
     }
+    policy_find_overridden(p);
 }

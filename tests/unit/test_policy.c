@@ -779,6 +779,23 @@ Test(request, a_deny_rule_that_covers_an_allow_rule_is_a_warning)
     policy_unref(p);
 }
 
+Test(request, a_broader_allow_rule_that_makes_request_keys_moot_is_a_warning)
+{
+    struct policy *p = load("[allow gh-read]\nhost = api.github.com\naccess = read-only\n"
+                            "[allow github]\nhost = github.com, *.github.com\n"
+                            "[allow tools]\nhost = example.com\nbinary = /usr/bin/git\n"
+                            "[allow ex-read]\nhost = example.com\nmethods = GET\n"
+                            "[allow other]\nhost = example.org\nport = 8443\n"
+                            "[allow org-read]\nhost = example.org\nmethods = GET\n");
+    cr_assert_eq(policy_warning_count(p), 1, "a binary-bound rule or other ports leave room");
+    int line;
+    const char *msg = policy_warning(p, 0, &line);
+    cr_assert_eq(line, 1);
+    cr_assert(strstr(msg, "'gh-read' limits methods or paths") && strstr(msg, "'github' (line 4)"),
+              "%s", msg);
+    policy_unref(p);
+}
+
 Test(request, host_header_names_the_connect_host)
 {
     struct host h;
