@@ -104,6 +104,9 @@ int http_path_check(const char *target, size_t len, const char **why);
  * character, or too long. */
 int http_path_view(const char *target, size_t len, char *out, size_t cap, char *folded, size_t fcap,
                    const char **why);
+/* The byte at p[i] of a URL, a percent-escape decoded; *used: how many
+ * bytes it took.  -1 for a malformed escape. */
+int http_pct_byte(const char *p, size_t i, size_t len, size_t *used);
 /* The reason phrase egressd writes for a status it answers itself. */
 const char *http_reason_phrase(int status);
 
@@ -221,6 +224,37 @@ void body_buffer_free(struct body_buffer *b);
 bool http_hop_by_hop(const struct http_msg *m, const struct http_header *h);
 /* The fields that pass as lines, then the framing egressd parsed. */
 void http_put_end_to_end(struct sbuf *b, const struct http_msg *m);
+
+/* ---- swap.c: placeholders swapped for credentials (DESIGN section 11) ---- */
+
+#define HTTP_SWAPS_MAX 64
+
+struct http_swap {
+    const char *from, *to; /* a placeholder and the value that replaces it */
+    size_t from_len, to_len;
+};
+struct http_swaps {
+    const struct http_swap *v;
+    size_t n;     /* at most HTTP_SWAPS_MAX */
+    uint64_t use; /* bit i: v[i] is swapped; the others are left as they are */
+};
+/* Which placeholders (bit i for v[i]) a request head holds anywhere: in
+ * its target as written or percent-encoded, in any field line, or inside
+ * the credentials of an `Authorization: Basic` field. */
+uint64_t http_swaps_in_head(const struct http_msg *m, const struct http_swaps *sw);
+/* The request target, the used placeholders (as written or encoded)
+ * replaced by their values, percent-encoded. */
+void http_put_target(struct sbuf *b, const char *target, size_t len, const struct http_swaps *sw);
+/* The fields that pass as lines, with the used swaps done in their values
+ * (Basic credentials decoded, swapped and encoded again), then the
+ * framing: egressd's parse of it, or with body_len >= 0 a Content-Length
+ * of body_len (a body egressd read whole and rewrote).  sw may be NULL. */
+void http_put_fields(struct sbuf *b, const struct http_msg *m, const struct http_swaps *sw,
+                     int64_t body_len);
+/* in with the used swaps done, into out, at most max bytes; *swapped
+ * counts the replacements.  -1 when out would pass max (or out of memory). */
+int http_swap_bytes(const char *in, size_t len, const struct http_swaps *sw,
+                    struct body_buffer *out, size_t max, size_t *swapped);
 
 /* ---- json.c ---- */
 

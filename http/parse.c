@@ -335,9 +335,7 @@ static int hexval(char c)
                                                     : -1;
 }
 
-/* The byte at p[i], a percent-escape decoded; *used: how many bytes it took.
- * -1 for a malformed escape. */
-static int path_byte(const char *p, size_t i, size_t len, size_t *used)
+int http_pct_byte(const char *p, size_t i, size_t len, size_t *used)
 {
     *used = 1;
     if (p[i] != '%')
@@ -356,7 +354,7 @@ int http_path_view(const char *target, size_t len, char *out, size_t cap, char *
     size_t plen = q ? (size_t)(q - target) : len, o = 0, f = 0, used;
     bool in_params = false;
     for (size_t i = 0; i < plen; i += used) {
-        int c = path_byte(target, i, plen, &used);
+        int c = http_pct_byte(target, i, plen, &used);
         if (c < 0 || c < 0x20 || c == 0x7f) {
             *why = c < 0 ? "a malformed percent-escape in the request path"
                          : "an encoded control character in the request path";

@@ -233,7 +233,8 @@ static void set_defaults(struct policy *p)
 
 /* Every kind of section, in the order the "unknown section" message names them. */
 const struct section_kind *const section_kinds[] = {
-    &proxy_section, &tls_section, &inference_section, &deny_section, &allow_section, &route_section,
+    &proxy_section, &tls_section,   &inference_section, &deny_section,
+    &allow_section, &route_section, &secret_section,
 };
 #define SECTION_KINDS (sizeof(section_kinds) / sizeof(section_kinds[0]))
 _Static_assert(SECTION_KINDS <= SECTION_KINDS_MAX, "struct loader: kind_line");
@@ -514,6 +515,9 @@ void policy_unref(struct policy *p)
     for (size_t i = 0; i < p->n_routes; i++)
         route_free(&p->routes[i]);
     free(p->routes);
+    for (size_t i = 0; i < p->n_secrets; i++)
+        secret_free(&p->secrets[i]);
+    free(p->secrets);
     for (size_t i = 0; i < p->n_warnings; i++)
         free(p->warnings[i].msg);
     free(p->warnings);

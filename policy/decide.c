@@ -46,7 +46,7 @@ const char *policy_decision_name(const struct policy_decision *d)
     return d->audit ? "audit" : policy_action_name(d->action);
 }
 
-static bool destination_matches(const struct rule *r, const struct host *h, uint16_t port)
+bool rule_names_destination(const struct rule *r, const struct host *h, uint16_t port)
 {
     return ports_match(r->ports, r->n_ports, port) && hostset_match(&r->hosts, h);
 }
@@ -65,7 +65,7 @@ static bool chain_matches(const struct rule *r, const struct identity_holder *h)
  * the socket can write the request, so an allow rule needs every holder to
  * match; a deny rule takes any holder, and an identity that could not be
  * established (or was not looked up) as a match: doubt denies. */
-static bool binary_matches(const struct rule *r, const struct identity *id)
+bool rule_admits_caller(const struct rule *r, const struct identity *id)
 {
     if (r->n_binaries == 0)
         return true;
@@ -129,11 +129,11 @@ static int first_match(struct matcher *m, enum rule_kind kind)
 {
     for (size_t i = 0; i < m->p->n_rules; i++) {
         const struct rule *r = &m->p->rules[i];
-        if (r->kind != kind || !destination_matches(r, m->h, m->port))
+        if (r->kind != kind || !rule_names_destination(r, m->h, m->port))
             continue;
         if (kind == RULE_DENY && m->rq == NULL && r->request_keys)
             continue; /* it denies requests, not the connection */
-        bool process = binary_matches(r, m->id), request = process && request_matches(r, m->rq);
+        bool process = rule_admits_caller(r, m->id), request = process && request_matches(r, m->rq);
         if (request)
             return (int)i;
         if (m->missed < 0 && kind != RULE_DENY) {
@@ -215,7 +215,11 @@ static void decide(struct matcher *m, struct policy_decision *out)
 bool policy_wants_identity(const struct policy *p, const struct host *h, uint16_t port)
 {
     for (size_t i = 0; i < p->n_rules; i++)
-        if (p->rules[i].n_binaries > 0 && destination_matches(&p->rules[i], h, port))
+        if (p->rules[i].n_binaries > 0 && rule_names_destination(&p->rules[i], h, port))
+            return true;
+    for (size_t i = 0; i < p->n_secrets; i++)
+        if (p->secrets[i].bind.n_binaries > 0 &&
+            rule_names_destination(&p->secrets[i].bind, h, port))
             return true;
     return false;
 }
@@ -244,7 +248,10 @@ void policy_decide_request(const struct policy *p, const struct host *h, uint16_
 bool policy_inspects(const struct policy *p, const struct host *h, uint16_t port)
 {
     for (size_t i = 0; i < p->n_rules; i++)
-        if (p->rules[i].request_keys && destination_matches(&p->rules[i], h, port))
+        if (p->rules[i].request_keys && rule_names_destination(&p->rules[i], h, port))
+            return true;
+    for (size_t i = 0; i < p->n_secrets; i++) /* the secret's value goes in there */
+        if (rule_names_destination(&p->secrets[i].bind, h, port))
             return true;
     return false;
 }
@@ -254,7 +261,7 @@ bool policy_uses_tls(const struct policy *p)
     for (size_t i = 0; i < p->n_rules; i++)
         if (p->rules[i].kind == RULE_INTERCEPT || p->rules[i].request_keys)
             return true;
-    return false;
+    return p->n_secrets > 0;
 }
 
 /* ---- addresses -------------------------------------------------------------------- */
@@ -313,7 +320,7 @@ int policy_address_denied(const struct policy *p, const struct sockaddr *sa, uin
     for (size_t i = 0; i < p->n_rules; i++) {
         const struct rule *r = &p->rules[i];
         if (r->kind != RULE_DENY || r->request_keys || !ports_match(r->ports, r->n_ports, port) ||
-            !binary_matches(r, id))
+            !rule_admits_caller(r, id))
             continue;
         if (hostset_match(&r->hosts, &as_host) || (also_v4 && hostset_match(&r->hosts, &carried)))
             return (int)i;

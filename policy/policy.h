@@ -90,7 +90,8 @@ struct route {
     char model[256];    /* rewrite to this; "" keeps the request's */
     char **models;      /* fnmatch globs; none: any model */
     size_t n_models;
-    char *api_key; /* secret: never logged, never sent to a client; < API_KEY_MAX */
+    char *api_key;           /* secret: never logged, never sent to a client; < API_KEY_MAX */
+    char api_key_secret[64]; /* the [secret] the key is, or "" */
     unsigned timeout_ms;
 };
 
@@ -208,6 +209,26 @@ void policy_decide_request(const struct policy *p, const struct host *h, uint16_
 bool policy_inspects(const struct policy *p, const struct host *h, uint16_t port);
 /* Does the policy need egressd's CA (interception or inspection)? */
 bool policy_uses_tls(const struct policy *p);
+
+/* ---- secrets (DESIGN section 11) ---- */
+
+#define POLICY_SECRETS_MAX 64
+
+/* What the proxy needs of one secret to find and swap its placeholder. */
+struct secret_view {
+    const char *name, *placeholder, *value; /* value: never logged, never answered */
+    size_t placeholder_len, value_len;
+    bool in_body; /* also swapped in request bodies */
+};
+size_t policy_secret_count(const struct policy *p);
+void policy_secret_view(const struct policy *p, size_t i, struct secret_view *out);
+/* May secret i's value go to this host and port for this caller (its
+ * hosts, ports and binary list; a caller that could not be established: no)? */
+bool policy_secret_bound(const struct policy *p, size_t i, const struct host *h, uint16_t port,
+                         const struct identity *id);
+/* The j-th name under which --print-env hands out secret i's placeholder;
+ * NULL past the last. */
+const char *policy_secret_env(const struct policy *p, size_t i, size_t j);
 
 /* Warnings found at load (a rule that can never match): not errors. */
 size_t policy_warning_count(const struct policy *p);

@@ -2,8 +2,8 @@
  * policy_int.h - what the policy module's files share with each other and
  * nobody else: the layout of a loaded policy and its rules, and the pieces
  * of the loader (config.c reads lines and section headers, keys.c fills
- * sections from their key tables, rulekeys.c and routekeys.c describe the
- * rule and route sections).
+ * sections from their key tables, rulekeys.c, routekeys.c and
+ * secretkeys.c describe the rule, route and secret sections).
  */
 #ifndef EGRESSD_POLICY_INT_H
 #define EGRESSD_POLICY_INT_H
@@ -57,6 +57,26 @@ struct rule {
     char *message; /* shown in this rule's denials */
 };
 
+/* A [secret NAME] section (DESIGN section 11): a credential egressd puts
+ * in requests in place of its placeholder.  Where it may go and for whom
+ * is a rule's destination and binary list, so they match the same way. */
+#define SECRETS_MAX         64 /* one bit each in a request's set */
+#define PLACEHOLDER_MIN     16
+#define PLACEHOLDER_MAX     256
+#define SECRET_ENV_NAME_MAX 64
+
+struct secret {
+    char name[RULE_NAME_MAX];
+    int line;
+    char *value; /* never logged, never in an answer; wiped when freed */
+    size_t value_len;
+    char placeholder[PLACEHOLDER_MAX];
+    struct rule bind; /* hosts, ports, binaries: where and for whom the value may go */
+    char **env;       /* --print-env names */
+    size_t n_env;
+    bool in_body;
+};
+
 struct policy {
     atomic_int refs;
     struct proxy_settings settings;
@@ -66,6 +86,8 @@ struct policy {
     size_t n_rules;
     struct route *routes;
     size_t n_routes;
+    struct secret *secrets;
+    size_t n_secrets;
     struct warning {
         int line;
         char *msg;
@@ -77,6 +99,11 @@ struct policy {
 int policy_warn(struct policy *p, int line, const char *msg);
 /* explain.c: warn about allow rules a deny rule covers entirely. */
 void policy_find_shadowed(struct policy *p);
+
+/* decide.c: does the rule name this host and port; does its binary list
+ * admit the caller (for an allow rule: every holder; doubt: no)? */
+bool rule_names_destination(const struct rule *r, const struct host *h, uint16_t port);
+bool rule_admits_caller(const struct rule *r, const struct identity *id);
 
 /* hostpat.c */
 int hostset_add(struct hostset *hs, const char *pattern, const char **why);
@@ -95,6 +122,13 @@ int parse_bool(const char *s, bool *out);
 int parse_endpoint(const char *s, struct route *r, const char **why);
 int parse_protocols(const char *s, unsigned *mask, char *err, size_t errlen);
 int parse_uint(const char *s, unsigned min, unsigned max, unsigned *out);
+/* A credential (a route's key, a secret's value): one line of 1 to
+ * API_KEY_MAX - 1 bytes without control characters, from an environment
+ * variable or a file (its trailing white space dropped).  A malloc'd copy,
+ * or NULL with the reason in err (which never quotes the value). */
+char *credential_from_env(const char *var, char *err, size_t errlen);
+char *credential_from_file(const char *path, char *err, size_t errlen);
+void credential_free(char *value);
 /* Split a comma-separated list in place and call fn for each trimmed item;
  * an empty item (a stray comma) is not passed on but reported. */
 enum list_result { LIST_OK, LIST_ITEM_FAILED, LIST_EMPTY_ITEM };
@@ -165,7 +199,7 @@ struct key_def {
  * file order: the report lists settings, then routes, then rules, and a
  * kind that names sections of another (a budget its routes) must come
  * after it. */
-enum finish_stage { FINISH_SETTINGS, FINISH_ROUTES, FINISH_RULES, FINISH_STAGES };
+enum finish_stage { FINISH_SETTINGS, FINISH_SECRETS, FINISH_ROUTES, FINISH_RULES, FINISH_STAGES };
 
 /* A kind of section: [proxy], [allow NAME]... */
 struct section_kind {
@@ -209,10 +243,20 @@ const char *word_separator(size_t i, size_t n);
 /* Append to a NUL-terminated buffer, cutting what does not fit. */
 void text_append(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* rulekeys.c, routekeys.c */
+/* rulekeys.c, routekeys.c, secretkeys.c */
 extern const struct section_kind inference_section, deny_section, allow_section;
-extern const struct section_kind route_section;
+extern const struct section_kind route_section, secret_section;
 void rule_free(struct rule *r);
 void route_free(struct route *r);
+void secret_free(struct secret *s);
+/* A rule's host, port and binary keys, for the sections that bind like a
+ * rule (secrets). */
+void rule_key_host(struct loader *L, struct rule *r, const struct key_def *k, const char *v);
+void rule_key_port(struct loader *L, struct rule *r, const char *v);
+void rule_key_binary(struct loader *L, struct rule *r, const struct key_def *k, const char *v);
+/* A rule's ports when it says none (allow rules: 443); -1: out of memory. */
+int rule_default_ports(struct rule *r);
+/* secrets.c: the secret named so, or NULL. */
+const struct secret *secret_find(const struct policy *p, const char *name);
 
 #endif

@@ -10,8 +10,6 @@
  */
 #include "policy_int.h"
 
-#include <ctype.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +24,7 @@ enum route_key {
     ROUTE_MODELS,
     ROUTE_API_KEY_ENV,
     ROUTE_API_KEY_FILE,
+    ROUTE_API_KEY_SECRET,
     ROUTE_TIMEOUT,
     ROUTE_KEYS
 };
@@ -96,9 +95,9 @@ static void set_models(struct loader *L, struct section *S, const struct key_def
 /* One key per route, whichever key says where it is. */
 static bool key_free(struct loader *L, const struct route *r)
 {
-    if (r->api_key == NULL)
+    if (r->api_key == NULL && r->api_key_secret[0] == '\0')
         return true;
-    line_problem(L, "give api_key_env or api_key_file, not both");
+    line_problem(L, "give one of api_key_env, api_key_file and api_key_secret");
     return false;
 }
 
@@ -106,45 +105,30 @@ static void set_api_key_env(struct loader *L, struct section *S, const struct ke
                             const char *var)
 {
     struct route *r = route_of(L, S);
+    char err[256];
     (void)k;
-    if (!key_free(L, r))
-        return;
-    const char *v = getenv(var);
-    if (v == NULL || *v == '\0' || strpbrk(v, "\r\n") != NULL || strlen(v) >= API_KEY_MAX) {
-        line_problem(L, "api_key_env: environment variable %s is %s", var,
-                     v == NULL || *v == '\0'    ? "not set"
-                     : strlen(v) >= API_KEY_MAX ? "longer than 4095 bytes"
-                                                : "not one line");
-        return;
-    }
-    if ((r->api_key = strdup(v)) == NULL)
-        line_problem(L, "out of memory");
+    if (key_free(L, r) && (r->api_key = credential_from_env(var, err, sizeof(err))) == NULL)
+        line_problem(L, "api_key_env: %s", err);
 }
 
 static void set_api_key_file(struct loader *L, struct section *S, const struct key_def *k,
                              const char *path)
 {
     struct route *r = route_of(L, S);
-    char buf[API_KEY_MAX + 1];
+    char err[256];
     (void)k;
-    if (!key_free(L, r))
-        return;
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        line_problem(L, "api_key_file: cannot read %s: %s", path, strerror(errno));
-        return;
-    }
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    bool too_long = n == sizeof(buf) - 1;
-    fclose(f);
-    buf[n] = '\0';
-    while (n > 0 && isspace((unsigned char)buf[n - 1]))
-        buf[--n] = '\0';
-    if (n == 0 || too_long || strpbrk(buf, "\r\n") != NULL)
-        line_problem(L, "api_key_file: %s must hold one key on one line", path);
-    else if ((r->api_key = strdup(buf)) == NULL)
-        line_problem(L, "out of memory");
-    explicit_bzero(buf, sizeof(buf));
+    if (key_free(L, r) && (r->api_key = credential_from_file(path, err, sizeof(err))) == NULL)
+        line_problem(L, "api_key_file: %s", err);
+}
+
+/* Resolved when the route is finished: secrets may come later in the file. */
+static void set_api_key_secret(struct loader *L, struct section *S, const struct key_def *k,
+                               const char *name)
+{
+    struct route *r = route_of(L, S);
+    (void)k;
+    if (key_free(L, r))
+        snprintf(r->api_key_secret, sizeof(r->api_key_secret), "%s", name);
 }
 
 static void set_timeout(struct loader *L, struct section *S, const struct key_def *k, const char *v)
@@ -174,6 +158,9 @@ static const struct key_def route_keys[ROUTE_KEYS] = {
     [ROUTE_MODELS] = {.name = "models", .type = V_CUSTOM, .parse = set_models},
     [ROUTE_API_KEY_ENV] = {.name = "api_key_env", .type = V_CUSTOM, .parse = set_api_key_env},
     [ROUTE_API_KEY_FILE] = {.name = "api_key_file", .type = V_CUSTOM, .parse = set_api_key_file},
+    [ROUTE_API_KEY_SECRET] = {.name = "api_key_secret",
+                              .type = V_CUSTOM,
+                              .parse = set_api_key_secret},
     [ROUTE_TIMEOUT] = {.name = "timeout", .type = V_CUSTOM, .parse = set_timeout},
 };
 _Static_assert(ROUTE_KEYS <= SECTION_KEYS_MAX, "a section's keys fit its line_of");
@@ -213,6 +200,14 @@ static void finish_route(struct loader *L, struct section *S)
                            : openai_protocols;
     if (r->timeout_ms == 0)
         r->timeout_ms = 60000;
+    if (r->api_key_secret[0] != '\0') {
+        const struct secret *sec = secret_find(L->p, r->api_key_secret);
+        if (sec == NULL)
+            load_problem(L, S->line_of[ROUTE_API_KEY_SECRET], "api_key_secret: no [secret %s]",
+                         r->api_key_secret);
+        else if ((r->api_key = strdup(sec->value)) == NULL)
+            load_problem(L, r->line, "out of memory");
+    }
 }
 
 const struct section_kind route_section = {
@@ -231,8 +226,5 @@ void route_free(struct route *r)
     for (size_t j = 0; j < r->n_models; j++)
         free(r->models[j]);
     free(r->models);
-    if (r->api_key != NULL) {
-        explicit_bzero(r->api_key, strlen(r->api_key));
-        free(r->api_key);
-    }
+    credential_free(r->api_key);
 }

@@ -227,19 +227,34 @@ static void set_message(struct loader *L, struct section *S, const struct key_de
         line_problem(L, "out of memory");
 }
 
+void rule_key_host(struct loader *L, struct rule *r, const struct key_def *k, const char *v)
+{
+    struct list_ctx c = {L, r};
+    key_list(L, k, v, add_host, &c);
+}
+
+void rule_key_port(struct loader *L, struct rule *r, const char *v)
+{
+    char err[160];
+    if (parse_ports(v, &r->ports, &r->n_ports, err, sizeof(err)) != 0)
+        line_problem(L, "port: %s", err);
+}
+
+void rule_key_binary(struct loader *L, struct rule *r, const struct key_def *k, const char *v)
+{
+    struct list_ctx c = {L, r};
+    key_list(L, k, v, add_binary, &c);
+}
+
 static void set_host(struct loader *L, struct section *S, const struct key_def *k, const char *v)
 {
-    struct list_ctx c = {L, rule_of(L, S)};
-    key_list(L, k, v, add_host, &c);
+    rule_key_host(L, rule_of(L, S), k, v);
 }
 
 static void set_port(struct loader *L, struct section *S, const struct key_def *k, const char *v)
 {
-    struct rule *r = rule_of(L, S);
-    char err[160];
     (void)k;
-    if (parse_ports(v, &r->ports, &r->n_ports, err, sizeof(err)) != 0)
-        line_problem(L, "port: %s", err);
+    rule_key_port(L, rule_of(L, S), v);
 }
 
 static void set_allowed_ips(struct loader *L, struct section *S, const struct key_def *k,
@@ -254,8 +269,7 @@ static void set_allowed_ips(struct loader *L, struct section *S, const struct ke
 
 static void set_binary(struct loader *L, struct section *S, const struct key_def *k, const char *v)
 {
-    struct list_ctx c = {L, rule_of(L, S)};
-    key_list(L, k, v, add_binary, &c);
+    rule_key_binary(L, rule_of(L, S), k, v);
 }
 
 static const struct key_def rule_keys[RULE_KEYS] = {
@@ -347,7 +361,7 @@ static bool open_inference(struct loader *L, struct section *S)
 }
 
 /* allow rules: HTTPS; deny rules: every port; [inference]: 443 and 80 */
-static int default_ports(struct rule *r)
+int rule_default_ports(struct rule *r)
 {
     static const struct port_range deny[] = {{1, 65535}}, allow[] = {{443, 443}},
                                    intercept[] = {{443, 443}, {80, 80}};
@@ -368,7 +382,7 @@ static void finish_rule(struct loader *L, struct section *S, bool said_host, boo
     struct rule *r = rule_of(L, S);
     if (!said_host)
         load_problem(L, r->line, "rule '%s' has no host", r->name);
-    if (!said_port && default_ports(r) != 0) {
+    if (!said_port && rule_default_ports(r) != 0) {
         load_problem(L, r->line, "out of memory");
         return;
     }

@@ -1,8 +1,9 @@
 /*
  * values.c - parsers for the value types of the INI file: durations (ms, s,
  * m, h), sizes (K, M, G), booleans, bounded integers, comma lists, port
- * lists with ranges, CIDRs and listen addresses.  Each refuses anything it
- * does not fully understand; the loader adds the line number.
+ * lists with ranges, CIDRs and listen addresses, and credentials (from the
+ * environment or a file).  Each refuses anything it does not fully
+ * understand; the loader adds the line number.
  */
 #include "policy_int.h"
 
@@ -369,4 +370,64 @@ void *array_grow(void *arr, size_t n, size_t size)
     if (grown != NULL)
         memset(grown + n * size, 0, size);
     return grown;
+}
+
+/* ---- credentials ---------------------------------------------------------------- */
+
+/* One line with no control character: a value that goes into header
+ * lines must not be able to start another. */
+static const char *credential_problem(const char *v, size_t n)
+{
+    if (n == 0)
+        return "empty";
+    if (n >= API_KEY_MAX)
+        return "longer than 4095 bytes";
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
+            return "not one line of printable characters";
+    return NULL;
+}
+
+char *credential_from_env(const char *var, char *err, size_t errlen)
+{
+    const char *v = getenv(var);
+    const char *why = v == NULL ? "not set" : credential_problem(v, strlen(v));
+    char *copy = why == NULL ? strdup(v) : NULL;
+    if (why == NULL && copy == NULL)
+        why = "out of memory";
+    if (why != NULL)
+        snprintf(err, errlen, "environment variable %s is %s", var, why);
+    return copy;
+}
+
+char *credential_from_file(const char *path, char *err, size_t errlen)
+{
+    char buf[API_KEY_MAX + 1];
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    bool failed = ferror(f) != 0;
+    fclose(f);
+    while (n > 0 && isspace((unsigned char)buf[n - 1]))
+        n--;
+    buf[n] = '\0';
+    const char *why = failed ? "cannot be read" : credential_problem(buf, n);
+    char *copy = why == NULL ? strdup(buf) : NULL;
+    if (why == NULL && copy == NULL)
+        why = "out of memory";
+    if (why != NULL)
+        snprintf(err, errlen, "%s is %s", path, why);
+    explicit_bzero(buf, sizeof(buf));
+    return copy;
+}
+
+void credential_free(char *value)
+{
+    if (value == NULL)
+        return;
+    explicit_bzero(value, strlen(value));
+    free(value);
 }
