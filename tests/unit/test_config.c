@@ -417,7 +417,7 @@ Test(config, unknown_keys_name_the_section_and_its_keys)
                   "message)\n");
     expect_report("[route r]\nendpoint = mock://x\nbogus = 1\n",
                   "3: unknown key 'bogus' in [route r] (expected endpoint, provider, protocols, "
-                  "model, models, api_key_env, api_key_file, timeout)\n");
+                  "model, models, api_key_env, api_key_file, api_key_secret, timeout)\n");
 }
 
 Test(config, repeated_keys_say_where_first)
@@ -495,11 +495,11 @@ Test(config, section_headers)
 {
     expect_report("[tunnel x]\n[proxy x]\n[]\n",
                   "1: unknown section [tunnel x] (expected proxy, tls, inference, deny NAME, "
-                  "allow NAME or route NAME)\n"
+                  "allow NAME, route NAME or secret NAME)\n"
                   "2: unknown section [proxy x] (expected proxy, tls, inference, deny NAME, "
-                  "allow NAME or route NAME)\n"
+                  "allow NAME, route NAME or secret NAME)\n"
                   "3: unknown section [] (expected proxy, tls, inference, deny NAME, "
-                  "allow NAME or route NAME)\n");
+                  "allow NAME, route NAME or secret NAME)\n");
     expect_report("[allow]\n[route a b]\n[deny a/b]\n[route a/b]\n",
                   "1: [allow] needs exactly one name: [allow NAME]\n"
                   "2: [route] needs exactly one name: [route NAME]\n"
@@ -542,10 +542,11 @@ Test(config, api_key_messages)
                   "api_key_file = /etc/hostname\n"
                   "[route s]\nendpoint = mock://x\napi_key_env = EGRESSD_TEST_LONG_KEY\n"
                   "[route t]\nendpoint = mock://x\napi_key_env = EGRESSD_TEST_TWO_LINES\n",
-                  "4: give api_key_env or api_key_file, not both\n"
+                  "4: give one of api_key_env, api_key_file and api_key_secret\n"
                   "7: api_key_env: environment variable EGRESSD_TEST_LONG_KEY is longer than 4095 "
                   "bytes\n"
-                  "10: api_key_env: environment variable EGRESSD_TEST_TWO_LINES is not one line\n");
+                  "10: api_key_env: environment variable EGRESSD_TEST_TWO_LINES is not one line of "
+                  "printable characters\n");
 }
 
 Test(config, a_refused_inference_section_keeps_its_keys)
@@ -568,7 +569,7 @@ Test(config, keys_without_a_usable_section)
      * header, and the wrong one outside any section */
     expect_report("[tunnel x]\nhost =\nport = 1\n",
                   "1: unknown section [tunnel x] (expected proxy, tls, inference, deny NAME, "
-                  "allow NAME or route NAME)\n");
+                  "allow NAME, route NAME or secret NAME)\n");
     expect_report("[allow a/b]\nhost =\n",
                   "1: invalid rule name 'a/b' (letters, digits, '-', '_', '.'; < 64)\n");
     expect_report("workers =\n[proxy]\n", "1: 'workers' is outside any section\n");
