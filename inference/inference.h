@@ -51,6 +51,51 @@ struct usage {
 };
 void usage_scan(struct usage *u, const char *p, size_t n);
 
+/* ---- budget.c: what [budget NAME] sections have used ---- */
+
+/* The daemon's, for its whole life: budgets found by name, so that a
+ * reload that keeps a budget's name keeps its usage.  Thread-safe. */
+struct budget_registry;
+struct budget_registry *budget_registry_new(void);
+void budget_registry_free(struct budget_registry *reg);
+/* Hold the budgets of p from now on: kept names keep their usage (a
+ * changed window carries it over), new names start empty, the others are
+ * forgotten.  Times are now_ms(). */
+void budget_registry_sync(struct budget_registry *reg, const struct policy *p, int64_t now);
+
+/* The program on the other end, looked up once and only when a budget with
+ * `binary` needs it (lookup NULL, or returning NULL: not known). */
+struct caller {
+    const struct identity *(*lookup)(void *ctx);
+    void *ctx;
+    const struct identity *id;
+    bool looked_up;
+};
+const struct identity *caller_identity(struct caller *c);
+
+struct budget_refusal {
+    char budget[64];
+    const char *kind;       /* "tokens" or "requests" */
+    unsigned retry_after_s; /* until the window frees enough: at least 1 */
+};
+/* Count one request in every budget of p that covers route r and counts
+ * the caller, but for those already in *admitted (bits by budget index,
+ * which it then gains); or, when one of them is spent, count nothing and
+ * say why (the one that frees last).  true: admitted. */
+bool budget_admit(struct budget_registry *reg, const struct policy *p, const struct route *r,
+                  struct caller *who, int64_t now, uint64_t *admitted, struct budget_refusal *why);
+/* A finished request's tokens (prompt plus completion, as reported) into
+ * the budgets covering the route that answered it. */
+void budget_charge(struct budget_registry *reg, const struct policy *p, const struct route *r,
+                   struct caller *who, const struct usage *u, int64_t now);
+/* What is left of each limit of p's budgets, for /metrics. */
+struct budget_gauge {
+    const char *budget, *kind; /* budget: p's, valid while p is */
+    uint64_t remaining;
+};
+size_t budget_gauges(struct budget_registry *reg, const struct policy *p, int64_t now,
+                     struct budget_gauge *out, size_t cap);
+
 /* ---- backend.c ---- */
 
 struct backend_pool;

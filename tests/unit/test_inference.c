@@ -1,11 +1,13 @@
 /*
  * test_inference.c - the inference module's pure parts: the API table,
  * routes, /v1 joining, the header allowlist, error bodies, the SSE cut
- * event, usage.
+ * event, usage, model aliases, retry eligibility, and the budget registry
+ * (windows, reloads, many workers at once).
  */
 #include "../../inference/inference.h"
 
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,4 +163,239 @@ Test(api, usage_scan)
     struct usage none = {-1, -1};
     usage_scan(&none, "data: {\"x\":1}", 13);
     cr_assert_eq(none.in, -1);
+}
+
+/* ---- budgets: windows and counters ---- */
+
+static struct policy *budget_policy(const char *budgets)
+{
+    char text[2048];
+    snprintf(text, sizeof(text),
+             "[route a]\nendpoint = mock://a\n[route b]\nendpoint = mock://b\n%s", budgets);
+    struct policy *p = policy_load_string(text, NULL, NULL);
+    cr_assert_not_null(p, "%s", budgets);
+    return p;
+}
+
+static bool admit_at(struct budget_registry *reg, const struct policy *p, size_t route, int64_t t,
+                     struct budget_refusal *why)
+{
+    struct caller who = {0};
+    uint64_t admitted = 0;
+    return budget_admit(reg, p, policy_route(p, route), &who, t, &admitted, why);
+}
+
+static void charge_at(struct budget_registry *reg, const struct policy *p, size_t route, int64_t t,
+                      long long in, long long out)
+{
+    struct caller who = {0};
+    struct usage u = {in, out};
+    budget_charge(reg, p, policy_route(p, route), &who, &u, t);
+}
+
+Test(budget, fixed_window_counts_requests)
+{
+    struct policy *p =
+        budget_policy("[budget b]\nroutes = a\nrequests = 3\nwindow = 10s\nwindow_type = fixed\n");
+    struct budget_registry *reg = budget_registry_new();
+    struct budget_refusal why;
+    budget_registry_sync(reg, p, 1000);
+    for (int i = 0; i < 3; i++)
+        cr_assert(admit_at(reg, p, 0, 1000 + i * 1000, &why), "request %d", i);
+    cr_assert_not(admit_at(reg, p, 0, 4000, &why));
+    cr_assert_str_eq(why.budget, "b");
+    cr_assert_str_eq(why.kind, "requests");
+    cr_assert_eq(why.retry_after_s, 7, "the window that began at 1000 ends at 11000");
+    cr_assert_not(admit_at(reg, p, 0, 10999, &why), "a refusal counts nothing");
+    cr_assert_eq(why.retry_after_s, 1, "rounded up, never 0");
+    cr_assert(admit_at(reg, p, 1, 5000, &why), "route b is not in the budget");
+    cr_assert(admit_at(reg, p, 0, 11000, &why), "a new window");
+    budget_registry_free(reg);
+    policy_unref(p);
+}
+
+Test(budget, sliding_window_counts_tokens)
+{
+    /* 60 s in 60 slots of 1 s: usage leaves the count 60 s after its slot began */
+    struct policy *p = budget_policy("[budget t]\nroutes = *\ntokens = 100\nwindow = 60s\n");
+    struct budget_registry *reg = budget_registry_new();
+    struct budget_refusal why;
+    budget_registry_sync(reg, p, 0);
+    cr_assert(admit_at(reg, p, 0, 0, &why));
+    charge_at(reg, p, 0, 500, 40, 20); /* slot 0: 60 */
+    cr_assert(admit_at(reg, p, 1, 30000, &why), "60 of 100");
+    charge_at(reg, p, 1, 30500, -1, 50); /* slot 30: 50; "not reported" counts nothing */
+    cr_assert_not(admit_at(reg, p, 0, 31000, &why), "110 of 100: spent");
+    cr_assert_str_eq(why.kind, "tokens");
+    cr_assert_eq(why.retry_after_s, 29, "slot 0 leaves at 60 s");
+    cr_assert_not(admit_at(reg, p, 0, 59999, &why));
+    cr_assert(admit_at(reg, p, 0, 60000, &why), "50 of 100 now");
+    charge_at(reg, p, 0, 60000, 60, 0);
+    cr_assert_not(admit_at(reg, p, 0, 61000, &why), "110 again");
+    cr_assert_eq(why.retry_after_s, 29, "slot 30 must leave too: at 90 s");
+    cr_assert(admit_at(reg, p, 0, 90000, &why));
+    budget_registry_free(reg);
+    policy_unref(p);
+}
+
+Test(budget, spent_by_one_limit_of_two_frees_when_both_allow)
+{
+    struct policy *p = budget_policy("[budget x]\nroutes = a\ntokens = 10\nrequests = 2\n"
+                                     "window = 10s\nwindow_type = fixed\n"
+                                     "[budget y]\nroutes = a\nrequests = 1\nwindow = 100s\n"
+                                     "window_type = fixed\n");
+    struct budget_registry *reg = budget_registry_new();
+    struct budget_refusal why;
+    budget_registry_sync(reg, p, 0);
+    cr_assert(admit_at(reg, p, 0, 0, &why));
+    cr_assert_not(admit_at(reg, p, 0, 1000, &why));
+    cr_assert_str_eq(why.budget, "y", "the one that frees last is named");
+    cr_assert_eq(why.retry_after_s, 99);
+    budget_registry_free(reg);
+    policy_unref(p);
+}
+
+Test(budget, usage_survives_a_reload_that_keeps_the_name)
+{
+    struct budget_registry *reg = budget_registry_new();
+    struct budget_refusal why;
+    struct policy *p1 = budget_policy("[budget keep]\nroutes = a\nrequests = 2\nwindow = 1h\n"
+                                      "[budget drop]\nroutes = a\nrequests = 2\nwindow = 1h\n");
+    budget_registry_sync(reg, p1, 0);
+    cr_assert(admit_at(reg, p1, 0, 0, &why));
+    cr_assert(admit_at(reg, p1, 0, 1, &why));
+    cr_assert_not(admit_at(reg, p1, 0, 2, &why));
+    /* keep: same name, another window and limit; drop: renamed */
+    struct policy *p2 = budget_policy("[budget keep]\nroutes = a\nrequests = 3\nwindow = 2h\n"
+                                      "window_type = fixed\n"
+                                      "[budget dropped]\nroutes = b\nrequests = 2\nwindow = 1h\n");
+    budget_registry_sync(reg, p2, 10);
+    cr_assert(admit_at(reg, p2, 0, 20, &why), "2 of 3 were used: one more");
+    cr_assert_not(admit_at(reg, p2, 0, 30, &why), "the usage came over");
+    cr_assert_str_eq(why.budget, "keep");
+    cr_assert(admit_at(reg, p2, 1, 30, &why), "a new name starts empty");
+    cr_assert(admit_at(reg, p1, 0, 40, &why) == false,
+              "the old policy's 'keep' is the same budget");
+    budget_registry_free(reg);
+    policy_unref(p1);
+    policy_unref(p2);
+}
+
+static int lookups;
+static struct identity *curl_id;
+static const struct identity *lookup_curl(void *ctx)
+{
+    (void)ctx;
+    lookups++;
+    return curl_id;
+}
+
+Test(budget, binary_budgets_look_the_caller_up_once_and_only_when_needed)
+{
+    struct policy *p = budget_policy("[budget all]\nroutes = *\nrequests = 100\nwindow = 1h\n"
+                                     "[budget curl]\nroutes = b\nbinary = /usr/bin/curl\n"
+                                     "requests = 1\nwindow = 1h\n");
+    struct budget_registry *reg = budget_registry_new();
+    struct budget_refusal why;
+    curl_id = identity_new();
+    cr_assert(identity_add_holder(curl_id, 7) == 0 &&
+              identity_add_exe(curl_id, 0, "/usr/bin/curl") == 0);
+    budget_registry_sync(reg, p, 0);
+    struct caller who = {.lookup = lookup_curl};
+    uint64_t admitted = 0;
+    cr_assert(budget_admit(reg, p, policy_route(p, 0), &who, 0, &admitted, &why));
+    cr_assert_eq(lookups, 0, "route a has no budget with binary");
+    cr_assert_eq(admitted, 1u, "budget 0 counted");
+    cr_assert(budget_admit(reg, p, policy_route(p, 1), &who, 0, &admitted, &why));
+    cr_assert_eq(lookups, 1);
+    cr_assert_eq(admitted, 3u, "budget 1 counted; budget 0 not twice");
+    struct caller who2 = {.lookup = lookup_curl};
+    uint64_t again = 0;
+    cr_assert_not(budget_admit(reg, p, policy_route(p, 1), &who2, 0, &again, &why));
+    cr_assert_str_eq(why.budget, "curl");
+    cr_assert(budget_admit(reg, p, policy_route(p, 0), &who2, 0, &again, &why),
+              "route a: only 'all' applies");
+    struct caller nobody = {0};
+    uint64_t none = 0;
+    cr_assert_not(budget_admit(reg, p, policy_route(p, 1), &nobody, 0, &none, &why),
+                  "a caller not known counts against a binary budget");
+    cr_assert_eq(lookups, 2);
+    identity_free(curl_id);
+    budget_registry_free(reg);
+    policy_unref(p);
+}
+
+Test(budget, gauges)
+{
+    struct policy *p = budget_policy("[budget g]\nroutes = a\ntokens = 1000\nrequests = 5\n"
+                                     "window = 1h\n[budget h]\nroutes = b\nrequests = 1\n"
+                                     "window = 1h\n");
+    struct budget_registry *reg = budget_registry_new();
+    struct budget_refusal why;
+    struct budget_gauge g[8];
+    budget_registry_sync(reg, p, 0);
+    cr_assert(admit_at(reg, p, 0, 0, &why));
+    charge_at(reg, p, 0, 0, 400, 700);
+    size_t n = budget_gauges(reg, p, 1, g, 8);
+    cr_assert_eq(n, 3);
+    cr_assert(strcmp(g[0].budget, "g") == 0 && strcmp(g[0].kind, "tokens") == 0 &&
+                  g[0].remaining == 0,
+              "overspent: 0, never negative");
+    cr_assert(strcmp(g[1].kind, "requests") == 0 && g[1].remaining == 4);
+    cr_assert(strcmp(g[2].budget, "h") == 0 && g[2].remaining == 1);
+    cr_assert_eq(budget_gauges(reg, p, 1, g, 2), 2, "bounded by the caller's room");
+    budget_registry_free(reg);
+    policy_unref(p);
+}
+
+#define WORKERS     8
+#define PER_WORKER  2000
+#define ADMIT_LIMIT 5000
+
+struct hammer {
+    struct budget_registry *reg;
+    const struct policy *p;
+    int admitted;
+};
+
+static void *hammer_budget(void *arg)
+{
+    struct hammer *h = arg;
+    for (int i = 0; i < PER_WORKER; i++) {
+        struct caller who = {0};
+        struct budget_refusal why;
+        struct usage u = {1, 2};
+        uint64_t mask = 0;
+        if (budget_admit(h->reg, h->p, policy_route(h->p, 0), &who, 5, &mask, &why)) {
+            h->admitted++;
+            budget_charge(h->reg, h->p, policy_route(h->p, 0), &who, &u, 5);
+        }
+    }
+    return NULL;
+}
+
+Test(budget, many_workers_at_once)
+{
+    struct policy *p = budget_policy("[budget r]\nroutes = a\nrequests = 5000\nwindow = 1h\n"
+                                     "[budget t]\nroutes = *\ntokens = 1000000000\nwindow = 1h\n");
+    struct budget_registry *reg = budget_registry_new();
+    struct hammer h[WORKERS];
+    pthread_t t[WORKERS];
+    budget_registry_sync(reg, p, 0);
+    for (int i = 0; i < WORKERS; i++) {
+        h[i] = (struct hammer){reg, p, 0};
+        cr_assert_eq(pthread_create(&t[i], NULL, hammer_budget, &h[i]), 0);
+    }
+    int total = 0;
+    for (int i = 0; i < WORKERS; i++) {
+        pthread_join(t[i], NULL);
+        total += h[i].admitted;
+    }
+    cr_assert_eq(total, ADMIT_LIMIT, "exactly the limit, never one more");
+    struct budget_gauge g[4];
+    cr_assert_eq(budget_gauges(reg, p, 6, g, 4), 2);
+    cr_assert_eq(g[0].remaining, 0);
+    cr_assert_eq(g[1].remaining, 1000000000 - 3 * ADMIT_LIMIT, "every charge counted");
+    budget_registry_free(reg);
+    policy_unref(p);
 }
