@@ -22,15 +22,23 @@ const struct http_error ERR_OVERLOADED = {503, "overloaded"};
 const struct http_error ERR_USE_CONNECT = {400, "use_connect"};
 const struct http_error ERR_UPSTREAM_ERROR = {502, "upstream_error"};
 
-void http_put_answer(struct sbuf *out, int status, const char *code, const char *ctype,
-                     const char *body, size_t blen, bool keep)
+void http_put_answer_with(struct sbuf *out, int status, const char *code, const char *ctype,
+                          const char *extra, const char *body, size_t blen, bool keep)
 {
     sbuf_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n", status,
                 http_reason_phrase(status), ctype, blen);
     if (code != NULL)
         sbuf_printf(out, "X-Egressd-Error: %s\r\n", code);
+    if (extra != NULL)
+        sbuf_str(out, extra);
     sbuf_str(out, keep ? "\r\n" : "Connection: close\r\n\r\n");
     sbuf_add(out, body, blen);
+}
+
+void http_put_answer(struct sbuf *out, int status, const char *code, const char *ctype,
+                     const char *body, size_t blen, bool keep)
+{
+    http_put_answer_with(out, status, code, ctype, NULL, body, blen, keep);
 }
 
 void http_put_error_json(struct sbuf *out, const char *code, const char *detail, const char *rule)

@@ -256,6 +256,9 @@ extern const struct http_error ERR_BAD_REQUEST, ERR_HEADERS_TOO_LARGE, ERR_REQUE
  * keep. */
 void http_put_answer(struct sbuf *out, int status, const char *code, const char *ctype,
                      const char *body, size_t blen, bool keep);
+/* The same with extra header lines ("Name: value\r\n"...; NULL: none). */
+void http_put_answer_with(struct sbuf *out, int status, const char *code, const char *ctype,
+                          const char *extra, const char *body, size_t blen, bool keep);
 /* DESIGN section 5's body: {"error":code,"detail":...,"rule":...}. */
 void http_put_error_json(struct sbuf *out, const char *code, const char *detail, const char *rule);
 /* A whole section-5 error on s, closing (detail and rule may be NULL). */

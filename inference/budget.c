@@ -20,7 +20,7 @@
  * completion, as the backend reported them) when it ends, so a request in
  * flight always finishes and the one after it is refused.
  */
-#include "infer_int.h"
+#include "inference.h"
 
 #include <pthread.h>
 #include <stdio.h>
