@@ -4,13 +4,15 @@
  * event, usage, model aliases, retry eligibility, and the budget registry
  * (windows, reloads, many workers at once).
  */
-#include "../../inference/inference.h"
+#include "../../inference/infer_int.h"
 
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 struct api_case {
     char method[8], path[64];
@@ -398,4 +400,139 @@ Test(budget, many_workers_at_once)
     cr_assert_eq(g[1].remaining, 1000000000 - 3 * ADMIT_LIMIT, "every charge counted");
     budget_registry_free(reg);
     policy_unref(p);
+}
+
+/* ---- model aliases ---- */
+
+Test(alias, first_match_then_model_then_as_is)
+{
+    struct policy *p = policy_load_string(
+        "[route a]\nendpoint = mock://a\n"
+        "model_map = gpt-4o=llama-3.1-70b, gpt-4o-mini=llama-3.1-8b, gpt-4*=llama-any, o?=tiny\n"
+        "[route b]\nendpoint = mock://b\nmodel = fixed\nmodel_map = claude-*=sonnet\n"
+        "[route c]\nendpoint = mock://c\n",
+        NULL, NULL);
+    cr_assert_not_null(p);
+    const struct route *a = policy_route(p, 0), *b = policy_route(p, 1), *c = policy_route(p, 2);
+    cr_assert_str_eq(route_model_for(a, "gpt-4o"), "llama-3.1-70b");
+    cr_assert_str_eq(route_model_for(a, "gpt-4o-mini"), "llama-3.1-8b", "exact, not a prefix");
+    cr_assert_str_eq(route_model_for(a, "gpt-4-turbo"), "llama-any", "a glob");
+    cr_assert_str_eq(route_model_for(a, "o1"), "tiny");
+    cr_assert_null(route_model_for(a, "o1-pro"), "no match and no model: as it is");
+    cr_assert_null(route_model_for(a, NULL));
+    cr_assert_null(route_model_for(a, "GPT-4O"), "case matters, as for `models`");
+    cr_assert_str_eq(route_model_for(b, "claude-3"), "sonnet", "the map before `model`");
+    cr_assert_str_eq(route_model_for(b, "other"), "fixed");
+    cr_assert_str_eq(route_model_for(b, NULL), "fixed");
+    cr_assert_null(route_model_for(c, "gpt-4o"));
+    policy_unref(p);
+}
+
+Test(alias, listing_names_what_the_sandbox_may_ask_for)
+{
+    struct policy *p =
+        policy_load_string("[route a]\nendpoint = mock://a\nmodels = gpt-4o, llama*, extra\n"
+                           "model_map = gpt-4o=l70, gpt-*=l8, gpt-4o=again, o1 = tiny\n",
+                           NULL, NULL);
+    cr_assert_not_null(p);
+    char buf[2048];
+    struct sbuf b;
+    sbuf_init(&b, buf, sizeof(buf));
+    alias_list_body(&b, policy_route(p, 0));
+    cr_assert_not(b.cut);
+    cr_assert_str_eq(
+        buf,
+        "{\"object\":\"list\",\"data\":["
+        "{\"id\":\"gpt-4o\",\"object\":\"model\",\"created\":0,\"owned_by\":\"egressd\"},"
+        "{\"id\":\"o1\",\"object\":\"model\",\"created\":0,\"owned_by\":\"egressd\"},"
+        "{\"id\":\"extra\",\"object\":\"model\",\"created\":0,\"owned_by\":\"egressd\"}]}",
+        "globs left out, each name once");
+    sbuf_init(&b, buf, sizeof(buf));
+    cr_assert(alias_model_body(&b, policy_route(p, 0), "gpt-5"), "matches the glob gpt-*");
+    cr_assert_str_eq(
+        buf, "{\"id\":\"gpt-5\",\"object\":\"model\",\"created\":0,\"owned_by\":\"egressd\"}");
+    sbuf_init(&b, buf, sizeof(buf));
+    cr_assert(alias_model_body(&b, policy_route(p, 0), "extra"));
+    sbuf_init(&b, buf, sizeof(buf));
+    cr_assert_not(alias_model_body(&b, policy_route(p, 0), "llama-3"),
+                  "a models glob: the backend's");
+    cr_assert_eq(b.len, 0);
+    policy_unref(p);
+}
+
+/* ---- retries ---- */
+
+Test(retry, classes_of_answers)
+{
+    cr_assert_eq(retry_class_of_status(500), RETRY_ON_5XX);
+    cr_assert_eq(retry_class_of_status(503), RETRY_ON_5XX);
+    cr_assert_eq(retry_class_of_status(599), RETRY_ON_5XX);
+    cr_assert_eq(retry_class_of_status(429), RETRY_ON_429);
+    cr_assert_eq(retry_class_of_status(200), 0);
+    cr_assert_eq(retry_class_of_status(400), 0);
+    cr_assert_eq(retry_class_of_status(404), 0);
+    cr_assert_eq(retry_class_of_status(600), 0);
+}
+
+Test(retry, eligibility_before_and_after_the_first_byte)
+{
+    const unsigned dflt = RETRY_ON_CONNECT | RETRY_ON_5XX;
+    const unsigned classes[] = {RETRY_ON_CONNECT, RETRY_ON_5XX, RETRY_ON_429};
+    const unsigned settings[] = {dflt, RETRY_ON_CONNECT, RETRY_ON_5XX | RETRY_ON_429,
+                                 RETRY_ON_CONNECT | RETRY_ON_5XX | RETRY_ON_429};
+    for (size_t s = 0; s < sizeof(settings) / sizeof(settings[0]); s++) {
+        for (size_t c = 0; c < sizeof(classes) / sizeof(classes[0]); c++) {
+            bool named = (settings[s] & classes[c]) != 0;
+            cr_assert_eq(retry_eligible(settings[s], classes[c], false), named,
+                         "retry_on %#x, class %#x, nothing sent yet", settings[s], classes[c]);
+            cr_assert_not(retry_eligible(settings[s], classes[c], true),
+                          "never once the head went to the client (%#x, %#x)", settings[s],
+                          classes[c]);
+        }
+        cr_assert_not(retry_eligible(settings[s], 0, false), "an answer that is not a failure");
+    }
+    cr_assert_not(retry_eligible(dflt, RETRY_ON_429, false), "429 is not in the default");
+}
+
+/* ---- the 429 of a spent budget, in each API's shape ---- */
+
+static void limited_answer(enum err_style style, char *out, size_t cap, bool *keep)
+{
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    struct exchange x = {.style = style, .minor = 1};
+    x.rp = (struct reply){.s = stream_plain(sv[0]), .io_ms = 1000};
+    struct budget_refusal why = {.budget = "daily", .kind = "tokens", .retry_after_s = 42};
+    *keep = exchange_limited(&x, &why);
+    cr_assert_eq(x.rec.status, 429);
+    cr_assert_str_eq(x.rec.error, "budget_exceeded");
+    cr_assert(strstr(x.rec.detail, "daily") != NULL);
+    stream_free(x.rp.s);
+    close(sv[0]);
+    ssize_t n = read(sv[1], out, cap - 1);
+    cr_assert_gt(n, 0);
+    out[n] = '\0';
+    close(sv[1]);
+}
+
+Test(limit, answer_429_in_both_shapes)
+{
+    char out[2048];
+    bool keep;
+    limited_answer(STYLE_OPENAI, out, sizeof(out), &keep);
+    cr_assert(keep, "the request was read whole: the connection stays");
+    cr_assert(strncmp(out, "HTTP/1.1 429 ", 13) == 0, "%s", out);
+    cr_assert(strstr(out, "\r\nRetry-After: 42\r\n") != NULL, "%s", out);
+    cr_assert(strstr(out, "\r\nX-Egressd-Error: budget_exceeded\r\n") != NULL, "%s", out);
+    cr_assert_null(strstr(out, "Connection: close"));
+    const char *body = strstr(out, "\r\n\r\n") + 4;
+    cr_assert_str_eq(body, "{\"error\":{\"message\":\"egressd: the tokens budget 'daily' is spent; "
+                           "retry in 42 s\",\"type\":\"egressd_error\",\"code\":"
+                           "\"rate_limit_exceeded\"}}");
+    limited_answer(STYLE_ANTHROPIC, out, sizeof(out), &keep);
+    body = strstr(out, "\r\n\r\n") + 4;
+    cr_assert(strstr(out, "\r\nRetry-After: 42\r\n") != NULL, "%s", out);
+    cr_assert_str_eq(body, "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\","
+                           "\"message\":\"egressd: the tokens budget 'daily' is spent; retry in "
+                           "42 s\"}}");
 }
