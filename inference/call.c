@@ -9,6 +9,9 @@
  * within the same attempt).  The client's body stays as it came for the
  * whole call, so every attempt can send it again.
  *
+ * A mock:// route, first or a fallback, is one more attempt that always
+ * answers (mock.c).
+ *
  * An attempt that fails in a class the route's retry_on names (no
  * connection, a 5xx, a 429) is made again on the same route after a short
  * backoff (100 ms, doubling, at most 1 s), `retries` times, then on the
@@ -28,6 +31,7 @@
  */
 #include "infer_int.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -282,6 +286,12 @@ static enum attempt attempt_once(struct exchange *x, struct call *c, bool fresh)
     return a;
 }
 
+/* May the connection carry another request once this answer's body is read? */
+static bool answer_keeps_alive(const struct http_msg *r)
+{
+    return r->framing != BODY_UNTIL_CLOSE && !r->conn_close;
+}
+
 /* Done with the attempt's connection: kept when its answer ended cleanly. */
 static void release(struct exchange *x, struct call *c, bool reusable)
 {
@@ -337,7 +347,8 @@ static unsigned failure_class(const struct call *c, enum attempt a)
     return a == SENT ? retry_class_of_status(c->r.status) : 0;
 }
 
-static void report(struct exchange *x, const struct route *r, const char *result,
+/* One attempt (number n; 0 for a fallback passed over) to the daemon. */
+static void report(struct exchange *x, const struct route *r, unsigned n, const char *result,
                    const char *detail, int status, const struct route *next)
 {
     struct attempt_record ar = {.route = r->name,
@@ -347,7 +358,7 @@ static void report(struct exchange *x, const struct route *r, const char *result
                                 .detail = detail,
                                 .next = next ? next->name : NULL,
                                 .status = status,
-                                .attempt = status == -2 ? 0 : x->rec.attempts};
+                                .attempt = n};
     if (x->env->attempt != NULL)
         x->env->attempt(x->env->log_ctx, &ar);
 }
@@ -366,7 +377,7 @@ static const struct route *next_fallback(struct exchange *x, const struct route 
         if (budget_admit(x->env->budgets, p, r, &x->who, now_ms(), &x->admitted, &why))
             return r;
         snprintf(detail, sizeof(detail), "budget '%s': %s spent", why.budget, why.kind);
-        report(x, r, "budget", detail, -2, NULL); /* -2: no attempt was made */
+        report(x, r, 0, "budget", detail, -1, NULL);
     }
     return NULL;
 }
@@ -388,7 +399,7 @@ static void move_on(struct exchange *x, struct call *c, const struct route *next
 {
     if (next == x->route) {
         struct timespec ts = {c->backoff_ms / 1000, (long)(c->backoff_ms % 1000) * 1000000};
-        while (nanosleep(&ts, &ts) != 0)
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
             ;
         c->retries_left--;
         c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
@@ -404,10 +415,10 @@ static enum attempt run_attempts(struct exchange *x, struct call *c, bool *keep,
 {
     for (;;) {
         x->rec.attempts++;
-        if (x->route->scheme == ENDPOINT_MOCK) { /* a fallback with canned answers */
+        if (x->route->scheme == ENDPOINT_MOCK) { /* canned answers: no backend */
             *answered = true;
             *keep = mock_answer(x);
-            report(x, x->route, "answered", NULL, 200, NULL);
+            report(x, x->route, x->rec.attempts, "answered", NULL, 200, NULL);
             return SENT;
         }
         if (!prepare_route(x, c, keep)) {
@@ -417,13 +428,12 @@ static enum attempt run_attempts(struct exchange *x, struct call *c, bool *keep,
         enum attempt a = attempt_route(x, c);
         int status = a == SENT ? c->r.status : -1;
         const struct route *tried = x->route, *next = plan_next(x, c, failure_class(c, a));
-        report(x, tried, result_of(a, status), c->err[0] ? c->err : c->why, status, next);
+        report(x, tried, x->rec.attempts, result_of(a, status), c->err[0] ? c->err : c->why, status,
+               next);
         if (next == NULL)
             return a;
         /* a buffered answer was read whole: its connection is fit for reuse */
-        release(x, c,
-                a == SENT && !api_is_streamed(x->proto) && c->r.framing != BODY_UNTIL_CLOSE &&
-                    !c->r.conn_close);
+        release(x, c, a == SENT && !api_is_streamed(x->proto) && answer_keeps_alive(&c->r));
         move_on(x, c, next);
     }
 }
@@ -452,7 +462,7 @@ static bool relay_streamed(struct exchange *x, struct call *c, bool *backend_ok)
     struct body_sink sink = {take_piece, x};
     enum pump_result pr =
         http_pump_body(&c->b->in, r->framing, r->content_length, &lim, &sink, &moved, &why);
-    *backend_ok = pr == PUMP_DONE && r->framing != BODY_UNTIL_CLOSE && !r->conn_close;
+    *backend_ok = pr == PUMP_DONE && answer_keeps_alive(r);
     if (pr == PUMP_DONE)
         return reply_end(&x->rp) == 0 && x->rp.chunked;
     why = x->rp.failed ? "the client went away" : cut_reason(pr, why);
@@ -478,7 +488,7 @@ static bool answer_client(struct exchange *x, struct call *c, enum attempt a)
     if (a == SENT && api_is_streamed(x->proto)) {
         keep = relay_streamed(x, c, &backend_ok);
     } else if (a == SENT) {
-        backend_ok = c->r.framing != BODY_UNTIL_CLOSE && !c->r.conn_close;
+        backend_ok = answer_keeps_alive(&c->r);
         const char *body = c->acc.p ? c->acc.p : "";
         usage_scan(&x->rec.usage, body, c->acc.len);
         keep = reply_whole(&x->rp, c->r.status, c->reason, c->headers, body, c->acc.len) == 0;

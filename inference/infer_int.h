@@ -1,7 +1,7 @@
 /*
  * infer_int.h - shared by the files that serve intercepted requests, and
  * nobody else.  Within the module the calls run one way:
- * serve.c -> call.c -> backend.c; serve.c, call.c -> mock.c, budget.c;
+ * serve.c -> call.c -> backend.c, mock.c; serve.c, call.c -> budget.c;
  * serve.c, call.c, mock.c -> reply.c.
  */
 #ifndef EGRESSD_INFER_INT_H

@@ -8,8 +8,8 @@
  * routing may need the model and a rewrite replaces it, and it must be one
  * JSON object naming its model one way only.  Then a route is chosen, the
  * budgets covering it admit the request or refuse it with 429, and the
- * call is made (call.c), or the mock answers, or egressd answers a model
- * listing itself when the route gives aliases.  When the request is over,
+ * call is made (call.c: to the backend, or the mock), or egressd answers a
+ * model listing itself when the route gives aliases.  When the request is over,
  * the tokens its answer reported go into the budgets of the route that
  * answered.  Between requests the connection follows reloads through the
  * refresh callback.
@@ -181,10 +181,6 @@ static bool route_and_answer(struct exchange *x)
     if (x->proto != PROTO_MODEL_DISCOVERY && !budget_admit(x->env->budgets, x->env->pol, x->route,
                                                            &x->who, now_ms(), &x->admitted, &why))
         return exchange_limited(x, &why);
-    if (x->route->scheme == ENDPOINT_MOCK) {
-        x->rec.attempts = 1;
-        return mock_answer(x);
-    }
     keep = call_backend(x);
     x->rec.route = x->route->name; /* the route that answered */
     return keep;

@@ -257,3 +257,23 @@ def test_usage_metrics_move(start_egressd, backend, tmp_path):
     assert after['egressd_inference_requests_total{route="second",status="200"}'] == 2
     assert after['egressd_budget_remaining{budget="b",kind="tokens"}'] == 1000 - 28
     assert after['egressd_budget_remaining{budget="b",kind="requests"}'] == 8
+
+
+def test_mock_routes_as_fallback_and_under_a_budget(start_egressd, backend, tmp_path):
+    routes = (backend_route("down", closed_port(), "models = gpt-4o\nfallback = canned\n")
+              + "[route canned]\nendpoint = mock://canned\nmodel_map = o1=canned-o1\n"
+              + "[budget mock]\nroutes = canned\nrequests = 2\nwindow = 1h\n")
+    e = start(start_egressd, tmp_path, backend, routes)
+    status, _, out = call(e, "/v1/chat/completions", CHAT)
+    assert status == 200 and b"egressd mock backend" in out
+    line = e.events("inference")[0]
+    assert line["route"] == "canned" and line["attempts"] == 2 and line["tokens_in"] == 5
+    status, _, out = call(e, "/v1/chat/completions", dict(CHAT, model="o1"))
+    assert status == 200 and json.loads(out)["model"] == "canned-o1", "the mock answers as the alias"
+    status, _, _ = call(e, "/v1/chat/completions", dict(CHAT, model="o1"))
+    assert status == 429, "two requests counted on the mock route"
+    # the fallback's budget is spent: it is passed over, and the first route's failure stands
+    status, _, out = call(e, "/v1/chat/completions", CHAT)
+    assert status == 503 and json.loads(out)["error"]["code"] == "upstream_unavailable"
+    skipped = e.events("inference_attempt", count=3, reason="budget")
+    assert skipped and skipped[0]["route"] == "canned" and "budget 'mock'" in skipped[0]["detail"]
