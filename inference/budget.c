@@ -233,21 +233,20 @@ bool budget_admit(struct budget_registry *reg, const struct policy *p, const str
                   struct caller *who, int64_t now, uint64_t *admitted, struct budget_refusal *why)
 {
     uint64_t set = budgets_for(p, r, who) & ~*admitted;
+    struct budget_state *st[POLICY_BUDGETS_MAX];
     bool refused = false;
     *why = (struct budget_refusal){.kind = NULL};
     if (set == 0 || reg == NULL)
         return true;
     pthread_mutex_lock(&reg->mu);
     for (size_t i = 0; i < policy_budget_count(p); i++) {
-        struct budget_state *s = set >> i & 1u ? state_named(reg, policy_budget(p, i)->name) : NULL;
-        if (s != NULL && spent(policy_budget(p, i), s, now, why))
+        st[i] = set >> i & 1u ? state_named(reg, policy_budget(p, i)->name) : NULL;
+        if (st[i] != NULL && spent(policy_budget(p, i), st[i], now, why))
             refused = true; /* every spent one is looked at: the latest to free decides */
     }
-    for (size_t i = 0; i < policy_budget_count(p) && !refused; i++) {
-        struct budget_state *s = set >> i & 1u ? state_named(reg, policy_budget(p, i)->name) : NULL;
-        if (s != NULL)
-            slot_current(s, now)->requests++;
-    }
+    for (size_t i = 0; i < policy_budget_count(p) && !refused; i++)
+        if (st[i] != NULL)
+            slot_current(st[i], now)->requests++;
     pthread_mutex_unlock(&reg->mu);
     if (!refused)
         *admitted |= set;
