@@ -13,8 +13,13 @@ Every cell is the median of --rounds rounds in which the peers take turns
 noisy machine.
 
 usage: bench/run.py [--seconds N] [--rounds N] [--quick]
+       bench/run.py --budget-alias [--seconds N] [--rounds N]
        bench/run.py --hold [N] [--peers egressd,tinyproxy,squid]   (docs/reliability.md)
        bench/run.py --slow [--slow-clients K] [--slow-seconds S]
+
+--budget-alias measures only the inference added latency, side by side:
+egressd as in the tables, egressd whose route has a model_map hit and a
+budget counting every request and its tokens, and the backend directly.
 """
 import argparse
 import json
@@ -128,7 +133,10 @@ http {{
     wait_port(tls_port)
 
 
-def start_egressd(w, port, origin, mock_port, max_workers=1200, nofile=None, log_level="error"):
+def start_egressd(w, port, origin, mock_port, max_workers=1200, nofile=None, log_level="error",
+                  name="egressd", route_extra="", sections=""):
+    """egressd as the tables measure it; route_extra goes into the
+    inference route, sections at the end (the --budget-alias variant)."""
     conf = f"""[proxy]
 listen = 127.0.0.1:{port}
 workers = 16
@@ -145,16 +153,17 @@ host = inference.test
 [route backend]
 endpoint = http://127.0.0.1:{mock_port}/v1
 protocols = openai_chat_completions
+{route_extra}
 [route models]
 endpoint = http://127.0.0.1:{origin}/v1
 protocols = model_discovery
 [allow local]
 host = 127.0.0.1
 port = 1-65535
-"""
-    with open(f"{w}/egressd.ini", "w") as f:
+{sections}"""
+    with open(f"{w}/{name}.ini", "w") as f:
         f.write(conf)
-    p = start([EGRESSD, "-c", f"{w}/egressd.ini"], nofile=nofile, stderr=open(f"{w}/egressd.log", "wb"))
+    p = start([EGRESSD, "-c", f"{w}/{name}.ini"], nofile=nofile, stderr=open(f"{w}/{name}.log", "wb"))
     wait_port(port)
     return p
 
@@ -306,6 +315,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=1, help="per round")
     ap.add_argument("--rounds", type=int, default=3, help="side-by-side rounds per cell (median kept)")
     ap.add_argument("--quick", action="store_true", help="concurrency 8 only")
+    ap.add_argument("--budget-alias", action="store_true",
+                    help="instead of the tables: inference added latency with a budget and a model alias")
     ap.add_argument("--hold", type=int, nargs="?", const=1000, metavar="N",
                     help="instead of the tables: hold N concurrent tunnels per proxy (default 1000)")
     ap.add_argument("--slow", action="store_true",
@@ -340,6 +351,8 @@ def main():
     try:
         ports = {k: free_port() for k in ("origin", "origin_tls", "mock", "egressd", "tinyproxy", "squid",
                                           "squid_bump")}
+        if args.budget_alias:
+            return run_budget_alias(w, ports, args)
         make_certs(w)
         start_nginx(w, ports["origin"], ports["origin_tls"], conns=max(8192, n + args.slow_clients + 2048))
         mock = start([MOCK, "/dev/null"], stdout=subprocess.PIPE, text=True)
@@ -452,6 +465,45 @@ def report(w, ports, eg, tp, sq, args):
     print("|---|---|---|---|---|---|")
     for r in cpu_rows:
         print(r, flush=True)
+
+
+# ---- inference with a budget and an alias (docs/benchmarks.md) ---------------------------------
+
+BENCH_CHAT = '{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+
+
+def run_budget_alias(w, ports, args):
+    """The inference added latency of the tables, and the same with the route
+    rewriting "m" through model_map and a budget admitting every request
+    and counting its tokens (limits far away: nothing is refused)."""
+    print(f"inference latency with a budget and an alias: {machine()}", flush=True)
+    mock = start([MOCK, "/dev/null"], stdout=subprocess.PIPE, text=True)
+    ports["mock"] = int(readline(mock.stdout, 15) or 0)
+    ports["variant"] = free_port()
+    start_egressd(w, ports["egressd"], ports["origin"], ports["mock"])
+    start_egressd(w, ports["variant"], ports["origin"], ports["mock"], name="egressd-budget-alias",
+                  route_extra="model_map = gpt-4o=llama-70b, m=llama-bench, gpt-*=llama-any\n",
+                  sections="[budget bench]\nroutes = backend\ntokens = 1000000000000\n"
+                           "requests = 1000000000000\nwindow = 24h\n")
+    mockaddr = f"127.0.0.1:{ports['mock']}"
+
+    def through(port):
+        return lambda: loadgen("forward", f"127.0.0.1:{port}", mockaddr, 1, args.seconds,
+                               path="/v1/chat/completions", host="inference.test", method="POST",
+                               body=BENCH_CHAT)
+
+    res = side_by_side({"egressd": through(ports["egressd"]),
+                        "budget+alias": through(ports["variant"]),
+                        "direct": lambda: loadgen("keepalive", "direct", mockaddr, 1, args.seconds,
+                                                  path="/v1/chat/completions", method="POST",
+                                                  body=BENCH_CHAT)}, args.rounds)
+    print("| egressd | configuration | added median | added p99 | direct median |")
+    print("|---|---|---|---|---|")
+    d = res["direct"]
+    for name, what in (("egressd", "as in the tables"), ("budget+alias", "budget and model_map hit")):
+        r = res[name]
+        print(f"| {name} | {what} | {r['median_us'] - d['median_us']:.0f} us | "
+              f"{r['p99_us'] - d['p99_us']:.0f} us | {d['median_us']:.0f} us |", flush=True)
 
 
 # ---- reliability: hold N tunnels, slow clients (docs/reliability.md) ---------------------------

@@ -8,7 +8,9 @@
  * - every problem names the file "<string>", a line between 0 (the whole
  *   file) and the number of lines, and a non-empty one-line message;
  * - a loaded policy has sane settings (workers <= max_workers, non-zero
- *   timeouts and queue, routes with protocols and a timeout), decides a few
+ *   timeouts and queue, routes with protocols and timeouts), its fallback
+ *   chains end, its model aliases have both sides, its budgets limit
+ *   something over a window of at least a second; it decides a few
  *   destinations with a rule index inside its rules, and explains them in a
  *   small buffer; it is then released.
  */
@@ -38,9 +40,24 @@ static void check_policy(struct policy *p)
     CHECK(s->idle_timeout_ms > 0 && s->listen_len > 0);
     CHECK(policy_tls(p)->cert_cache >= 1);
     CHECK(policy_inference(p)->max_request_body > 0 && policy_inference(p)->max_response_body > 0);
-    for (size_t i = 0; i < policy_route_count(p); i++) {
+    size_t n = policy_route_count(p);
+    for (size_t i = 0; i < n; i++) {
         const struct route *r = policy_route(p, i);
         CHECK(r->protocols != 0 && r->timeout_ms > 0 && r->name[0] != '\0');
+        CHECK(r->stream_idle_timeout_ms > 0 && r->retries <= ROUTE_RETRIES_MAX && r->index == i);
+        for (size_t j = 0; j < r->n_model_map; j++)
+            CHECK(r->model_map[j].from[0] != '\0' && r->model_map[j].to[0] != '\0' &&
+                  strpbrk(r->model_map[j].to, "\"\\") == NULL);
+        size_t hops = 0; /* no cycle: every chain ends within n hops */
+        for (const struct route *f = r; f->fallback >= 0 && hops <= n; hops++) {
+            CHECK((size_t)f->fallback < n);
+            f = policy_route(p, (size_t)f->fallback);
+        }
+        CHECK(hops < n || n == 0);
+    }
+    for (size_t i = 0; i < policy_budget_count(p); i++) {
+        const struct budget *b = policy_budget(p, i);
+        CHECK(b->window_ms >= 1000 && (b->tokens > 0 || b->requests > 0) && b->name[0] != '\0');
     }
     static const char *const dests[] = {"api.openai.com", "github.com", "raw.githubusercontent.com",
                                         "169.254.169.254", "[::1]"};

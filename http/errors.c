@@ -25,15 +25,23 @@ const struct http_error ERR_MISDIRECTED = {421, "misdirected_request"};
 const struct http_error ERR_UNSUPPORTED_PROTOCOL = {403, "unsupported_protocol"};
 const struct http_error ERR_UPSTREAM_TLS = {502, "upstream_tls"};
 
-void http_put_answer(struct sbuf *out, int status, const char *code, const char *ctype,
-                     const char *body, size_t blen, bool keep)
+void http_put_answer_with(struct sbuf *out, int status, const char *code, const char *ctype,
+                          const char *extra, const char *body, size_t blen, bool keep)
 {
     sbuf_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n", status,
                 http_reason_phrase(status), ctype, blen);
     if (code != NULL)
         sbuf_printf(out, "X-Egressd-Error: %s\r\n", code);
+    if (extra != NULL)
+        sbuf_str(out, extra);
     sbuf_str(out, keep ? "\r\n" : "Connection: close\r\n\r\n");
     sbuf_add(out, body, blen);
+}
+
+void http_put_answer(struct sbuf *out, int status, const char *code, const char *ctype,
+                     const char *body, size_t blen, bool keep)
+{
+    http_put_answer_with(out, status, code, ctype, NULL, body, blen, keep);
 }
 
 /* ,"name":"value" when there is a value. */

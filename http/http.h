@@ -245,7 +245,10 @@ uint64_t http_swaps_in_head(const struct http_msg *m, const struct http_swaps *s
 /* The request target, the used placeholders (as written or encoded)
  * replaced by their values, percent-encoded. */
 void http_put_target(struct sbuf *b, const char *target, size_t len, const struct http_swaps *sw);
-/* The fields that pass as lines, with the used swaps done in their values
+/* One field's value with the used swaps done (Basic credentials decoded,
+ * swapped and encoded again); sw may be NULL. */
+void http_put_value(struct sbuf *b, const struct http_header *h, const struct http_swaps *sw);
+/* hop.c: the fields that pass as lines, with the used swaps done in their values
  * (Basic credentials decoded, swapped and encoded again), then the
  * framing: egressd's parse of it, or with body_len >= 0 a Content-Length
  * of body_len (a body egressd read whole and rewrote).  sw may be NULL. */
@@ -307,6 +310,9 @@ struct http_error_info {
  * keep. */
 void http_put_answer(struct sbuf *out, int status, const char *code, const char *ctype,
                      const char *body, size_t blen, bool keep);
+/* The same with extra header lines ("Name: value\r\n"...; NULL: none). */
+void http_put_answer_with(struct sbuf *out, int status, const char *code, const char *ctype,
+                          const char *extra, const char *body, size_t blen, bool keep);
 /* DESIGN section 5's body: {"error":code,"detail":...,"rule":...}, with
  * method, path and message (section 10) when known. */
 void http_put_error_json(struct sbuf *out, const struct http_error_info *info);

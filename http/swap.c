@@ -196,9 +196,7 @@ void http_put_target(struct sbuf *b, const char *target, size_t len, const struc
     sbuf_add(b, target + run, len - run);
 }
 
-/* One field's value with the used swaps done; Basic credentials decoded,
- * swapped and encoded again. */
-static void put_value(struct sbuf *b, const struct http_header *h, const struct http_swaps *sw)
+void http_put_value(struct sbuf *b, const struct http_header *h, const struct http_swaps *sw)
 {
     char basic[BASIC_MAX], swapped[BASIC_MAX + 1];
     size_t n, count = 0;
@@ -216,26 +214,6 @@ static void put_value(struct sbuf *b, const struct http_header *h, const struct 
     }
     explicit_bzero(basic, sizeof(basic));
     explicit_bzero(swapped, sizeof(swapped));
-}
-
-void http_put_fields(struct sbuf *b, const struct http_msg *m, const struct http_swaps *sw,
-                     int64_t body_len)
-{
-    for (size_t i = 0; i < m->n_headers; i++) {
-        const struct http_header *h = &m->headers[i];
-        if (http_hop_by_hop(m, h))
-            continue;
-        sbuf_add(b, h->name, h->name_len);
-        sbuf_str(b, ": ");
-        put_value(b, h, sw);
-        sbuf_str(b, "\r\n");
-    }
-    if (body_len >= 0)
-        sbuf_printf(b, "Content-Length: %lld\r\n", (long long)body_len);
-    else if (m->framing == BODY_CHUNKED)
-        sbuf_str(b, "Transfer-Encoding: chunked\r\n");
-    else if (m->has_length)
-        sbuf_printf(b, "Content-Length: %llu\r\n", (unsigned long long)m->content_length);
 }
 
 /* ---- bodies ----------------------------------------------------------------------- */

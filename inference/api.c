@@ -1,8 +1,9 @@
 /*
- * api.c - the inference APIs as data: the table of recognised calls, route selection, the
- * backend path, the request headers that may pass, error bodies in the
- * shape of each API, the SSE event that reports a cut stream, and token
- * usage as backends report it.
+ * api.c - the inference APIs as data: the table of recognised calls, route
+ * selection and a route's model aliases, the backend path, the request
+ * headers that may pass, which failures may be tried again, error bodies
+ * in the shape of each API, the SSE event that reports a cut stream, and
+ * token usage as backends report it.
  */
 #include "inference.h"
 
@@ -77,6 +78,88 @@ const struct route *route_select(const struct policy *p, enum protocol proto, co
             return r;
     }
     return NULL;
+}
+
+const char *route_model_for(const struct route *r, const char *requested)
+{
+    for (size_t i = 0; requested != NULL && i < r->n_model_map; i++)
+        if (fnmatch(r->model_map[i].from, requested, 0) == 0)
+            return r->model_map[i].to;
+    return r->model[0] ? r->model : NULL;
+}
+
+static bool is_glob(const char *s)
+{
+    return strpbrk(s, "*?[") != NULL;
+}
+
+/* Listed already, among the first n aliases or the first m models? */
+static bool listed(const struct route *r, size_t n, size_t m, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(r->model_map[i].from, name) == 0)
+            return true;
+    for (size_t i = 0; i < m; i++)
+        if (strcmp(r->models[i], name) == 0)
+            return true;
+    return false;
+}
+
+static void model_object(struct sbuf *b, const char *id)
+{
+    char esc[2 * ROUTE_MODEL_MAX];
+    json_escape(esc, sizeof(esc), id);
+    sbuf_printf(b, "{\"id\":\"%s\",\"object\":\"model\",\"created\":0,\"owned_by\":\"egressd\"}",
+                esc);
+}
+
+void alias_list_body(struct sbuf *b, const struct route *r)
+{
+    bool first = true;
+    sbuf_str(b, "{\"object\":\"list\",\"data\":[");
+    for (size_t i = 0; i < r->n_model_map; i++) {
+        const char *name = r->model_map[i].from;
+        if (is_glob(name) || listed(r, i, 0, name))
+            continue;
+        sbuf_str(b, first ? "" : ",");
+        model_object(b, name);
+        first = false;
+    }
+    for (size_t i = 0; i < r->n_models; i++) {
+        if (is_glob(r->models[i]) || listed(r, r->n_model_map, i, r->models[i]))
+            continue;
+        sbuf_str(b, first ? "" : ",");
+        model_object(b, r->models[i]);
+        first = false;
+    }
+    sbuf_str(b, "]}");
+}
+
+bool alias_model_body(struct sbuf *b, const struct route *r, const char *id)
+{
+    bool known = false;
+    for (size_t i = 0; i < r->n_model_map && !known; i++)
+        known = fnmatch(r->model_map[i].from, id, 0) == 0;
+    if (!known && !is_glob(id))
+        known = listed(r, 0, r->n_models, id);
+    if (known)
+        model_object(b, id);
+    return known;
+}
+
+unsigned retry_class_of_status(int status)
+{
+    return status == 429 ? RETRY_ON_429 : status >= 500 && status <= 599 ? RETRY_ON_5XX : 0;
+}
+
+bool retry_eligible(unsigned retry_on, unsigned cls, bool head_sent)
+{
+    return !head_sent && cls != 0 && (retry_on & cls) != 0;
+}
+
+const char *api_limit_code(enum err_style style)
+{
+    return style == STYLE_ANTHROPIC ? "rate_limit_error" : "rate_limit_exceeded";
 }
 
 int path_join(char *out, size_t cap, const char *base, const char *path, size_t plen)

@@ -1,7 +1,8 @@
 /*
  * infer_int.h - shared by the files that serve intercepted requests, and
  * nobody else.  Within the module the calls run one way:
- * serve.c -> call.c -> backend.c, and serve.c, call.c, mock.c -> reply.c.
+ * serve.c -> call.c -> backend.c, mock.c; serve.c, call.c -> budget.c;
+ * serve.c, call.c, mock.c -> reply.c.
  */
 #ifndef EGRESSD_INFER_INT_H
 #define EGRESSD_INFER_INT_H
@@ -63,7 +64,10 @@ struct exchange {
     char fwd[FWD_HEADERS_MAX]; /* the client headers that may pass, as lines */
     size_t fwd_len;
     bool has_anthropic_version;
-    struct body_buffer body;
+    struct body_buffer body;      /* as the client sent it */
+    struct body_buffer rewritten; /* as the current route's backend gets it, when it differs */
+    struct caller who;            /* for budgets with `binary` */
+    uint64_t admitted;            /* the budgets that counted this request (by index) */
     struct reply rp;
     struct inference_record rec;
     int64_t t0;
@@ -73,14 +77,32 @@ struct exchange {
  * connection may carry another request. */
 bool exchange_fail(struct exchange *x, int status, const char *code, const char *message,
                    bool keep);
+/* The same, for errors whose API has a code of its own or that carry more
+ * headers. */
+struct error_answer {
+    int status;
+    const char *code;     /* X-Egressd-Error and the log; the body's too unless api_code */
+    const char *api_code; /* the body's code where the API has its own, else NULL */
+    const char *headers;  /* more header lines ("Name: value\r\n"), or NULL */
+};
+bool exchange_answer_error(struct exchange *x, const struct error_answer *e, const char *message,
+                           bool keep);
+/* 429 for a request a budget refuses: the API's rate-limit code, and
+ * Retry-After in seconds; the connection stays. */
+bool exchange_limited(struct exchange *x, const struct budget_refusal *why);
 
 /* ---- call.c ---- */
 
-/* The call to x's route's backend and its answer relayed; true: keep-alive. */
+/* The call to x's route's backend, again or to its fallbacks while its
+ * failures allow, and the answer relayed; true: keep-alive. */
 bool call_backend(struct exchange *x);
 
 /* ---- mock.c: the canned answer of a mock:// route ---- */
 
-int mock_respond(struct reply *rp, enum protocol proto, const char *model, bool stream);
+/* The usage the canned answer reports goes into *u, as a backend's would. */
+int mock_respond(struct reply *rp, enum protocol proto, const char *model, bool stream,
+                 struct usage *u);
+/* x answered by its route's mock, as logged; true: keep-alive. */
+bool mock_answer(struct exchange *x);
 
 #endif

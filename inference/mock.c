@@ -2,7 +2,8 @@
  * mock.c - canned answers for mock:// routes, to try egressd out with no
  * backend at all.  Each protocol gets a small well-formed answer in its own
  * shape; a request with "stream": true gets it as server-sent events, sent
- * as several pieces like a real stream.
+ * as several pieces like a real stream.  The usage they report is recorded
+ * as a backend's would be, so that budgets count mock routes too.
  */
 #include "infer_int.h"
 
@@ -14,12 +15,19 @@
 static const char *const pieces[] = {"Hello", " from the", " egressd mock", " backend."};
 #define N_PIECES (sizeof(pieces) / sizeof(pieces[0]))
 
-static int send_json(struct reply *rp, const char *body)
+/* What a mock answer sends, with the usage it reports noted like a backend's. */
+struct mock {
+    struct reply *rp;
+    struct usage *u;
+};
+
+static int send_json(struct mock *m, const char *body)
 {
-    return reply_whole(rp, 200, "OK", "Content-Type: application/json\r\n", body, strlen(body));
+    usage_scan(m->u, body, strlen(body));
+    return reply_whole(m->rp, 200, "OK", "Content-Type: application/json\r\n", body, strlen(body));
 }
 
-static int openai_json(struct reply *rp, enum protocol proto, const char *model)
+static int openai_json(struct mock *m, enum protocol proto, const char *model)
 {
     char body[1500];
     switch (proto) {
@@ -62,10 +70,10 @@ static int openai_json(struct reply *rp, enum protocol proto, const char *model)
                  model);
         break;
     }
-    return send_json(rp, body);
+    return send_json(m, body);
 }
 
-static int anthropic_json(struct reply *rp, const char *model)
+static int anthropic_json(struct mock *m, const char *model)
 {
     char body[1200];
     snprintf(body, sizeof(body),
@@ -74,15 +82,16 @@ static int anthropic_json(struct reply *rp, const char *model)
              "\"stop_reason\":\"end_turn\",\"stop_sequence\":null,"
              "\"usage\":{\"input_tokens\":5,\"output_tokens\":7}}",
              model);
-    return send_json(rp, body);
+    return send_json(m, body);
 }
 
-static int sse(struct reply *rp, const char *event)
+static int sse(struct mock *m, const char *event)
 {
-    return reply_piece(rp, event, strlen(event));
+    usage_scan(m->u, event, strlen(event));
+    return reply_piece(m->rp, event, strlen(event));
 }
 
-static int openai_stream(struct reply *rp, const char *model)
+static int openai_stream(struct mock *m, const char *model)
 {
     char ev[1024];
     for (size_t i = 0; i < N_PIECES; i++) {
@@ -91,7 +100,7 @@ static int openai_stream(struct reply *rp, const char *model)
                  "\"created\":0,\"model\":\"%s\",\"choices\":[{\"index\":0,\"delta\":{%s"
                  "\"content\":\"%s\"},\"finish_reason\":null}]}\n\n",
                  model, i == 0 ? "\"role\":\"assistant\"," : "", pieces[i]);
-        if (sse(rp, ev))
+        if (sse(m, ev))
             return -1;
     }
     snprintf(ev, sizeof(ev),
@@ -100,10 +109,10 @@ static int openai_stream(struct reply *rp, const char *model)
              "\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7,\"total_tokens\":12}}\n\n"
              "data: [DONE]\n\n",
              model);
-    return sse(rp, ev) || reply_end(rp);
+    return sse(m, ev) || reply_end(m->rp);
 }
 
-static int anthropic_stream(struct reply *rp, const char *model)
+static int anthropic_stream(struct mock *m, const char *model)
 {
     char ev[1024];
     snprintf(ev, sizeof(ev),
@@ -114,26 +123,28 @@ static int anthropic_stream(struct reply *rp, const char *model)
              "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,"
              "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
              model);
-    if (sse(rp, ev))
+    if (sse(m, ev))
         return -1;
     for (size_t i = 0; i < N_PIECES; i++) {
         snprintf(ev, sizeof(ev),
                  "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
                  "\"delta\":{\"type\":\"text_delta\",\"text\":\"%s\"}}\n\n",
                  pieces[i]);
-        if (sse(rp, ev))
+        if (sse(m, ev))
             return -1;
     }
-    return sse(rp, "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}"
-                   "\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":"
-                   "{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},"
-                   "\"usage\":{\"output_tokens\":7}}\n\n"
-                   "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n") ||
-           reply_end(rp);
+    return sse(m, "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}"
+                  "\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":"
+                  "{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},"
+                  "\"usage\":{\"output_tokens\":7}}\n\n"
+                  "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n") ||
+           reply_end(m->rp);
 }
 
-int mock_respond(struct reply *rp, enum protocol proto, const char *model, bool stream)
+int mock_respond(struct reply *rp, enum protocol proto, const char *model, bool stream,
+                 struct usage *u)
 {
+    struct mock m = {rp, u};
     char esc[300];
     json_escape(esc, sizeof(esc), model && *model ? model : "mock-model");
     bool streams = stream && (proto == PROTO_OPENAI_CHAT || proto == PROTO_ANTHROPIC_MESSAGES);
@@ -141,6 +152,16 @@ int mock_respond(struct reply *rp, enum protocol proto, const char *model, bool 
                               "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n", -1))
         return -1;
     if (proto == PROTO_ANTHROPIC_MESSAGES)
-        return streams ? anthropic_stream(rp, esc) : anthropic_json(rp, esc);
-    return streams ? openai_stream(rp, esc) : openai_json(rp, proto, esc);
+        return streams ? anthropic_stream(&m, esc) : anthropic_json(&m, esc);
+    return streams ? openai_stream(&m, esc) : openai_json(&m, proto, esc);
+}
+
+bool mock_answer(struct exchange *x)
+{
+    const char *model = route_model_for(x->route, x->has_model ? x->rec.model : NULL);
+    x->rec.status = 200;
+    x->rec.bytes_up = x->body.len;
+    bool ok =
+        mock_respond(&x->rp, x->proto, model ? model : x->rec.model, x->stream, &x->rec.usage) == 0;
+    return ok && x->minor == 1 && !x->client_close;
 }

@@ -3,11 +3,13 @@
  * head, then pieces (chunked toward an HTTP/1.1 client, so that each piece
  * leaves as it comes), then the end; or a whole answer in one write; or an
  * error in the shape of the request's API, which SDKs show, recorded for
- * the log.  Every write has a deadline of io_ms; a failed write marks the
- * reply failed and everything after it is skipped.
+ * the log (a budget's 429 among them, with its Retry-After).  Every write
+ * has a deadline of io_ms; a failed write marks the reply failed and
+ * everything after it is skipped.
  */
 #include "infer_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -99,19 +101,42 @@ int reply_end(struct reply *rp)
     return written(rp, stream_write_all(rp->s, "0\r\n\r\n", 5, now_ms() + rp->io_ms));
 }
 
-bool exchange_fail(struct exchange *x, int status, const char *code, const char *message, bool keep)
+bool exchange_answer_error(struct exchange *x, const struct error_answer *e, const char *message,
+                           bool keep)
 {
     char body[1024], out[1536];
     struct sbuf o;
     keep = keep && x->minor == 1 && !x->client_close;
-    int blen = api_error_body(body, sizeof(body), x->style, code, message);
+    int blen =
+        api_error_body(body, sizeof(body), x->style, e->api_code ? e->api_code : e->code, message);
     sbuf_init(&o, out, sizeof(out));
     if (blen >= 0)
-        http_put_answer(&o, status, code, "application/json", body, (size_t)blen, keep);
+        http_put_answer_with(&o, e->status, e->code, "application/json", e->headers, body,
+                             (size_t)blen, keep);
     if (blen < 0 || o.cut ||
         written(&x->rp, stream_write_all(x->rp.s, o.buf, o.len, now_ms() + x->rp.io_ms)) != 0)
         keep = false;
-    x->rec.status = status;
-    x->rec.error = code;
+    x->rec.status = e->status;
+    x->rec.error = e->code;
     return keep;
+}
+
+bool exchange_fail(struct exchange *x, int status, const char *code, const char *message, bool keep)
+{
+    struct error_answer e = {.status = status, .code = code};
+    return exchange_answer_error(x, &e, message, keep);
+}
+
+bool exchange_limited(struct exchange *x, const struct budget_refusal *why)
+{
+    char headers[64], msg[256];
+    snprintf(headers, sizeof(headers), "Retry-After: %u\r\n", why->retry_after_s);
+    snprintf(msg, sizeof(msg), "egressd: the %s budget '%s' is spent; retry in %u s", why->kind,
+             why->budget, why->retry_after_s);
+    snprintf(x->rec.detail, sizeof(x->rec.detail), "budget '%s': %s spent", why->budget, why->kind);
+    struct error_answer e = {.status = 429,
+                             .code = "budget_exceeded",
+                             .api_code = api_limit_code(x->style),
+                             .headers = headers};
+    return exchange_answer_error(x, &e, msg, true);
 }

@@ -6,9 +6,13 @@
  * path must read the same to every server; its body is read whole (bounded
  * by max_request_body, and by header_timeout once the head is in) because
  * routing may need the model and a rewrite replaces it, and it must be one
- * JSON object naming its model one way only.  Then a route is chosen and
- * the call made (call.c), or the mock answers.  Between requests the
- * connection follows reloads through the refresh callback.
+ * JSON object naming its model one way only.  Then a route is chosen, the
+ * budgets covering it admit the request or refuse it with 429, and the
+ * call is made (call.c: to the backend, or the mock), or egressd answers a
+ * model listing itself when the route gives aliases.  When the request is over,
+ * the tokens its answer reported go into the budgets of the route that
+ * answered.  Between requests the connection follows reloads through the
+ * refresh callback.
  */
 #include "infer_int.h"
 
@@ -126,25 +130,34 @@ static int read_model(struct exchange *x, const char **why)
     return 0;
 }
 
-/* Replace the value of the top-level "model" with the route's. */
-static int rewrite_model(struct exchange *x)
+/* A model listing of a route that gives aliases, answered by egressd: the
+ * names the sandbox may ask for, rather than the backend's own.  False
+ * when the route has none, or the model asked for is not one of them. */
+static bool answer_models(struct exchange *x, bool *keep)
 {
-    char esc[600];
-    if (x->route->model[0] == '\0' || !x->model.found)
-        return 0;
-    size_t vs = x->model.start, ve = x->model.end, tail = x->body.len - ve;
-    size_t elen = json_escape(esc, sizeof(esc), x->route->model);
-    struct body_buffer nb = {0};
-    if (body_buffer_put(&nb, x->body.p, vs) != 0 || body_buffer_put(&nb, "\"", 1) != 0 ||
-        body_buffer_put(&nb, esc, elen) != 0 || body_buffer_put(&nb, "\"", 1) != 0 ||
-        body_buffer_put(&nb, x->body.p + ve, tail) != 0) {
-        body_buffer_free(&nb);
-        return -1;
+    if (x->route->n_model_map == 0)
+        return false;
+    size_t cap = 512 + (x->route->n_model_map + x->route->n_models) * (2 * ROUTE_MODEL_MAX + 96);
+    char *buf = malloc(cap);
+    struct sbuf b;
+    if (buf == NULL) {
+        *keep = exchange_fail(x, 502, "upstream_error", "out of memory", false);
+        return true;
     }
-    body_buffer_free(&x->body);
-    x->body = nb;
-    x->model.end = vs + elen + 2;
-    return 0;
+    sbuf_init(&b, buf, cap);
+    bool ours = true;
+    if (x->has_model)
+        ours = alias_model_body(&b, x->route, x->rec.model);
+    else
+        alias_list_body(&b, x->route);
+    if (ours) {
+        x->rec.status = 200;
+        *keep = reply_whole(&x->rp, 200, "OK", "Content-Type: application/json\r\n", b.buf,
+                            b.len) == 0 &&
+                x->minor == 1 && !x->client_close;
+    }
+    free(buf);
+    return ours;
 }
 
 static bool route_and_answer(struct exchange *x)
@@ -160,15 +173,17 @@ static bool route_and_answer(struct exchange *x)
         return exchange_fail(x, none ? 503 : 400, "no_route", msg, true);
     }
     x->rec.route = x->route->name;
-    if (rewrite_model(x) != 0)
-        return exchange_fail(x, 502, "upstream_error", "out of memory", false);
-    if (x->route->scheme != ENDPOINT_MOCK)
-        return call_backend(x);
-    x->rec.status = 200;
-    x->rec.bytes_up = x->body.len;
-    const char *model = x->route->model[0] ? x->route->model : x->rec.model;
-    bool ok = mock_respond(&x->rp, x->proto, model, x->stream) == 0;
-    return ok && x->minor == 1 && !x->client_close;
+    bool keep;
+    if (x->proto == PROTO_MODEL_DISCOVERY && answer_models(x, &keep))
+        return keep;
+    /* listing models spends no tokens: budgets count and refuse the other calls */
+    struct budget_refusal why;
+    if (x->proto != PROTO_MODEL_DISCOVERY && !budget_admit(x->env->budgets, x->env->pol, x->route,
+                                                           &x->who, now_ms(), &x->admitted, &why))
+        return exchange_limited(x, &why);
+    keep = call_backend(x);
+    x->rec.route = x->route->name; /* the route that answered */
+    return keep;
 }
 
 /* The head: a call egressd serves, on a path every server reads alike. */
@@ -230,12 +245,16 @@ bool inference_serve_request(const struct inference_env *env, struct bufconn *cl
     x->rp = (struct reply){
         .s = cl->s, .io_ms = (int)x->lim->stream_idle_timeout_ms, .chunked = m->minor == 1};
     x->rec.usage = (struct usage){-1, -1};
+    x->who = (struct caller){.lookup = env->caller, .ctx = env->caller_ctx};
     bool keep = serve_parsed(x, m);
     x->rec.bytes_down = x->rp.bytes;
     x->rec.duration_ms = now_ms() - x->t0;
+    if (x->route != NULL)
+        budget_charge(env->budgets, env->pol, x->route, &x->who, &x->rec.usage, now_ms());
     if (env->log != NULL)
         env->log(env->log_ctx, &x->rec);
     body_buffer_free(&x->body);
+    body_buffer_free(&x->rewritten);
     free(x);
     return keep;
 }

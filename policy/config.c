@@ -10,9 +10,10 @@
  * A header names one of the section kinds listed below; the kind's table
  * says which keys it takes, and keys.c handles every key the same way.
  * Each kind lives with its keys: [proxy] and [tls] here, rules and
- * [inference] in rulekeys.c, routes in routekeys.c.  Sections are kept
- * until the end, when each kind's finish hook checks what a section needs
- * as a whole (a rule without a host) and fills in defaults.
+ * [inference] in rulekeys.c, routes in routekeys.c, budgets in
+ * budgetkeys.c.  Sections are kept until the end, when each kind's finish
+ * hook checks what a section needs as a whole (a rule without a host) and
+ * fills in defaults.
  *
  * Nothing in the file is ignored: unknown sections and keys, repeated keys,
  * bad values and duplicate names are all errors, each reported once with
@@ -214,6 +215,7 @@ static void set_defaults(struct policy *p)
     p->inference.max_response_body = 32u << 20;
     p->inference.stream_idle_timeout_ms = 120000;
     p->inference.keepalive_timeout_ms = 60000;
+    p->inference.timeout_ms = 60000;
     snprintf(s->listen, sizeof(s->listen), "127.0.0.1:3128");
     parse_sockaddr(s->listen, &s->listen_addr, &s->listen_len);
     s->workers = 16;
@@ -234,7 +236,7 @@ static void set_defaults(struct policy *p)
 /* Every kind of section, in the order the "unknown section" message names them. */
 const struct section_kind *const section_kinds[] = {
     &proxy_section, &tls_section,   &inference_section, &deny_section,
-    &allow_section, &route_section, &secret_section,
+    &allow_section, &route_section, &budget_section,    &secret_section,
 };
 #define SECTION_KINDS (sizeof(section_kinds) / sizeof(section_kinds[0]))
 _Static_assert(SECTION_KINDS <= SECTION_KINDS_MAX, "struct loader: kind_line");
@@ -515,6 +517,9 @@ void policy_unref(struct policy *p)
     for (size_t i = 0; i < p->n_routes; i++)
         route_free(&p->routes[i]);
     free(p->routes);
+    for (size_t i = 0; i < p->n_budgets; i++)
+        budget_free(&p->budgets[i]);
+    free(p->budgets);
     for (size_t i = 0; i < p->n_secrets; i++)
         secret_free(&p->secrets[i]);
     free(p->secrets);
@@ -560,4 +565,14 @@ size_t policy_route_count(const struct policy *p)
 const struct route *policy_route(const struct policy *p, size_t i)
 {
     return &p->routes[i];
+}
+
+size_t policy_budget_count(const struct policy *p)
+{
+    return p->n_budgets;
+}
+
+const struct budget *policy_budget(const struct policy *p, size_t i)
+{
+    return &p->budgets[i];
 }

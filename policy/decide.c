@@ -52,34 +52,47 @@ bool rule_names_destination(const struct rule *r, const struct host *h, uint16_t
 }
 
 /* Does this process or one of its ancestors run a listed executable? */
-static bool chain_matches(const struct rule *r, const struct identity_holder *h)
+static bool chain_matches(char *const *globs, size_t n, const struct identity_holder *h)
 {
     for (size_t c = 0; c < h->n; c++)
-        for (size_t b = 0; b < r->n_binaries; b++)
-            if (path_glob_match(r->binaries[b], h->chain[c]))
+        for (size_t b = 0; b < n; b++)
+            if (path_glob_match(globs[b], h->chain[c]))
                 return true;
     return false;
 }
 
-/* Whether a rule's `binary` list admits the caller.  Any process holding
- * the socket can write the request, so an allow rule needs every holder to
- * match; a deny rule takes any holder, and an identity that could not be
- * established (or was not looked up) as a match: doubt denies. */
-bool rule_admits_caller(const struct rule *r, const struct identity *id)
+/* Whether a `binary` list takes in the caller.  Any process holding the
+ * socket can write the request, so admitting needs every holder to match;
+ * a limit (a deny rule, a budget) takes any holder, and an identity that
+ * could not be established (or was not looked up) as a match: doubt
+ * denies, and doubt counts. */
+static bool binaries_match(char *const *globs, size_t n, bool limit, const struct identity *id)
 {
-    if (r->n_binaries == 0)
+    if (n == 0)
         return true;
     bool unknown = id == NULL || id->unresolved != NULL || id->n == 0;
-    if (r->kind == RULE_DENY) {
+    if (limit) {
         for (size_t h = 0; !unknown && h < id->n; h++)
-            if (chain_matches(r, &id->holder[h]))
+            if (chain_matches(globs, n, &id->holder[h]))
                 return true;
         return unknown;
     }
     for (size_t h = 0; !unknown && h < id->n; h++)
-        if (!chain_matches(r, &id->holder[h]))
+        if (!chain_matches(globs, n, &id->holder[h]))
             return false;
     return !unknown;
+}
+
+/* Whether a rule's `binary` list admits the caller (a deny rule's: as a
+ * limit). */
+bool rule_admits_caller(const struct rule *r, const struct identity *id)
+{
+    return binaries_match(r->binaries, r->n_binaries, r->kind == RULE_DENY, id);
+}
+
+bool budget_counts_caller(const struct budget *b, const struct identity *id)
+{
+    return binaries_match(b->binaries, b->n_binaries, true, id);
 }
 
 /* ---- requests ----------------------------------------------------------------- */

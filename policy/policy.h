@@ -56,10 +56,12 @@ struct tls_settings {
     unsigned cert_cache;
 };
 
-/* The [inference] section's limits (its host and port act as a rule). */
+/* The [inference] section's limits (its host and port act as a rule);
+ * timeout and stream_idle_timeout are the defaults of routes that do not
+ * set their own. */
 struct inference_settings {
     uint64_t max_request_body, max_response_body;
-    unsigned stream_idle_timeout_ms, keepalive_timeout_ms;
+    unsigned stream_idle_timeout_ms, keepalive_timeout_ms, timeout_ms;
 };
 
 /* The API shapes egressd recognises inside an intercepted connection. */
@@ -77,10 +79,29 @@ const char *protocol_name(enum protocol p);
 enum provider { PROVIDER_OPENAI, PROVIDER_ANTHROPIC, PROVIDER_NVIDIA };
 enum endpoint_scheme { ENDPOINT_HTTP, ENDPOINT_HTTPS, ENDPOINT_MOCK };
 
+#define POLICY_ROUTES_MAX 256
+#define ROUTE_ALIASES_MAX 64
+#define ROUTE_RETRIES_MAX 10
+#define ROUTE_MODEL_MAX   256 /* a model name, its NUL included */
+
+/* retry_on: the failures of one attempt that send the request again. */
+enum retry_on {
+    RETRY_ON_CONNECT = 1u << 0, /* no answer: dial, TLS, send, closed before a response head */
+    RETRY_ON_5XX = 1u << 1,     /* an answer with a 5xx status */
+    RETRY_ON_429 = 1u << 2,     /* an answer with 429 */
+};
+
+/* One model_map entry: a requested model (exact, or an fnmatch glob) and
+ * the model the backend gets instead. */
+struct model_alias {
+    char *from, *to; /* to: spliced into JSON as it is, so no quote or backslash */
+};
+
 /* A [route NAME] section: where matching inference requests go. */
 struct route {
     char name[64];
     int line;
+    unsigned index; /* its place among the policy's routes */
     enum endpoint_scheme scheme;
     char host[POLICY_HOST_MAX + 1]; /* as written in the endpoint (names resolve at dial time) */
     uint16_t port;
@@ -92,7 +113,34 @@ struct route {
     size_t n_models;
     char *api_key;           /* secret: never logged, never sent to a client; < API_KEY_MAX */
     char api_key_secret[64]; /* the [secret] the key is, or "" */
-    unsigned timeout_ms;
+    unsigned timeout_ms;     /* head, and a buffered answer whole; all attempts together */
+    unsigned stream_idle_timeout_ms; /* between two pieces of a streamed answer */
+    struct model_alias *model_map;   /* first match wins, before `model` */
+    size_t n_model_map;
+    char fallback_name[64]; /* "" when none */
+    int fallback;           /* the route tried when this one fails (its index), -1: none */
+    unsigned retries;       /* attempts on this route after the first */
+    unsigned retry_on;      /* enum retry_on bits */
+};
+
+/* A [budget NAME] section: how much its routes may serve per window.
+ * Its usage lives with the daemon (inference/budget.c), not here: a policy
+ * is replaced whole on reload, and a budget that keeps its name keeps its
+ * usage. */
+#define POLICY_BUDGETS_MAX 64
+enum budget_window { WINDOW_SLIDING, WINDOW_FIXED };
+struct budget {
+    char name[64];
+    int line;
+    bool all_routes;
+    uint64_t route_bits[POLICY_ROUTES_MAX / 64]; /* by route index */
+    char **route_names;                          /* as written, until resolved at load */
+    size_t n_route_names;
+    char **binaries; /* path globs; none: every caller */
+    size_t n_binaries;
+    uint64_t tokens, requests; /* per window; 0: not limited */
+    unsigned window_ms;
+    enum budget_window window_type;
 };
 
 struct policy;
@@ -115,6 +163,10 @@ size_t policy_rule_count(const struct policy *p);
 bool policy_intercepts(const struct policy *p);
 size_t policy_route_count(const struct policy *p);
 const struct route *policy_route(const struct policy *p, size_t i);
+size_t policy_budget_count(const struct policy *p);
+const struct budget *policy_budget(const struct policy *p, size_t i);
+/* Does the budget count requests served by route r? */
+bool budget_covers_route(const struct budget *b, const struct route *r);
 
 /* ---- hosts ---------------------------------------------------------- */
 
@@ -236,6 +288,11 @@ const char *policy_warning(const struct policy *p, size_t i, int *line);
 /* Does a rule with `binary` match this destination, so that the caller
  * should look the process up before deciding? */
 bool policy_wants_identity(const struct policy *p, const struct host *h, uint16_t port);
+/* Does a budget count this caller?  Without `binary`, every caller; with it,
+ * when any process holding the socket (or an ancestor) runs a listed
+ * program, and when the caller is not known (id NULL or unresolved): like a
+ * deny rule, doubt counts against the limit. */
+bool budget_counts_caller(const struct budget *b, const struct identity *id);
 
 /* ---- process identity (identity.c, trust.c, glob.c) ---- */
 

@@ -2,8 +2,8 @@
  * policy_int.h - what the policy module's files share with each other and
  * nobody else: the layout of a loaded policy and its rules, and the pieces
  * of the loader (config.c reads lines and section headers, keys.c fills
- * sections from their key tables, rulekeys.c, routekeys.c and
- * secretkeys.c describe the rule, route and secret sections).
+ * sections from their key tables, rulekeys.c, routekeys.c, budgetkeys.c
+ * and secretkeys.c describe the rule, route, budget and secret sections).
  */
 #ifndef EGRESSD_POLICY_INT_H
 #define EGRESSD_POLICY_INT_H
@@ -86,6 +86,8 @@ struct policy {
     size_t n_rules;
     struct route *routes;
     size_t n_routes;
+    struct budget *budgets;
+    size_t n_budgets;
     struct secret *secrets;
     size_t n_secrets;
     struct warning {
@@ -199,7 +201,14 @@ struct key_def {
  * file order: the report lists settings, then routes, then rules, and a
  * kind that names sections of another (a budget its routes) must come
  * after it. */
-enum finish_stage { FINISH_SETTINGS, FINISH_SECRETS, FINISH_ROUTES, FINISH_RULES, FINISH_STAGES };
+enum finish_stage {
+    FINISH_SETTINGS,
+    FINISH_SECRETS,
+    FINISH_ROUTES,
+    FINISH_RULES,
+    FINISH_BUDGETS,
+    FINISH_STAGES
+};
 
 /* A kind of section: [proxy], [allow NAME]... */
 struct section_kind {
@@ -243,12 +252,16 @@ const char *word_separator(size_t i, size_t n);
 /* Append to a NUL-terminated buffer, cutting what does not fit. */
 void text_append(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* rulekeys.c, routekeys.c, secretkeys.c */
+/* rulekeys.c, routekeys.c, budgetkeys.c, secretkeys.c */
 extern const struct section_kind inference_section, deny_section, allow_section;
-extern const struct section_kind route_section, secret_section;
+extern const struct section_kind route_section, budget_section, secret_section;
 void rule_free(struct rule *r);
 void route_free(struct route *r);
+void budget_free(struct budget *b);
 void secret_free(struct secret *s);
+/* rulekeys.c: one `binary` item (an absolute path or glob, symlinks of its
+ * fixed part resolved) appended to a list; 0, or -1 after reporting. */
+int binary_list_add(struct loader *L, char ***list, size_t *n, const char *item);
 /* A rule's host, port and binary keys, for the sections that bind like a
  * rule (secrets). */
 void rule_key_host(struct loader *L, struct rule *r, const struct key_def *k, const char *v);
@@ -256,6 +269,8 @@ void rule_key_port(struct loader *L, struct rule *r, const char *v);
 void rule_key_binary(struct loader *L, struct rule *r, const struct key_def *k, const char *v);
 /* A rule's ports when it says none (allow rules: 443); -1: out of memory. */
 int rule_default_ports(struct rule *r);
+/* routekeys.c: the route of that name, or NULL. */
+const struct route *route_named(const struct policy *p, const char *name);
 /* secrets.c: the secret named so, or NULL. */
 const struct secret *secret_find(const struct policy *p, const char *name);
 

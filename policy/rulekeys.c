@@ -41,6 +41,7 @@ enum inference_key {
     INFERENCE_MAX_RESPONSE_BODY,
     INFERENCE_STREAM_IDLE_TIMEOUT,
     INFERENCE_KEEPALIVE_TIMEOUT,
+    INFERENCE_TIMEOUT,
     INFERENCE_KEYS
 };
 
@@ -87,15 +88,14 @@ static int add_allowed_ip(void *vctx, const char *item)
 
 /* A `binary` pattern: absolute, few stars, symlinks of its fixed part resolved
  * (so that /bin/curl and /usr/bin/curl are one binary). */
-static int add_binary(void *vctx, const char *item)
+int binary_list_add(struct loader *L, char ***list, size_t *n, const char *item)
 {
-    struct list_ctx *c = vctx;
     char fixed[IDENTITY_PATH_MAX], real[4096], out[IDENTITY_PATH_MAX];
     size_t stars = 0;
     for (const char *q = item; *q; q++)
         stars += *q == '*';
     if (item[0] != '/' || stars > 8 || strlen(item) >= sizeof(fixed)) {
-        line_problem(c->L, "binary '%s': an absolute path or glob (at most 8 '*')", item);
+        line_problem(L, "binary '%s': an absolute path or glob (at most 8 '*')", item);
         return -1;
     }
     const char *star = strchr(item, '*');
@@ -106,16 +106,22 @@ static int add_binary(void *vctx, const char *item)
     if (cut > 0 && realpath(fixed, real) != NULL &&
         snprintf(out, sizeof(out), "%s%s", real, item + cut) < (int)sizeof(out))
         item = out; /* a path that does not exist yet is kept as written */
-    char **grown = realloc(c->r->binaries, (c->r->n_binaries + 1) * sizeof(*grown));
-    if (grown == NULL || (grown[c->r->n_binaries] = strdup(item)) == NULL) {
+    char **grown = realloc(*list, (*n + 1) * sizeof(*grown));
+    if (grown == NULL || (grown[*n] = strdup(item)) == NULL) {
         if (grown != NULL)
-            c->r->binaries = grown;
-        line_problem(c->L, "out of memory");
+            *list = grown;
+        line_problem(L, "out of memory");
         return -1;
     }
-    c->r->binaries = grown;
-    c->r->n_binaries++;
+    *list = grown;
+    ++*n;
     return 0;
+}
+
+static int add_binary(void *vctx, const char *item)
+{
+    struct list_ctx *c = vctx;
+    return binary_list_add(c->L, &c->r->binaries, &c->r->n_binaries, item);
 }
 
 /* Append a copy of s to a list of strings; -1 when out of memory (reported). */
@@ -313,6 +319,7 @@ static const struct key_def inference_keys[INFERENCE_KEYS] = {
                                      .type = V_DURATION,
                                      .off = I(keepalive_timeout_ms),
                                      .min = 1},
+    [INFERENCE_TIMEOUT] = {.name = "timeout", .type = V_DURATION, .off = I(timeout_ms), .min = 1},
 };
 #undef I
 

@@ -76,8 +76,10 @@ static char *metrics_answer(struct admin *a, size_t *out_len)
     memset(&g.cache, 0, sizeof(g.cache));
     if (snap->ic != NULL)
         tls_server_stats(snap->ic->tls_server, &g.cache);
+    g.n_budgets = budget_gauges(a->rt->budgets, snap->pol, now_ms(), g.budgets,
+                                sizeof(g.budgets) / sizeof(g.budgets[0]));
+    size_t n = metrics_render(text, METRICS_MAX, &g); /* budget names are the snapshot's */
     snapshot_unref(snap);
-    size_t n = metrics_render(text, METRICS_MAX, &g);
     char *out = answer(200, "OK", "text/plain; version=0.0.4", text, n, out_len);
     free(text);
     return out;

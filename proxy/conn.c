@@ -77,11 +77,18 @@ void conn_close(struct conn *c, const char *reason)
     free(c);
 }
 
+const struct identity *conn_identity(struct conn *c)
+{
+    if (c->id == NULL)
+        c->id = identity_lookup(c->fd, c->set->sandbox_pid, c->rt->trust);
+    return c->id;
+}
+
 void conn_decide(struct conn *c, const struct host *h, uint16_t port, struct policy_decision *d,
                  struct log_fields *f)
 {
-    if (c->id == NULL && policy_wants_identity(c->pol, h, port))
-        c->id = identity_lookup(c->fd, c->set->sandbox_pid, c->rt->trust);
+    if (policy_wants_identity(c->pol, h, port))
+        conn_identity(c);
     policy_decide_as(c->pol, h, port, c->id, d);
     if (c->id != NULL && c->id->n > 0) {
         f->pid = c->id->holder[0].pid;

@@ -51,11 +51,43 @@ static void log_inference(void *ctx, const struct inference_record *r)
     f.duration_ms = r->duration_ms;
     f.tokens_in = r->usage.in;
     f.tokens_out = r->usage.out;
+    f.attempts = r->attempts > 0 ? (long)r->attempts : -1;
     log_event(r->status >= 500 ? LOGL_WARN : LOGL_INFO, &f);
     metrics_inference(r->route, r->status);
+    metrics_tokens(r->route, r->usage.in, r->usage.out);
     metrics_bytes(r->bytes_up, r->bytes_down);
     if (r->error != NULL)
         metrics_upstream_error(r->error);
+}
+
+/* Every attempt is counted; one that did not answer for good is logged. */
+static void log_attempt(void *ctx, const struct attempt_record *a)
+{
+    struct intercepted *ix = ctx;
+    metrics_attempt(a->route, a->result);
+    if (strcmp(a->result, "answered") == 0)
+        return;
+    struct log_fields f = LOG_FIELDS_INIT;
+    f.event = "inference_attempt";
+    f.src = ix->c->src;
+    f.action = "intercept";
+    f.host = ix->h->name;
+    f.port = ix->port;
+    f.route = a->route;
+    f.protocol = a->protocol;
+    f.model = a->model;
+    f.attempt = a->attempt > 0 ? (long)a->attempt : -1;
+    f.next_route = a->next;
+    f.status = a->status;
+    f.reason = a->result;
+    f.detail = a->detail;
+    log_event(LOGL_WARN, &f);
+}
+
+static const struct identity *caller_cb(void *ctx)
+{
+    struct intercepted *ix = ctx;
+    return conn_identity(ix->c);
 }
 
 static int dial_cb(void *ctx, const char *host, uint16_t port, char *err, size_t errlen)
@@ -95,7 +127,11 @@ static void make_env(struct intercepted *ix, struct inference_env *env)
                                   .dial = dial_cb,
                                   .dial_ctx = ix,
                                   .log = log_inference,
+                                  .attempt = log_attempt,
                                   .log_ctx = ix,
+                                  .budgets = ix->c->rt->budgets,
+                                  .caller = caller_cb,
+                                  .caller_ctx = ix,
                                   .refresh = refresh,
                                   .refresh_ctx = ix};
 }

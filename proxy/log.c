@@ -126,12 +126,15 @@ void log_event(enum log_level level, const struct log_fields *f)
     put_str(&l, "route", f->route);
     put_str(&l, "protocol", f->protocol);
     put_str(&l, "model", f->model);
+    put_num(&l, "attempt", f->attempt);
+    put_str(&l, "next_route", f->next_route);
     put_num(&l, "status", f->status);
     put_num(&l, "bytes_up", f->bytes_up);
     put_num(&l, "bytes_down", f->bytes_down);
     put_num(&l, "duration_ms", f->duration_ms);
     put_num(&l, "tokens_in", f->tokens_in);
     put_num(&l, "tokens_out", f->tokens_out);
+    put_num(&l, "attempts", f->attempts);
     finish(&l);
 }
 

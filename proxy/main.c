@@ -160,6 +160,7 @@ static int stop(struct runtime *rt, struct server *srv, struct admin *admin, str
     }
     snapshot_unref(atomic_load(&rt->cfg.cur));
     trust_store_free(rt->trust);
+    budget_registry_free(rt->budgets);
     free(rt);
     log_msg(LOGL_INFO, "server", "stopped");
     return 0;
@@ -182,7 +183,10 @@ static int run(struct policy *p, const char *path)
     }
     holder_init(&rt->cfg, first);
     rt->trust = trust_store_new();
-    struct pool *pool = rt->trust ? pool_start(rt, &ps) : NULL;
+    rt->budgets = budget_registry_new();
+    if (rt->budgets != NULL)
+        budget_registry_sync(rt->budgets, p, now_ms());
+    struct pool *pool = rt->trust && rt->budgets ? pool_start(rt, &ps) : NULL;
     struct server *srv = pool ? server_start(rt, pool, path) : NULL;
     if (srv == NULL) {
         log_msg(LOGL_ERROR, "server", "cannot start: %s",

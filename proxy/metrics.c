@@ -2,10 +2,12 @@
  * metrics.c - counters for the admin endpoint, in Prometheus text format.
  *
  * Plain atomic counters, bumped where things happen (the one kind of
- * mutable global egressd allows itself); inference requests are counted by
- * route and status in a small table under a mutex, since their labels are
- * only known at run time.  Gauges (queue, workers, certificate cache) are
- * read from their owners when /metrics is asked for.
+ * mutable global egressd allows itself); inference requests, tokens and
+ * attempts are counted by route (and status or result) in small tables
+ * under a mutex, since their labels are only known at run time: a full
+ * table leaves new labels uncounted rather than growing.  Gauges (queue,
+ * workers, certificate cache, what budgets have left) are read from their
+ * owners when /metrics is asked for.
  */
 #include "proxy.h"
 
@@ -13,7 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define ROUTE_STATUS_MAX 256
+#define LABEL_ROWS_MAX 256
 
 static const char *const error_kinds[] = {"dns_failure", "upstream_unreachable", "upstream_timeout",
                                           "ssrf_denied", "upstream_unavailable", "upstream_error"};
@@ -29,15 +31,41 @@ static struct {
     atomic_ullong refused[REFUSED_N];
 } counters;
 
-static struct {
+/* Counters by route and one more label, known only at run time. */
+struct label_table {
     pthread_mutex_t mu;
     size_t n;
     struct {
-        char route[64];
-        int status;
-        unsigned long long count;
-    } rows[ROUTE_STATUS_MAX];
-} by_route = {.mu = PTHREAD_MUTEX_INITIALIZER};
+        char route[64], label[16];
+        unsigned long long count[2];
+    } rows[LABEL_ROWS_MAX];
+};
+
+static struct label_table by_status = {.mu = PTHREAD_MUTEX_INITIALIZER},
+                          by_tokens = {.mu = PTHREAD_MUTEX_INITIALIZER},
+                          by_attempt = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void label_add(struct label_table *t, const char *route, const char *label,
+                      unsigned long long a, unsigned long long b)
+{
+    route = route ? route : "none";
+    pthread_mutex_lock(&t->mu);
+    size_t i = 0;
+    while (i < t->n &&
+           (strcmp(t->rows[i].label, label) != 0 || strcmp(t->rows[i].route, route) != 0))
+        i++;
+    if (i == t->n && t->n < LABEL_ROWS_MAX) { /* full: the rest go uncounted */
+        snprintf(t->rows[i].route, sizeof(t->rows[i].route), "%s", route);
+        snprintf(t->rows[i].label, sizeof(t->rows[i].label), "%s", label);
+        t->rows[i].count[0] = t->rows[i].count[1] = 0;
+        t->n++;
+    }
+    if (i < t->n) {
+        t->rows[i].count[0] += a;
+        t->rows[i].count[1] += b;
+    }
+    pthread_mutex_unlock(&t->mu);
+}
 
 void metrics_connection(enum policy_action a)
 {
@@ -80,20 +108,21 @@ void metrics_refused(enum refused why)
 
 void metrics_inference(const char *route, int status)
 {
-    route = route ? route : "none";
-    pthread_mutex_lock(&by_route.mu);
-    size_t i = 0;
-    while (i < by_route.n &&
-           (by_route.rows[i].status != status || strcmp(by_route.rows[i].route, route) != 0))
-        i++;
-    if (i == by_route.n && by_route.n < ROUTE_STATUS_MAX) { /* full: the rest go uncounted */
-        snprintf(by_route.rows[i].route, sizeof(by_route.rows[i].route), "%s", route);
-        by_route.rows[i].status = status;
-        by_route.n++;
-    }
-    if (i < by_route.n)
-        by_route.rows[i].count++;
-    pthread_mutex_unlock(&by_route.mu);
+    char label[16];
+    snprintf(label, sizeof(label), "%d", status);
+    label_add(&by_status, route, label, 1, 0);
+}
+
+void metrics_tokens(const char *route, long long in, long long out)
+{
+    if (in > 0 || out > 0)
+        label_add(&by_tokens, route, "", in > 0 ? (unsigned long long)in : 0,
+                  out > 0 ? (unsigned long long)out : 0);
+}
+
+void metrics_attempt(const char *route, const char *result)
+{
+    label_add(&by_attempt, route, result, 1, 0);
 }
 
 struct out {
@@ -115,6 +144,34 @@ static void emit(struct out *o, const char *fmt, ...)
 static void counter(struct out *o, const char *name, const char *help)
 {
     emit(o, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+}
+
+/* Intercepted requests by route and status, the tokens their answers
+ * reported, and the attempts made at backends. */
+static void render_inference(struct out *o)
+{
+    counter(o, "egressd_inference_requests_total", "Intercepted requests, by route and status.");
+    pthread_mutex_lock(&by_status.mu);
+    for (size_t i = 0; i < by_status.n; i++)
+        emit(o, "egressd_inference_requests_total{route=\"%s\",status=\"%s\"} %llu\n",
+             by_status.rows[i].route, by_status.rows[i].label, by_status.rows[i].count[0]);
+    pthread_mutex_unlock(&by_status.mu);
+    counter(o, "egressd_inference_tokens_total",
+            "Tokens the backends reported, by the route that answered and direction.");
+    pthread_mutex_lock(&by_tokens.mu);
+    for (size_t i = 0; i < by_tokens.n; i++)
+        emit(o,
+             "egressd_inference_tokens_total{route=\"%s\",direction=\"input\"} %llu\n"
+             "egressd_inference_tokens_total{route=\"%s\",direction=\"output\"} %llu\n",
+             by_tokens.rows[i].route, by_tokens.rows[i].count[0], by_tokens.rows[i].route,
+             by_tokens.rows[i].count[1]);
+    pthread_mutex_unlock(&by_tokens.mu);
+    counter(o, "egressd_inference_attempts_total", "Calls made to backends, by route and result.");
+    pthread_mutex_lock(&by_attempt.mu);
+    for (size_t i = 0; i < by_attempt.n; i++)
+        emit(o, "egressd_inference_attempts_total{route=\"%s\",result=\"%s\"} %llu\n",
+             by_attempt.rows[i].route, by_attempt.rows[i].label, by_attempt.rows[i].count[0]);
+    pthread_mutex_unlock(&by_attempt.mu);
 }
 
 /* What egressd counted: decisions, traffic, errors, requests, reloads. */
@@ -142,12 +199,7 @@ static void render_counters(struct out *o)
     for (size_t i = 0; i < N_ERROR_KINDS; i++)
         emit(o, "egressd_upstream_errors_total{kind=\"%s\"} %llu\n", error_kinds[i],
              atomic_load(&counters.upstream_errors[i]));
-    counter(o, "egressd_inference_requests_total", "Intercepted requests, by route and status.");
-    pthread_mutex_lock(&by_route.mu);
-    for (size_t i = 0; i < by_route.n; i++)
-        emit(o, "egressd_inference_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
-             by_route.rows[i].route, by_route.rows[i].status, by_route.rows[i].count);
-    pthread_mutex_unlock(&by_route.mu);
+    render_inference(o);
     static const char *const refused[REFUSED_N] = {"queue_full", "busy", "descriptors", "stopping"};
     counter(o, "egressd_refused_total", "Connections answered 503 before a worker took them.");
     for (int i = 0; i < REFUSED_N; i++)
@@ -160,7 +212,8 @@ static void render_counters(struct out *o)
          atomic_load(&counters.reloads_ok), atomic_load(&counters.reloads_failed));
 }
 
-/* What its owners report when asked: the certificate cache, queue, workers. */
+/* What its owners report when asked: the certificate cache, queue, workers,
+ * budgets. */
 static void render_gauges(struct out *o, const struct metrics_gauges *g)
 {
     counter(o, "egressd_cert_cache_hits_total", "Minted certificates found in the cache.");
@@ -178,6 +231,11 @@ static void render_gauges(struct out *o, const struct metrics_gauges *g)
          "# TYPE egressd_workers gauge\n"
          "egressd_workers{state=\"busy\"} %u\negressd_workers{state=\"total\"} %u\n",
          g->queue, g->busy, g->total);
+    emit(o, "# HELP egressd_budget_remaining What each budget has left in its window, by kind.\n"
+            "# TYPE egressd_budget_remaining gauge\n");
+    for (size_t i = 0; i < g->n_budgets; i++)
+        emit(o, "egressd_budget_remaining{budget=\"%s\",kind=\"%s\"} %llu\n", g->budgets[i].budget,
+             g->budgets[i].kind, (unsigned long long)g->budgets[i].remaining);
 }
 
 size_t metrics_render(char *buf, size_t cap, const struct metrics_gauges *g)

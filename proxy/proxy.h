@@ -53,14 +53,14 @@ static inline struct timespec deadline_in(unsigned ms)
  * left out. */
 struct log_fields {
     const char *event, *src, *host, *action, *rule, *reason, *detail, *method, *path;
-    const char *route, *protocol, *model, *binary;
-    long port, status, pid;
+    const char *route, *protocol, *model, *binary, *next_route;
+    long port, status, pid, attempt, attempts;
     long long bytes_up, bytes_down, duration_ms, tokens_in, tokens_out;
 };
 #define LOG_FIELDS_INIT                                                                            \
     {                                                                                              \
-        .port = -1, .status = -1, .pid = -1, .bytes_up = -1, .bytes_down = -1, .duration_ms = -1,  \
-        .tokens_in = -1, .tokens_out = -1                                                          \
+        .port = -1, .status = -1, .pid = -1, .attempt = -1, .attempts = -1, .bytes_up = -1,        \
+        .bytes_down = -1, .duration_ms = -1, .tokens_in = -1, .tokens_out = -1                     \
     }
 
 void log_configure(enum log_format fmt, enum log_level level);
@@ -115,7 +115,8 @@ unsigned holder_generation(struct snapshot_holder *h);
 /* What every connection needs of the daemon. */
 struct runtime {
     struct snapshot_holder cfg;
-    struct trust_store *trust; /* trust on first use: kept across reloads */
+    struct trust_store *trust;       /* trust on first use: kept across reloads */
+    struct budget_registry *budgets; /* what [budget] sections used: kept across reloads */
     atomic_bool stopping;
 };
 
@@ -132,10 +133,16 @@ void metrics_refused(enum refused why);
 void metrics_inference(const char *route, int status);
 /* One inspected request, by what was decided (allow, deny, audit). */
 void metrics_request(const struct policy_decision *d);
+/* Tokens an answer reported (-1: not reported), by the route that answered. */
+void metrics_tokens(const char *route, long long in, long long out);
+/* One attempt at a backend, by route and result (struct attempt_record). */
+void metrics_attempt(const char *route, const char *result);
 /* What the owners of state report when /metrics is asked for. */
 struct metrics_gauges {
     unsigned queue, busy, total;
     struct tls_cache_stats cache;
+    struct budget_gauge budgets[2 * POLICY_BUDGETS_MAX];
+    size_t n_budgets;
 };
 size_t metrics_render(char *buf, size_t cap, const struct metrics_gauges *g);
 
@@ -202,6 +209,9 @@ struct conn *conn_open(struct runtime *rt, int fd, const struct sockaddr_storage
                        struct relay_pipes *pipes);
 /* The end: upstreams closed, the socket drained and closed, all freed. */
 void conn_close(struct conn *c, const char *reason);
+/* The program on the other end: looked up once per connection, on the
+ * first need (NULL when out of memory; check ->unresolved). */
+const struct identity *conn_identity(struct conn *c);
 /* Decide for the connection's client, looking it up when a rule names
  * binaries; fills the log's pid and binary. */
 void conn_decide(struct conn *c, const struct host *h, uint16_t port, struct policy_decision *d,

@@ -210,6 +210,8 @@ static void reload(struct server *s)
     struct pool_settings ps = {set->workers, set->max_workers, set->queue, set->queue_timeout_ms};
     pool_resize(s->pool, &ps);
     log_configure(set->log_format, set->log_level);
+    budget_registry_sync(s->rt->budgets, p,
+                         now_ms()); /* a budget keeping its name keeps its usage */
     holder_swap(&s->rt->cfg, next);
     metrics_reload(true);
     log_msg(LOGL_INFO, "config", "reloaded %s: %zu rules, %zu routes", s->config_path,

@@ -10,6 +10,9 @@
  * Behaviour is chosen by the query string, which egressd forwards:
  *   delay_ms=N   wait before answering
  *   status=N     answer with this status and an error body
+ *   fail=N       with status: only the first N requests carrying this key=
+ *                (default "") get that status; the ones after are answered
+ *                normally (a backend that fails N times, then recovers)
  *   chunks=N     stream N content pieces (default 3)
  *   hold=1       after the first event, wait for GET /control/release
  *   cut=1        after the first event, close the connection mid-stream
@@ -43,6 +46,10 @@ static FILE *record;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t released = PTHREAD_COND_INITIALIZER;
 static unsigned long releases, connections;
+static struct {
+    char key[64];
+    long seen;
+} counters[64]; /* fail=N: requests seen per key= */
 
 struct req {
     char method[16], path[5200], query[5200];
@@ -76,6 +83,37 @@ static long query_num(const struct req *r, const char *key, long dflt)
         if (q == r->query || q[-1] == '&')
             return strtol(q + strlen(pat), NULL, 10);
     return dflt;
+}
+
+static void query_str(const struct req *r, const char *key, char *out, size_t cap)
+{
+    char pat[64];
+    snprintf(pat, sizeof(pat), "%s=", key);
+    out[0] = '\0';
+    for (const char *q = r->query; (q = strstr(q, pat)) != NULL; q++)
+        if (q == r->query || q[-1] == '&') {
+            snprintf(out, cap, "%.*s", (int)strcspn(q + strlen(pat), "&"), q + strlen(pat));
+            return;
+        }
+}
+
+/* How many requests with this fail key have come, this one included. */
+static long count_key(const struct req *r)
+{
+    char key[64];
+    long n = 0;
+    query_str(r, "key", key, sizeof(key));
+    pthread_mutex_lock(&mu);
+    for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
+        if (counters[i].seen == 0)
+            snprintf(counters[i].key, sizeof(counters[i].key), "%s", key);
+        if (strcmp(counters[i].key, key) == 0) {
+            n = ++counters[i].seen;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&mu);
+    return n;
 }
 
 static void json_str(FILE *f, const char *s, size_t n)
@@ -318,6 +356,9 @@ static int answer(int fd, const struct req *r)
     char body[4096];
     bool close_delim = query_num(r, "close", 0) != 0;
     long status = query_num(r, "status", 200), delay = query_num(r, "delay_ms", 0);
+    long fail = query_num(r, "fail", -1);
+    if (fail >= 0 && count_key(r) > fail)
+        status = 200; /* failed its N times: recovered */
     if (delay > 0)
         usleep((useconds_t)delay * 1000);
     if (strcmp(r->path, "/control/release") == 0) {

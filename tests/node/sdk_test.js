@@ -3,6 +3,8 @@
 // proxy URL), NODE_EXTRA_CA_CERTS (egressd's CA, so the SDKs trust the
 // minted leaves).  Node 20 has no proxy support in fetch: undici's
 // ProxyAgent is handed to each SDK through its `fetch` option.
+// `node sdk_test.js aliases` runs the checks of a route with model_map
+// instead (the mock backend answers with the model it was sent).
 'use strict';
 const OpenAI = require('openai').default || require('openai');
 const Anthropic = require('@anthropic-ai/sdk').default || require('@anthropic-ai/sdk');
@@ -25,6 +27,30 @@ function expect(cond, what) {
   if (!cond) throw new Error(what);
 }
 
+async function aliases(openai) {
+  const messages = [{ role: 'user', content: 'hi' }];
+  await check('aliases listed', async () => {
+    const page = await openai.models.list();
+    const ids = page.data.map((m) => m.id);
+    expect(JSON.stringify(ids) === '["gpt-4o","gpt-4o-mini"]', JSON.stringify(ids));
+  });
+  await check('alias retrieved', async () => {
+    const m = await openai.models.retrieve('gpt-4o-mini');
+    expect(m.id === 'gpt-4o-mini' && m.object === 'model', JSON.stringify(m));
+  });
+  await check('alias rewritten', async () => {
+    const r = await openai.chat.completions.create({ model: 'gpt-4o', messages });
+    expect(r.model === 'llama-3.1-70b', JSON.stringify(r));
+  });
+  await check('alias rewritten in a stream', async () => {
+    const stream = await openai.chat.completions.create({ model: 'gpt-4o-mini', messages,
+                                                          stream: true });
+    const models = new Set();
+    for await (const chunk of stream) models.add(chunk.model);
+    expect(JSON.stringify([...models]) === '["llama-3.1-8b"]', JSON.stringify([...models]));
+  });
+}
+
 async function main() {
   const openai = new OpenAI({ apiKey: 'sk-client-key', baseURL: 'https://api.openai.com/v1',
                               fetch: viaProxy, maxRetries: 0 });
@@ -34,6 +60,10 @@ async function main() {
                                  fetch: viaProxy, maxRetries: 0 });
   const messages = [{ role: 'user', content: 'hi' }];
 
+  if (process.argv[2] === 'aliases') {
+    await aliases(openai);
+    return finish();
+  }
   await check('openai chat', async () => {
     const r = await openai.chat.completions.create({ model: 'gpt-4o', messages });
     expect(r.choices[0].message.content === 'hello from mock', JSON.stringify(r));
@@ -83,6 +113,10 @@ async function main() {
     expect(msg.content[0].text === 'piece0 piece1 piece2 ', JSON.stringify(msg));
     expect(msg.usage.output_tokens === 3, JSON.stringify(msg.usage));
   });
+  return finish();
+}
+
+async function finish() {
   for (const line of results) console.log(line);
   await agent.close();
   process.exit(results.some((l) => l.startsWith('FAIL')) ? 1 : 0);

@@ -406,7 +406,8 @@ Test(config, unknown_keys_name_the_section_and_its_keys)
                   "cert_cache)\n");
     expect_report("[inference]\nhost = a.com\nallowed_ips = 10.0.0.0/8\n",
                   "3: unknown key 'allowed_ips' in [inference] (expected host, port, binary, "
-                  "max_request_body, max_response_body, stream_idle_timeout, keepalive_timeout)\n");
+                  "max_request_body, max_response_body, stream_idle_timeout, keepalive_timeout, "
+                  "timeout)\n");
     expect_report("[allow a]\nhost = a.com\nports = 443\n",
                   "3: unknown key 'ports' in [allow a] (expected host, port, allowed_ips, binary, "
                   "methods, access, paths, audit, "
@@ -417,7 +418,8 @@ Test(config, unknown_keys_name_the_section_and_its_keys)
                   "message)\n");
     expect_report("[route r]\nendpoint = mock://x\nbogus = 1\n",
                   "3: unknown key 'bogus' in [route r] (expected endpoint, provider, protocols, "
-                  "model, models, api_key_env, api_key_file, api_key_secret, timeout)\n");
+                  "model, models, api_key_env, api_key_file, api_key_secret, timeout, "
+                  "stream_idle_timeout, model_map, fallback, retries, retry_on)\n");
 }
 
 Test(config, repeated_keys_say_where_first)
@@ -458,7 +460,8 @@ Test(config, empty_values)
     expect_report("[proxy]\nqueue = 1\nqueue =\n", "3: queue is set twice (first at line 2)\n");
     expect_report("[inference]\nhost = a\nbogus =\n",
                   "3: unknown key 'bogus' in [inference] (expected host, port, binary, "
-                  "max_request_body, max_response_body, stream_idle_timeout, keepalive_timeout)\n");
+                  "max_request_body, max_response_body, stream_idle_timeout, keepalive_timeout, "
+                  "timeout)\n");
     expect_report("[route r]\nendpoint = mock://x\nmodels =\nmodels = a\n",
                   "3: 'models' has an empty value\n"
                   "4: models is set twice in route 'r' (first at line 3)\n");
@@ -495,11 +498,11 @@ Test(config, section_headers)
 {
     expect_report("[tunnel x]\n[proxy x]\n[]\n",
                   "1: unknown section [tunnel x] (expected proxy, tls, inference, deny NAME, "
-                  "allow NAME, route NAME or secret NAME)\n"
+                  "allow NAME, route NAME, budget NAME or secret NAME)\n"
                   "2: unknown section [proxy x] (expected proxy, tls, inference, deny NAME, "
-                  "allow NAME, route NAME or secret NAME)\n"
+                  "allow NAME, route NAME, budget NAME or secret NAME)\n"
                   "3: unknown section [] (expected proxy, tls, inference, deny NAME, "
-                  "allow NAME, route NAME or secret NAME)\n");
+                  "allow NAME, route NAME, budget NAME or secret NAME)\n");
     expect_report("[allow]\n[route a b]\n[deny a/b]\n[route a/b]\n",
                   "1: [allow] needs exactly one name: [allow NAME]\n"
                   "2: [route] needs exactly one name: [route NAME]\n"
@@ -569,7 +572,7 @@ Test(config, keys_without_a_usable_section)
      * header, and the wrong one outside any section */
     expect_report("[tunnel x]\nhost =\nport = 1\n",
                   "1: unknown section [tunnel x] (expected proxy, tls, inference, deny NAME, "
-                  "allow NAME, route NAME or secret NAME)\n");
+                  "allow NAME, route NAME, budget NAME or secret NAME)\n");
     expect_report("[allow a/b]\nhost =\n",
                   "1: invalid rule name 'a/b' (letters, digits, '-', '_', '.'; < 64)\n");
     expect_report("workers =\n[proxy]\n", "1: 'workers' is outside any section\n");
@@ -592,4 +595,157 @@ Test(config, every_key_table_is_whole)
                 cr_assert_str_neq(K->keys[m].name, k->name, "[%s] %s twice", K->name, k->name);
         }
     }
+}
+
+/* ---- route depth: fallback, retries, aliases, timeouts; budgets ---- */
+
+Test(config, route_depth_keys)
+{
+    struct policy *p =
+        load_ok("[inference]\nhost = a.com\ntimeout = 30s\nstream_idle_timeout = 9s\n"
+                "[route a]\nendpoint = http://h:1/v1\nfallback = b\nretries = 2\n"
+                "retry_on = 429, connect\nstream_idle_timeout = 2s\n"
+                "model_map = gpt-4o=llama-70b, gpt-4o-mini = llama-8b, o* =x\n"
+                "[route b]\nendpoint = mock://x\ntimeout = 5s\n");
+    const struct route *a = policy_route(p, 0), *b = policy_route(p, 1);
+    cr_assert_eq(a->fallback, 1);
+    cr_assert_str_eq(a->fallback_name, "b");
+    cr_assert_eq(a->retries, 2);
+    cr_assert_eq(a->retry_on, RETRY_ON_429 | RETRY_ON_CONNECT);
+    cr_assert_eq(a->timeout_ms, 30000, "[inference] timeout is the default");
+    cr_assert_eq(a->stream_idle_timeout_ms, 2000);
+    cr_assert_eq(a->n_model_map, 3);
+    cr_assert_str_eq(a->model_map[1].from, "gpt-4o-mini");
+    cr_assert_str_eq(a->model_map[1].to, "llama-8b", "trimmed around '='");
+    cr_assert_str_eq(a->model_map[2].from, "o*");
+    cr_assert_eq(b->fallback, -1);
+    cr_assert_eq(b->retries, 0);
+    cr_assert_eq(b->retry_on, RETRY_ON_CONNECT | RETRY_ON_5XX, "the default: connect, 5xx");
+    cr_assert_eq(b->timeout_ms, 5000);
+    cr_assert_eq(b->stream_idle_timeout_ms, 9000, "[inference] stream_idle_timeout");
+    cr_assert_eq(b->index, 1);
+    policy_unref(p);
+    p = load_ok("[route r]\nendpoint = mock://x\n");
+    cr_assert_eq(policy_route(p, 0)->timeout_ms, 60000);
+    cr_assert_eq(policy_route(p, 0)->stream_idle_timeout_ms, 120000);
+    policy_unref(p);
+}
+
+Test(config, route_depth_errors)
+{
+    const char *r = "[route r]\nendpoint = mock://x\n";
+    char text[2048];
+    static const struct {
+        char key[96], what[64];
+    } cases[] = {
+        {"fallback = nope", "no route named 'nope'"},
+        {"fallback = r", "a cycle (r -> r)"},
+        {"fallback = a, b", "not one route name"},
+        {"retries = 11", "from 0 to 10"},
+        {"retries = -1", "retries"},
+        {"retry_on = connect, 4xx", "'4xx' is not connect, 5xx or 429"},
+        {"retry_on = connect,", "empty item"},
+        {"model_map = gpt-4o", "not REQUESTED=MODEL"},
+        {"model_map = a=b=c", "not REQUESTED=MODEL"},
+        {"model_map = =b", "a name on each side"},
+        {"model_map = a= ", "a name on each side"},
+        {"model_map = a=b\"c", "without quotes or backslashes"},
+        {"model_map = a\\b=c", "without quotes or backslashes"},
+        {"model_map = a=b,,c=d", "empty item"},
+        {"stream_idle_timeout = 0s", "stream_idle_timeout"},
+        {"stream_idle_timeout = 5", "duration"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(text, sizeof(text), "%s%s\n", r, cases[i].key);
+        expect_error(text, 3, cases[i].what);
+    }
+    expect_error("[inference]\nhost = a\ntimeout = 0s\n", 3, "timeout");
+    /* a cycle is reported once, at the first route of it, on its fallback line */
+    expect_report("[route a]\nendpoint = mock://x\nfallback = b\n"
+                  "[route b]\nendpoint = mock://x\nfallback = c\n"
+                  "[route c]\nendpoint = mock://x\nfallback = a\n"
+                  "[route d]\nendpoint = mock://x\nfallback = a\n",
+                  "3: fallback: a cycle (a -> b -> c -> a)\n");
+    /* a chain that ends is fine, whatever its order in the file */
+    policy_unref(load_ok("[route a]\nendpoint = mock://x\nfallback = c\n"
+                         "[route b]\nendpoint = mock://x\n"
+                         "[route c]\nendpoint = mock://x\nfallback = b\n"));
+}
+
+Test(config, budgets)
+{
+    struct policy *p = load_ok("[route a]\nendpoint = mock://x\n[route b]\nendpoint = mock://y\n"
+                               "[budget day]\nroutes = b\ntokens = 2000000\nrequests = 10\n"
+                               "window = 24h\n"
+                               "[budget curl]\nroutes = *\nbinary = /usr/bin/curl\nrequests = 1\n"
+                               "window = 2s\nwindow_type = fixed\n");
+    cr_assert_eq(policy_budget_count(p), 2);
+    const struct budget *day = policy_budget(p, 0), *curl = policy_budget(p, 1);
+    cr_assert_str_eq(day->name, "day");
+    cr_assert_eq(day->tokens, 2000000);
+    cr_assert_eq(day->requests, 10);
+    cr_assert_eq(day->window_ms, 24 * 3600 * 1000u);
+    cr_assert_eq(day->window_type, WINDOW_SLIDING, "sliding by default");
+    cr_assert_not(budget_covers_route(day, policy_route(p, 0)));
+    cr_assert(budget_covers_route(day, policy_route(p, 1)));
+    cr_assert(budget_covers_route(curl, policy_route(p, 0)));
+    cr_assert_eq(curl->window_type, WINDOW_FIXED);
+    cr_assert_eq(curl->tokens, 0, "not limited");
+    cr_assert_eq(curl->n_binaries, 1);
+
+    struct identity *py = identity_new(), *cu = identity_new();
+    cr_assert(identity_add_holder(py, 1) == 0 && identity_add_exe(py, 0, "/usr/bin/python3") == 0);
+    cr_assert(identity_add_holder(cu, 2) == 0 && identity_add_exe(cu, 0, "/usr/bin/curl") == 0);
+    cr_assert(budget_counts_caller(curl, cu));
+    cr_assert_not(budget_counts_caller(curl, py));
+    cr_assert(budget_counts_caller(curl, NULL), "an unknown caller counts: doubt counts");
+    cr_assert(budget_counts_caller(day, py), "no binary: every caller");
+    identity_free(py);
+    identity_free(cu);
+    policy_unref(p);
+}
+
+Test(config, budget_errors)
+{
+    const char *head = "[route a]\nendpoint = mock://x\n[budget b]\nroutes = a\nwindow = 1h\n";
+    char text[2048];
+    static const struct {
+        char key[64], what[64];
+    } cases[] = {
+        {"tokens = 0", "not a whole number above zero"},
+        {"tokens = -5", "not a whole number above zero"},
+        {"tokens = 10k", "not a whole number above zero"},
+        {"requests = 0", "requests: '0'"},
+        {"requests = 1e3", "requests"},
+        {"tokens = 2000000000000000", "above zero"},
+        {"window_type = rolling", "not sliding or fixed"},
+        {"binary = usr/bin/curl", "absolute path"},
+        {"color = red", "unknown key 'color' in [budget b]"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(text, sizeof(text), "%s%s\nrequests = 1\n", head, cases[i].key);
+        if (strncmp(cases[i].key, "requests", 8) == 0)
+            snprintf(text, sizeof(text), "%s%s\ntokens = 1\n", head, cases[i].key);
+        expect_error(text, 6, cases[i].what);
+    }
+    expect_error("[route a]\nendpoint = mock://x\n[budget b]\nroutes = a\nwindow = 500ms\n"
+                 "tokens = 1\n",
+                 5, "at least 1s");
+    expect_error("[route a]\nendpoint = mock://x\n[budget b]\nroutes = a\nwindow = 1x\n"
+                 "tokens = 1\n",
+                 5, "window");
+    expect_report("[budget b]\nroutes = a, , *\ntokens = 1\n"
+                  "[budget c]\nbinary = /usr/bin/curl\n"
+                  "[budget b]\nroutes = *\nwindow = 1h\nrequests = 1\n",
+                  "2: routes: an empty item in the list (a stray comma?)\n"
+                  "2: routes: '*' is every route; name no others beside it\n"
+                  "6: duplicate budget name 'b'\n"
+                  "1: budget 'b' has no window (like 1h, 24h)\n"
+                  "2: routes: no route named 'a'\n"
+                  "4: budget 'c' has no routes (a list of routes, or *)\n"
+                  "4: budget 'c' has no window (like 1h, 24h)\n"
+                  "4: budget 'c' limits nothing: give tokens, requests or both\n");
+    /* a budget and a route may share a name */
+    policy_unref(load_ok("[route a]\nendpoint = mock://x\n[budget a]\nroutes = a\nwindow = 1h\n"
+                         "requests = 3\n"));
 }
