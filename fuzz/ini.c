@@ -74,7 +74,7 @@ static void check_policy(struct policy *p)
             CHECK(d.rule_index >= -1 &&
                   (d.rule_index < 0 || (size_t)d.rule_index < policy_rule_count(p)));
             CHECK(d.rule_index >= 0 || d.action == ACTION_DENY);
-            policy_explain(p, &h, ports[k], NULL, explained, sizeof(explained));
+            policy_explain(p, &h, ports[k], NULL, NULL, explained, sizeof(explained));
             CHECK(memchr(explained, '\0', sizeof(explained)) != NULL);
         }
     }

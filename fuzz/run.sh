@@ -30,7 +30,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 max_len() {
     case $1 in
-    http_request | http_response) echo 9000 ;;
+    http_request | http_response | swap) echo 9000 ;;
     ini) echo 65536 ;;
     *) echo 4096 ;;
     esac

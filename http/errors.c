@@ -24,6 +24,8 @@ const struct http_error ERR_UPSTREAM_ERROR = {502, "upstream_error"};
 const struct http_error ERR_MISDIRECTED = {421, "misdirected_request"};
 const struct http_error ERR_UNSUPPORTED_PROTOCOL = {403, "unsupported_protocol"};
 const struct http_error ERR_UPSTREAM_TLS = {502, "upstream_tls"};
+const struct http_error ERR_SECRET_NOT_ALLOWED = {403, "secret_not_allowed"};
+const struct http_error ERR_BODY_TOO_LARGE = {413, "body_too_large"};
 
 void http_put_answer_with(struct sbuf *out, int status, const char *code, const char *ctype,
                           const char *extra, const char *body, size_t blen, bool keep)

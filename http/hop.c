@@ -41,8 +41,7 @@ bool http_hop_by_hop(const struct http_msg *m, const struct http_header *h)
     return named_in_connection(m, h);
 }
 
-void http_put_fields(struct sbuf *b, const struct http_msg *m, const struct http_swaps *sw,
-                     int64_t body_len)
+void http_put_fields(struct sbuf *b, const struct http_msg *m, const struct http_swaps *sw)
 {
     for (size_t i = 0; i < m->n_headers; i++) {
         const struct http_header *h = &m->headers[i];
@@ -53,15 +52,18 @@ void http_put_fields(struct sbuf *b, const struct http_msg *m, const struct http
         http_put_value(b, h, sw);
         sbuf_str(b, "\r\n");
     }
-    if (body_len >= 0)
-        sbuf_printf(b, "Content-Length: %lld\r\n", (long long)body_len);
-    else if (m->framing == BODY_CHUNKED)
+}
+
+void http_put_framing(struct sbuf *b, enum http_framing framing, uint64_t length, bool has_length)
+{
+    if (framing == BODY_CHUNKED)
         sbuf_str(b, "Transfer-Encoding: chunked\r\n");
-    else if (m->has_length)
-        sbuf_printf(b, "Content-Length: %llu\r\n", (unsigned long long)m->content_length);
+    else if (has_length)
+        sbuf_printf(b, "Content-Length: %llu\r\n", (unsigned long long)length);
 }
 
 void http_put_end_to_end(struct sbuf *b, const struct http_msg *m)
 {
-    http_put_fields(b, m, NULL, -1);
+    http_put_fields(b, m, NULL);
+    http_put_framing(b, m->framing, m->content_length, m->has_length);
 }

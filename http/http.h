@@ -248,16 +248,17 @@ void http_put_target(struct sbuf *b, const char *target, size_t len, const struc
 /* One field's value with the used swaps done (Basic credentials decoded,
  * swapped and encoded again); sw may be NULL. */
 void http_put_value(struct sbuf *b, const struct http_header *h, const struct http_swaps *sw);
-/* hop.c: the fields that pass as lines, with the used swaps done in their values
- * (Basic credentials decoded, swapped and encoded again), then the
- * framing: egressd's parse of it, or with body_len >= 0 a Content-Length
- * of body_len (a body egressd read whole and rewrote).  sw may be NULL. */
-void http_put_fields(struct sbuf *b, const struct http_msg *m, const struct http_swaps *sw,
-                     int64_t body_len);
-/* in with the used swaps done, into out, at most max bytes; *swapped
- * counts the replacements.  -1 when out would pass max (or out of memory). */
+/* hop.c: the fields that pass as lines, with the used swaps done in
+ * their values (sw may be NULL); no framing. */
+void http_put_fields(struct sbuf *b, const struct http_msg *m, const struct http_swaps *sw);
+/* hop.c: the framing egressd writes itself (Transfer-Encoding: chunked, or
+ * Content-Length when the message had one). */
+void http_put_framing(struct sbuf *b, enum http_framing framing, uint64_t length, bool has_length);
+/* in with the used swaps done, into out, at most max bytes; *swapped has
+ * the bits of the swaps made.  -1 when out would pass max (or out of
+ * memory). */
 int http_swap_bytes(const char *in, size_t len, const struct http_swaps *sw,
-                    struct body_buffer *out, size_t max, size_t *swapped);
+                    struct body_buffer *out, size_t max, uint64_t *swapped);
 
 /* ---- json.c ---- */
 
@@ -295,7 +296,7 @@ struct http_error {
 extern const struct http_error ERR_BAD_REQUEST, ERR_HEADERS_TOO_LARGE, ERR_REQUEST_TIMEOUT,
     ERR_POLICY_DENIED, ERR_SSRF_DENIED, ERR_DNS_FAILURE, ERR_UPSTREAM_UNREACHABLE,
     ERR_UPSTREAM_TIMEOUT, ERR_OVERLOADED, ERR_USE_CONNECT, ERR_UPSTREAM_ERROR, ERR_MISDIRECTED,
-    ERR_UNSUPPORTED_PROTOCOL, ERR_UPSTREAM_TLS;
+    ERR_UNSUPPORTED_PROTOCOL, ERR_UPSTREAM_TLS, ERR_SECRET_NOT_ALLOWED, ERR_BODY_TOO_LARGE;
 
 /* One error egressd answers, with what it can say about it (NULL: not
  * said).  keep: the request was read whole and the connection goes on. */

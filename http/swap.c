@@ -40,9 +40,10 @@ static int swap_at(const char *in, size_t len, size_t i, const struct http_swaps
     return -1;
 }
 
-/* in through put, used placeholders replaced by their values. */
+/* in through put, used placeholders replaced by their values; the bits of
+ * those replaced are set in *swapped. */
 static int swap_through(const char *in, size_t len, const struct http_swaps *sw, put_fn put,
-                        void *ctx, size_t *swapped)
+                        void *ctx, uint64_t *swapped)
 {
     size_t run = 0; /* bytes from here on copied as they are */
     for (size_t i = 0; i < len;) {
@@ -54,7 +55,7 @@ static int swap_through(const char *in, size_t len, const struct http_swaps *sw,
         const struct http_swap *s = &sw->v[j];
         if (put(ctx, in + run, i - run) != 0 || put(ctx, s->to, s->to_len) != 0)
             return -1;
-        ++*swapped;
+        *swapped |= 1ull << j;
         i += s->from_len;
         run = i;
     }
@@ -198,19 +199,20 @@ void http_put_target(struct sbuf *b, const char *target, size_t len, const struc
 
 void http_put_value(struct sbuf *b, const struct http_header *h, const struct http_swaps *sw)
 {
-    char basic[BASIC_MAX], swapped[BASIC_MAX + 1];
-    size_t n, count = 0;
+    char basic[BASIC_MAX], swapped[3 * BASIC_MAX]; /* room for values up to 6 KiB */
+    size_t n;
+    uint64_t swapped_bits = 0;
     struct sbuf s;
     sbuf_init(&s, swapped, sizeof(swapped));
     if (sw != NULL && sw->use != 0 && is_authorization(h) &&
         basic_credentials(h->value, h->value_len, basic, sizeof(basic), &n) == 0 &&
-        swap_through(basic, n, sw, sbuf_put, &s, &count) == 0 && count > 0) {
+        swap_through(basic, n, sw, sbuf_put, &s, &swapped_bits) == 0 && swapped_bits != 0) {
         sbuf_str(b, "Basic ");
         b64_encode(b, (const unsigned char *)s.buf, s.len);
         if (s.cut)
             b->cut = true; /* never half a credential */
     } else {
-        (void)swap_through(h->value, h->value_len, sw, sbuf_put, b, &count);
+        (void)swap_through(h->value, h->value_len, sw, sbuf_put, b, &swapped_bits);
     }
     explicit_bzero(basic, sizeof(basic));
     explicit_bzero(swapped, sizeof(swapped));
@@ -232,7 +234,7 @@ static int bounded_put(void *ctx, const char *p, size_t n)
 }
 
 int http_swap_bytes(const char *in, size_t len, const struct http_swaps *sw,
-                    struct body_buffer *out, size_t max, size_t *swapped)
+                    struct body_buffer *out, size_t max, uint64_t *swapped)
 {
     struct bounded b = {out, max};
     *swapped = 0;

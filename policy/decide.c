@@ -263,8 +263,10 @@ bool policy_inspects(const struct policy *p, const struct host *h, uint16_t port
     for (size_t i = 0; i < p->n_rules; i++)
         if (p->rules[i].request_keys && rule_names_destination(&p->rules[i], h, port))
             return true;
-    for (size_t i = 0; i < p->n_secrets; i++) /* the secret's value goes in there */
-        if (rule_names_destination(&p->secrets[i].bind, h, port))
+    /* a secret's hosts on every port: where its value may go, and where its
+     * placeholder must be caught going to the wrong port */
+    for (size_t i = 0; i < p->n_secrets; i++)
+        if (hostset_match(&p->secrets[i].bind.hosts, h))
             return true;
     return false;
 }

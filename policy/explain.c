@@ -39,9 +39,34 @@ static void explain_head(const struct policy *p, const struct host *h, uint16_t 
                  d->audit ? d->reason : "");
 }
 
+/* The secrets whose hosts and port take in the destination: each one's
+ * placeholder and whether this caller gets it swapped (never its value). */
+static void explain_secrets(const struct policy *p, const struct host *h, uint16_t port,
+                            const struct identity *id, char *out, size_t cap)
+{
+    out[0] = '\0';
+    for (size_t i = 0; i < p->n_secrets; i++) {
+        const struct secret *s = &p->secrets[i];
+        if (!rule_names_destination(&s->bind, h, port))
+            continue;
+        const char *why = policy_secret_refusal(p, i, h, port, id);
+        if (s->bind.n_binaries > 0 && id == NULL)
+            text_append(out, cap, "  secret '%s': %s is swapped for it in requests from %s%s\n",
+                        s->name, s->placeholder, s->bind.binaries[0],
+                        s->bind.n_binaries > 1 ? " and the other programs listed" : "");
+        else if (why != NULL)
+            text_append(out, cap, "  secret '%s': %s is refused here: %s\n", s->name,
+                        s->placeholder, why);
+        else
+            text_append(out, cap, "  secret '%s': %s is swapped for it in requests%s\n", s->name,
+                        s->placeholder, s->in_body ? " (bodies too)" : "");
+    }
+}
+
 void policy_explain(const struct policy *p, const struct host *h, uint16_t port,
                     const struct identity *id, const struct request_view *rq, char *buf, size_t len)
 {
+    char secrets[1024];
     struct policy_decision d;
     char head[1024], binary[IDENTITY_PATH_MAX + 128] = "", message[320] = "", addrs[128] = "";
     if (rq != NULL)
@@ -67,7 +92,8 @@ void policy_explain(const struct policy *p, const struct host *h, uint16_t port,
     else if (d.action == ACTION_ALLOW && rq == NULL)
         snprintf(addrs, sizeof(addrs),
                  "  resolved addresses must be public (no allowed_ips in this rule)\n");
-    snprintf(buf, len, "%s%s%s%s", head, binary, message, addrs);
+    explain_secrets(p, h, port, id, secrets, sizeof(secrets));
+    snprintf(buf, len, "%s%s%s%s%s", head, binary, message, addrs, secrets);
 }
 
 /* ---- rules that can never match ------------------------------------------------------ */

@@ -256,8 +256,9 @@ struct request_view {
 void policy_decide_request(const struct policy *p, const struct host *h, uint16_t port,
                            const struct identity *id, const struct request_view *rq,
                            struct policy_decision *out);
-/* Is the destination inspected: does a rule with request keys (or a
- * secret) name its host and port? */
+/* Is the destination inspected: does a rule with request keys name its
+ * host and port, or a secret its host (on any port: a placeholder headed
+ * to the wrong port must be seen to be refused)? */
 bool policy_inspects(const struct policy *p, const struct host *h, uint16_t port);
 /* Does the policy need egressd's CA (interception or inspection)? */
 bool policy_uses_tls(const struct policy *p);
@@ -275,9 +276,10 @@ struct secret_view {
 size_t policy_secret_count(const struct policy *p);
 void policy_secret_view(const struct policy *p, size_t i, struct secret_view *out);
 /* May secret i's value go to this host and port for this caller (its
- * hosts, ports and binary list; a caller that could not be established: no)? */
-bool policy_secret_bound(const struct policy *p, size_t i, const struct host *h, uint16_t port,
-                         const struct identity *id);
+ * hosts, ports and binary list; a caller that could not be established:
+ * no)?  NULL when it may, else why not (never the value). */
+const char *policy_secret_refusal(const struct policy *p, size_t i, const struct host *h,
+                                  uint16_t port, const struct identity *id);
 /* The j-th name under which --print-env hands out secret i's placeholder;
  * NULL past the last. */
 const char *policy_secret_env(const struct policy *p, size_t i, size_t j);

@@ -25,11 +25,17 @@ void policy_secret_view(const struct policy *p, size_t i, struct secret_view *ou
                                 .in_body = s->in_body};
 }
 
-bool policy_secret_bound(const struct policy *p, size_t i, const struct host *h, uint16_t port,
-                         const struct identity *id)
+const char *policy_secret_refusal(const struct policy *p, size_t i, const struct host *h,
+                                  uint16_t port, const struct identity *id)
 {
     const struct rule *bind = &p->secrets[i].bind;
-    return rule_names_destination(bind, h, port) && rule_admits_caller(bind, id);
+    if (!rule_names_destination(bind, h, port))
+        return "it is not bound to this host and port";
+    if (rule_admits_caller(bind, id))
+        return NULL;
+    if (id == NULL || id->n == 0)
+        return "it is bound to programs, and the calling one is not known";
+    return id->unresolved ? id->unresolved : "it is not bound to the calling program";
 }
 
 const char *policy_secret_env(const struct policy *p, size_t i, size_t j)

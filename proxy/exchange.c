@@ -4,7 +4,10 @@
  * the response's head and its body down.  The forward path and inspected
  * connections both relay through here, and every body through http/'s
  * pump, framed as egressd parsed it and never re-framed, so that egressd
- * knows where each message ends and reads none of them two ways.
+ * knows where each message ends and reads none of them two ways.  The one
+ * exception is a body a secret is swapped into (DESIGN section 11): read
+ * whole, bounded, decoded, rewritten, and sent with its new
+ * Content-Length.
  *
  * `Expect: 100-continue` is egressd's to answer (it streams the body as it
  * comes, so it never waits on the origin's 100); 1xx answers from the
@@ -15,6 +18,8 @@
 
 #include <string.h>
 
+#define SWAPPED_BODY_MAX (1024 * 1024) /* a body with its secrets swapped in */
+
 void exchange_begin(struct exchange *x, struct bufconn *client, struct bufconn *upstream,
                     const struct http_msg *m, int io_ms)
 {
@@ -24,6 +29,7 @@ void exchange_begin(struct exchange *x, struct bufconn *client, struct bufconn *
                            .io_ms = io_ms,
                            .framing = m->framing,
                            .length = m->content_length,
+                           .has_length = m->has_length,
                            .expect_continue = m->expect_continue,
                            .is_head = http_method_is(m, "HEAD"),
                            .client_close = m->conn_close,
@@ -52,19 +58,114 @@ static enum send_result body_result(enum pump_result pr)
     return UPSTREAM_FAILED;
 }
 
+void exchange_put_head(struct sbuf *o, const struct http_msg *m, const struct outgoing_head *oh)
+{
+    bool v6 = oh->h->kind == HOST_IPV6;
+    sbuf_add(o, m->method, m->method_len);
+    sbuf_str(o, oh->target_len == 0 || oh->target[0] != '/' ? " /" : " ");
+    http_put_target(o, oh->target, oh->target_len, oh->swaps);
+    sbuf_printf(o, " HTTP/1.%d\r\nHost: %s%s%s", m->minor, v6 ? "[" : "", oh->h->name,
+                v6 ? "]" : "");
+    if (oh->port != oh->default_port)
+        sbuf_printf(o, ":%u", oh->port);
+    sbuf_str(o, "\r\n");
+    http_put_fields(o, m, oh->swaps);
+}
+
+void exchange_end_head(const struct exchange *x, struct sbuf *o)
+{
+    http_put_framing(o, x->framing, x->length, x->has_length || x->body_taken);
+    if (x->websocket)
+        sbuf_str(o, "Connection: Upgrade\r\nUpgrade: websocket\r\n");
+    sbuf_str(o, VIA_HEADER "\r\n");
+}
+
+/* 100 Continue, when the client waits for it before sending its body. */
+static enum send_result answer_continue(struct exchange *x)
+{
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    if (!x->expect_continue || x->minor != 1)
+        return SENT;
+    x->expect_continue = false;
+    if (stream_write_all(x->client->s, cont, sizeof(cont) - 1, now_ms() + x->io_ms) != IO_OK) {
+        x->why = "client went away";
+        return CLIENT_GONE;
+    }
+    return SENT;
+}
+
+enum send_result exchange_take_body(struct exchange *x, const struct http_swaps *sw, size_t max,
+                                    int64_t deadline, uint64_t *swapped)
+{
+    struct body_buffer raw = {0};
+    struct body_limits lim = {
+        .max = max, .idle_ms = x->io_ms, .deadline = deadline, .decode = true};
+    struct body_sink sink = {body_buffer_put, &raw};
+    uint64_t moved;
+    *swapped = 0;
+    enum send_result rc = answer_continue(x);
+    if (rc == SENT) {
+        enum pump_result pr =
+            http_pump_body(x->client, x->framing, x->length, &lim, &sink, &moved, &x->why);
+        rc = pr == PUMP_TOO_LARGE ? CLIENT_TOO_LARGE : body_result(pr);
+    }
+    if (rc == SENT && http_swap_bytes(raw.p ? raw.p : "", raw.len, sw, &x->body, SWAPPED_BODY_MAX,
+                                      swapped) != 0) {
+        x->why = "the body with its secrets swapped in is larger than 1 MiB";
+        rc = CLIENT_TOO_LARGE;
+    }
+    body_buffer_free(&raw);
+    if (rc == SENT) {
+        x->body_taken = true;
+        x->framing = BODY_LENGTH;
+        x->length = x->body.len;
+    }
+    return rc;
+}
+
+const struct http_error *exchange_client_error(enum send_result rc, const struct http_error *err)
+{
+    switch (rc) {
+    case CLIENT_GONE:
+        return NULL;
+    case CLIENT_BAD:
+        return &ERR_BAD_REQUEST;
+    case CLIENT_SLOW:
+        return &ERR_REQUEST_TIMEOUT;
+    case CLIENT_TOO_LARGE:
+        return &ERR_BODY_TOO_LARGE;
+    case SENT:
+    case UPSTREAM_FAILED:
+    case UPSTREAM_STALE:
+        break;
+    }
+    return err ? err : &ERR_UPSTREAM_ERROR;
+}
+
+void exchange_end(struct exchange *x)
+{
+    if (x->body.p != NULL)
+        explicit_bzero(x->body.p, x->body.cap); /* it holds secrets */
+    body_buffer_free(&x->body);
+    x->body_taken = false;
+}
+
 enum send_result exchange_send(struct exchange *x, const char *head, size_t len, bool reused)
 {
     if (stream_write_all(x->upstream->s, head, len, now_ms() + x->io_ms) != IO_OK) {
         x->why = "upstream closed the connection";
         return reused ? UPSTREAM_STALE : UPSTREAM_FAILED;
     }
-    if (x->expect_continue && x->minor == 1) {
-        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        if (stream_write_all(x->client->s, cont, sizeof(cont) - 1, now_ms() + x->io_ms) != IO_OK) {
-            x->why = "client went away";
-            return CLIENT_GONE;
-        }
+    if (x->body_taken) {
+        x->up_bytes += x->body.len;
+        if (stream_write_all(x->upstream->s, x->body.p, x->body.len, now_ms() + x->io_ms) == IO_OK)
+            return SENT;
+        x->why = "upstream closed the connection";
+        return UPSTREAM_FAILED;
     }
+    enum send_result rc = answer_continue(x);
+    if (rc != SENT)
+        return rc;
     /* a streamed body may take long, but never idle long */
     struct body_limits lim = {.idle_ms = x->io_ms};
     struct stream_sink up = {x->upstream->s, x->io_ms};

@@ -50,6 +50,7 @@ struct forward {
     bool inspected, keep_after_denial;
     char method[32], path[PATH_VIEW], folded[PATH_VIEW];
     char detail[320];
+    struct request_secrets secrets;
 };
 
 static int parse_url(const struct http_msg *m, struct target *t, const char **why)
@@ -69,23 +70,6 @@ static int parse_url(const struct http_msg *m, struct target *t, const char **wh
     t->path = a;
     t->path_len = (size_t)(end - a);
     return host_port_parse(p, (size_t)(a - p), 80, &t->h, &t->port, why);
-}
-
-static void build_request(struct sbuf *o, const struct http_msg *m, const struct target *t,
-                          bool websocket)
-{
-    sbuf_add(o, m->method, m->method_len);
-    sbuf_str(o, t->path_len == 0 || t->path[0] != '/' ? " /" : " ");
-    sbuf_add(o, t->path, t->path_len);
-    sbuf_printf(o, " HTTP/1.%d\r\nHost: %s%s%s", m->minor, t->h.kind == HOST_IPV6 ? "[" : "",
-                t->h.name, t->h.kind == HOST_IPV6 ? "]" : "");
-    if (t->port != 80)
-        sbuf_printf(o, ":%u", t->port);
-    sbuf_str(o, "\r\n");
-    http_put_end_to_end(o, m);
-    if (websocket)
-        sbuf_str(o, "Connection: Upgrade\r\nUpgrade: websocket\r\n");
-    sbuf_str(o, VIA_HEADER "\r\n");
 }
 
 static void upstream_close(struct conn *c)
@@ -146,14 +130,13 @@ static bool send_failed(struct forward *fw, enum send_result rc, const struct ht
 {
     upstream_close(fw->c); /* it has part of a request: never reused */
     fw->f.reason = fw->ex.why;
-    if (rc == CLIENT_GONE) {
+    err = exchange_client_error(rc, err);
+    if (err == NULL) {
         fw->f.src = fw->c->src;
         log_event(LOGL_INFO, &fw->f);
         return false;
     }
-    if (rc == CLIENT_BAD || rc == CLIENT_SLOW)
-        err = rc == CLIENT_BAD ? &ERR_BAD_REQUEST : &ERR_REQUEST_TIMEOUT;
-    conn_fail(fw->c, &fw->f, err ? err : &ERR_UPSTREAM_ERROR, fw->ex.why);
+    conn_fail(fw->c, &fw->f, err, fw->ex.why);
     return false;
 }
 
@@ -204,6 +187,21 @@ static bool answer(struct forward *fw, struct http_msg *r, char *out)
     return keep;
 }
 
+/* A request egressd answers itself, read to its end (body drained) so
+ * that the connection goes on when it can (fw->keep_after_denial). */
+static void refuse_request(struct forward *fw, const struct http_msg *m,
+                           struct http_error_info *info)
+{
+    info->method = fw->f.method;
+    info->path = fw->f.path;
+    bufconn_consume(&fw->c->in, m->head_len);
+    info->keep = fw->keep_after_denial =
+        m->minor == 1 && !m->conn_close && conn_drain_body(fw->c, m->framing, m->content_length);
+    conn_fail_info(fw->c, &fw->f, info);
+    if (fw->inspected)
+        metrics_request(&fw->d);
+}
+
 /* For an inspected destination: the request's own decision; false when
  * the client got its answer (refused or denied). */
 static bool decide_request(struct forward *fw, const struct http_msg *m)
@@ -235,13 +233,7 @@ static bool decide_request(struct forward *fw, const struct http_msg *m)
                                         .rule = fw->d.rule,
                                         .message = fw->d.message};
     }
-    info.method = fw->method;
-    info.path = fw->f.path;
-    /* read the rest of the request, so that the connection goes on */
-    bufconn_consume(&fw->c->in, m->head_len);
-    info.keep = fw->keep_after_denial =
-        m->minor == 1 && !m->conn_close && conn_drain_body(fw->c, m->framing, m->content_length);
-    conn_fail_info(fw->c, &fw->f, &info);
+    refuse_request(fw, m, &info);
     return false;
 }
 
@@ -277,6 +269,55 @@ static bool decide(struct forward *fw, const struct http_msg *m, bool *keep)
     return false;
 }
 
+/* Secrets found in the head: refused when one may not go here (403, the
+ * connection goes on when it can); false when answered (*keep). */
+static bool check_secrets(struct forward *fw, const struct http_msg *m, bool *keep)
+{
+    struct request_secrets *rs = &fw->secrets;
+    secrets_find(rs, fw->c->pol, m, &fw->t.h, fw->t.port, fw->c->id);
+    if (rs->refused < 0)
+        return true;
+    secrets_refusal(rs, &fw->t.h, fw->t.port, fw->detail, sizeof(fw->detail));
+    secrets_used(rs, 1ull << rs->refused, "refused");
+    fw->f.secrets = rs->used;
+    fw->f.action = "deny", fw->f.reason = NULL;
+    fw->d.action = ACTION_DENY, fw->d.audit = false;
+    struct http_error_info info = {.e = &ERR_SECRET_NOT_ALLOWED, .detail = fw->detail};
+    refuse_request(fw, m, &info);
+    *keep = fw->keep_after_denial;
+    return false;
+}
+
+/* The head toward the origin in o (out), secrets swapped, and a body that
+ * secrets are swapped into taken whole; false when answered (*keep). */
+static bool prepare(struct forward *fw, const struct http_msg *m, char *out, struct sbuf *o,
+                    bool *keep)
+{
+    struct conn *c = fw->c;
+    struct request_secrets *rs = &fw->secrets;
+    struct outgoing_head oh = {&fw->t.h, fw->t.port, 80, fw->t.path, fw->t.path_len, &rs->sw};
+    if (!check_secrets(fw, m, keep))
+        return false;
+    sbuf_init(o, out, OUT_HEAD_MAX);
+    exchange_put_head(o, m, &oh);
+    if (o->cut) {
+        conn_fail(c, &fw->f, &ERR_HEADERS_TOO_LARGE, "request head too large to forward");
+        return false;
+    }
+    bufconn_consume(&c->in, m->head_len); /* m's pointers die here */
+    uint64_t swapped = rs->sw.use;
+    const struct http_error *e =
+        secrets_take_body(rs, &fw->ex, now_ms() + c->set->header_timeout_ms, &swapped);
+    exchange_end_head(&fw->ex, o);
+    if (e == NULL && o->cut)
+        e = &ERR_HEADERS_TOO_LARGE, fw->ex.why = "request head too large to forward";
+    secrets_used(rs, swapped, "substituted");
+    fw->f.secrets = rs->used[0] ? rs->used : NULL;
+    if (e != NULL)
+        conn_fail(c, &fw->f, e, fw->ex.why);
+    return e == NULL;
+}
+
 static void log_forward(struct forward *fw)
 {
     struct conn *c = fw->c;
@@ -307,20 +348,15 @@ bool forward_serve(struct conn *c, const struct http_msg *m)
     fw->f.event = "forward";
     fw->f.action = "deny";
     exchange_begin(&fw->ex, &c->in, NULL, m, (int)c->set->idle_timeout_ms);
-    if (!decide(fw, m, &keep))
+    if (!decide(fw, m, &keep) || !prepare(fw, m, out, &o, &keep))
         goto done;
-    sbuf_init(&o, out, OUT_HEAD_MAX);
-    build_request(&o, m, &fw->t, fw->ex.websocket);
-    if (o.cut) {
-        conn_fail(c, &fw->f, &ERR_HEADERS_TOO_LARGE, "request head too large to forward");
-        goto done;
-    }
-    bufconn_consume(&c->in, m->head_len); /* m's pointers die here */
     if (send_and_wait(fw, &o, &r)) {
         keep = answer(fw, &r, out);
         log_forward(fw);
     }
 done:
+    if (fw != NULL)
+        exchange_end(&fw->ex);
     free(out);
     free(fw);
     return keep;

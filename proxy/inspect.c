@@ -51,7 +51,9 @@ struct request {
     struct exchange ex;
     struct policy_decision d;
     char method[32], path[PATH_VIEW], folded[PATH_VIEW];
-    bool logged; /* egressd answered it (an upstream failure), and said so */
+    bool logged; /* egressd answered it itself, and said so */
+    struct request_secrets secrets;
+    char detail[320];
 };
 
 /* ---- the upstream ------------------------------------------------------------------- */
@@ -117,8 +119,7 @@ static bool refuse(struct inspected *ix, struct request *rq, const struct http_m
     conn_fail_info(c, &rq->f, info);
     ix->client = c->in;
     c->in = saved;
-    if (info->e == &ERR_POLICY_DENIED)
-        metrics_request(&rq->d);
+    rq->logged = true;
     return info->keep;
 }
 
@@ -126,11 +127,13 @@ static bool refuse(struct inspected *ix, struct request *rq, const struct http_m
 static void refuse_head(struct inspected *ix, struct request *rq, const struct http_error *e,
                         const char *detail)
 {
-    struct http_error_info info = {.e = e, .detail = detail};
+    struct http_error_info info = {
+        .e = e, .detail = detail, .method = rq->f.method, .path = rq->f.path};
     struct bufconn saved = ix->c->in;
     ix->c->in = ix->client;
     conn_fail_info(ix->c, &rq->f, &info);
     ix->c->in = saved;
+    rq->logged = true;
 }
 
 /* ---- one request ----------------------------------------------------------------------- */
@@ -236,24 +239,6 @@ static bool decide(struct inspected *ix, struct request *rq, const struct http_m
     return false;
 }
 
-static void build_request(struct inspected *ix, const struct http_msg *m, struct sbuf *o,
-                          bool websocket)
-{
-    const struct host *h = ix->h;
-    sbuf_add(o, m->method, m->method_len);
-    sbuf_str(o, " ");
-    sbuf_add(o, m->target, m->target_len);
-    sbuf_printf(o, " HTTP/1.%d\r\nHost: %s%s%s", m->minor, h->kind == HOST_IPV6 ? "[" : "", h->name,
-                h->kind == HOST_IPV6 ? "]" : "");
-    if (ix->port != ix->default_port)
-        sbuf_printf(o, ":%u", ix->port);
-    sbuf_str(o, "\r\n");
-    http_put_end_to_end(o, m);
-    if (websocket)
-        sbuf_str(o, "Connection: Upgrade\r\nUpgrade: websocket\r\n");
-    sbuf_str(o, VIA_HEADER "\r\n");
-}
-
 /* Up, with one more try on a fresh upstream when the kept one was closed
  * and the request has no body to send again; false when answered. */
 static bool send_and_wait(struct inspected *ix, struct request *rq, const struct sbuf *o,
@@ -265,7 +250,6 @@ static bool send_and_wait(struct inspected *ix, struct request *rq, const struct
         const struct http_error *err = reused ? NULL : upstream_open(ix, detail, sizeof(detail));
         if (err != NULL) {
             refuse_head(ix, rq, err, detail);
-            rq->logged = true;
             return false;
         }
         rq->ex.upstream = &ix->upstream;
@@ -281,11 +265,9 @@ static bool send_and_wait(struct inspected *ix, struct request *rq, const struct
             return true;
         upstream_close(ix);
         rq->f.reason = rq->ex.why;
-        if (sr == CLIENT_BAD || sr == CLIENT_SLOW)
-            err = sr == CLIENT_BAD ? &ERR_BAD_REQUEST : &ERR_REQUEST_TIMEOUT;
-        if (sr != CLIENT_GONE)
-            refuse_head(ix, rq, err ? err : &ERR_UPSTREAM_ERROR, rq->ex.why);
-        rq->logged = sr != CLIENT_GONE;
+        err = exchange_client_error(sr, err);
+        if (err != NULL)
+            refuse_head(ix, rq, err, rq->ex.why);
         return false;
     }
 }
@@ -303,23 +285,70 @@ static void upgraded(struct inspected *ix, struct request *rq)
     ix->end = st.end;
 }
 
+/* Secrets found in the head: refused when one may not go here (403, the
+ * connection goes on); false when answered, with *keep. */
+static bool check_secrets(struct inspected *ix, struct request *rq, const struct http_msg *m,
+                          bool *keep)
+{
+    struct request_secrets *rs = &rq->secrets;
+    secrets_find(rs, ix->cur->pol, m, ix->h, ix->port, ix->c->id);
+    if (rs->refused < 0)
+        return true;
+    secrets_refusal(rs, ix->h, ix->port, rq->detail, sizeof(rq->detail));
+    secrets_used(rs, 1ull << rs->refused, "refused");
+    rq->f.secrets = rs->used;
+    rq->f.action = "deny", rq->f.reason = NULL;
+    rq->d.action = ACTION_DENY, rq->d.audit = false;
+    struct http_error_info info = {.e = &ERR_SECRET_NOT_ALLOWED, .detail = rq->detail};
+    *keep = refuse(ix, rq, m, &info);
+    return false;
+}
+
+/* The head toward the origin in o, secrets swapped, and a body that
+ * secrets are swapped into taken whole; false when answered (*keep). */
+static bool prepare_request(struct inspected *ix, struct request *rq, const struct http_msg *m,
+                            struct sbuf *o, bool *keep)
+{
+    struct request_secrets *rs = &rq->secrets;
+    struct outgoing_head oh = {ix->h,     ix->port,      ix->default_port,
+                               m->target, m->target_len, &rs->sw};
+    if (!check_secrets(ix, rq, m, keep))
+        return false;
+    sbuf_init(o, ix->out, OUT_HEAD_MAX);
+    exchange_put_head(o, m, &oh);
+    if (o->cut) {
+        struct http_error_info info = {.e = &ERR_HEADERS_TOO_LARGE,
+                                       .detail = "request head too large to forward"};
+        *keep = refuse(ix, rq, m, &info);
+        return false;
+    }
+    bufconn_consume(&ix->client, m->head_len); /* m's pointers die here */
+    uint64_t swapped = rs->sw.use;
+    const struct http_error *e =
+        secrets_take_body(rs, &rq->ex, now_ms() + ix->c->set->header_timeout_ms, &swapped);
+    exchange_end_head(&rq->ex, o);
+    if (e == NULL && o->cut)
+        e = &ERR_HEADERS_TOO_LARGE, rq->ex.why = "request head too large to forward";
+    secrets_used(rs, swapped, "substituted");
+    rq->f.secrets = rs->used[0] ? rs->used : NULL;
+    if (e != NULL)
+        refuse_head(ix, rq, e, rq->ex.why);
+    *keep = false;
+    return e == NULL;
+}
+
 /* Relay an allowed request; true when the connection may carry another. */
 static bool relay_request(struct inspected *ix, struct request *rq, struct http_msg *m)
 {
     struct sbuf o;
-    sbuf_init(&o, ix->out, OUT_HEAD_MAX);
-    build_request(ix, m, &o, rq->ex.websocket);
-    if (o.cut) {
-        struct http_error_info info = {.e = &ERR_HEADERS_TOO_LARGE,
-                                       .detail = "request head too large to forward"};
-        return refuse(ix, rq, m, &info);
-    }
-    bufconn_consume(&ix->client, m->head_len); /* m's pointers die here */
+    bool keep = false;
+    if (!prepare_request(ix, rq, m, &o, &keep))
+        return keep;
     struct http_msg r;
     if (!send_and_wait(ix, rq, &o, &r))
         return false;
     rq->f.status = r.status;
-    bool keep = exchange_relay(&rq->ex, &r, ix->out, OUT_HEAD_MAX);
+    keep = exchange_relay(&rq->ex, &r, ix->out, OUT_HEAD_MAX);
     if (rq->ex.status == 101) {
         upgraded(ix, rq);
         keep = false;
@@ -331,7 +360,7 @@ static bool relay_request(struct inspected *ix, struct request *rq, struct http_
     return keep;
 }
 
-/* The line of a relayed request (one egressd answered itself was logged
+/* The line of a decided request (one egressd answered itself was logged
  * then); counted either way. */
 static void log_request(struct inspected *ix, struct request *rq)
 {
@@ -363,10 +392,10 @@ static bool serve_request(struct inspected *ix, bool first)
         snprintf(rq->method, sizeof(rq->method), "%.*s", (int)m.method_len, m.method);
         rq->f.method = rq->method;
         exchange_begin(&rq->ex, &ix->client, &ix->upstream, &m, (int)ix->c->set->idle_timeout_ms);
-        if (decide(ix, rq, &m, &keep)) {
+        if (decide(ix, rq, &m, &keep))
             keep = relay_request(ix, rq, &m);
-            log_request(ix, rq);
-        }
+        log_request(ix, rq);
+        exchange_end(&rq->ex);
     }
     free(rq);
     return keep;

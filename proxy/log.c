@@ -119,6 +119,7 @@ void log_event(enum log_level level, const struct log_fields *f)
     put_str(&l, "method", f->method);
     put_str(&l, "path", f->path);
     put_str(&l, "rule", f->rule);
+    put_str(&l, "secrets", f->secrets);
     put_str(&l, "reason", f->reason);
     put_str(&l, "detail", f->detail);
     put_num(&l, "pid", f->pid);

@@ -9,12 +9,14 @@
  */
 #include "proxy.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #define DEFAULT_CONFIG "/etc/egressd/egressd.ini"
 
@@ -81,7 +83,7 @@ static int explain(struct policy *p, const struct options *o)
     struct host h;
     uint16_t port;
     const char *why;
-    char out[2048], path[2048], folded[2048];
+    char out[4096], path[2048], folded[2048];
     struct request_view rq;
     bool fail, request = o->method != NULL || o->path != NULL;
     if (host_port_parse(o->target, strlen(o->target), 443, &h, &port, &why) != 0) {
@@ -126,6 +128,13 @@ static int print_env(const struct policy *p)
         printf("SSL_CERT_FILE=%s\nREQUESTS_CA_BUNDLE=%s\nCURL_CA_BUNDLE=%s\nGIT_SSL_CAINFO=%s\n"
                "NODE_EXTRA_CA_CERTS=%s\n",
                t->bundle, t->bundle, t->bundle, t->bundle, t->ca_cert);
+    for (size_t i = 0; i < policy_secret_count(p); i++) { /* placeholders, never values */
+        struct secret_view sv;
+        policy_secret_view(p, i, &sv);
+        const char *name;
+        for (size_t j = 0; (name = policy_secret_env(p, i, j)) != NULL; j++)
+            printf("%s=%s\n", name, sv.placeholder);
+    }
     return 0;
 }
 
@@ -263,6 +272,12 @@ int main(int argc, char **argv)
     int rc = parse_options(argc, argv, &o);
     if (rc != 0)
         return rc < 0 ? 2 : 0;
+    /* secrets and keys live in this process: no core file, no ptrace by
+     * the same user, no /proc/<pid>/mem */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+        fprintf(stderr, "egressd: prctl(PR_SET_DUMPABLE): %s\n", strerror(errno));
+        return 1;
+    }
     int problems = 0;
     struct policy *p = policy_load_file(o.config, report_to_stderr, &problems);
     if (p == NULL) {

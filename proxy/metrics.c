@@ -31,31 +31,32 @@ static struct {
     atomic_ullong refused[REFUSED_N];
 } counters;
 
-/* Counters by route and one more label, known only at run time. */
+/* Counters by a name (a route, a secret) and one more label, known only
+ * at run time. */
 struct label_table {
     pthread_mutex_t mu;
     size_t n;
     struct {
-        char route[64], label[16];
+        char name[64], label[16];
         unsigned long long count[2];
     } rows[LABEL_ROWS_MAX];
 };
 
 static struct label_table by_status = {.mu = PTHREAD_MUTEX_INITIALIZER},
                           by_tokens = {.mu = PTHREAD_MUTEX_INITIALIZER},
-                          by_attempt = {.mu = PTHREAD_MUTEX_INITIALIZER};
+                          by_attempt = {.mu = PTHREAD_MUTEX_INITIALIZER},
+                          by_secret = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
-static void label_add(struct label_table *t, const char *route, const char *label,
+static void label_add(struct label_table *t, const char *name, const char *label,
                       unsigned long long a, unsigned long long b)
 {
-    route = route ? route : "none";
+    name = name ? name : "none";
     pthread_mutex_lock(&t->mu);
     size_t i = 0;
-    while (i < t->n &&
-           (strcmp(t->rows[i].label, label) != 0 || strcmp(t->rows[i].route, route) != 0))
+    while (i < t->n && (strcmp(t->rows[i].label, label) != 0 || strcmp(t->rows[i].name, name) != 0))
         i++;
     if (i == t->n && t->n < LABEL_ROWS_MAX) { /* full: the rest go uncounted */
-        snprintf(t->rows[i].route, sizeof(t->rows[i].route), "%s", route);
+        snprintf(t->rows[i].name, sizeof(t->rows[i].name), "%s", name);
         snprintf(t->rows[i].label, sizeof(t->rows[i].label), "%s", label);
         t->rows[i].count[0] = t->rows[i].count[1] = 0;
         t->n++;
@@ -125,6 +126,11 @@ void metrics_attempt(const char *route, const char *result)
     label_add(&by_attempt, route, result, 1, 0);
 }
 
+void metrics_secret(const char *secret, const char *result)
+{
+    label_add(&by_secret, secret, result, 1, 0);
+}
+
 struct out {
     char *buf;
     size_t cap, n;
@@ -154,7 +160,7 @@ static void render_inference(struct out *o)
     pthread_mutex_lock(&by_status.mu);
     for (size_t i = 0; i < by_status.n; i++)
         emit(o, "egressd_inference_requests_total{route=\"%s\",status=\"%s\"} %llu\n",
-             by_status.rows[i].route, by_status.rows[i].label, by_status.rows[i].count[0]);
+             by_status.rows[i].name, by_status.rows[i].label, by_status.rows[i].count[0]);
     pthread_mutex_unlock(&by_status.mu);
     counter(o, "egressd_inference_tokens_total",
             "Tokens the backends reported, by the route that answered and direction.");
@@ -163,14 +169,14 @@ static void render_inference(struct out *o)
         emit(o,
              "egressd_inference_tokens_total{route=\"%s\",direction=\"input\"} %llu\n"
              "egressd_inference_tokens_total{route=\"%s\",direction=\"output\"} %llu\n",
-             by_tokens.rows[i].route, by_tokens.rows[i].count[0], by_tokens.rows[i].route,
+             by_tokens.rows[i].name, by_tokens.rows[i].count[0], by_tokens.rows[i].name,
              by_tokens.rows[i].count[1]);
     pthread_mutex_unlock(&by_tokens.mu);
     counter(o, "egressd_inference_attempts_total", "Calls made to backends, by route and result.");
     pthread_mutex_lock(&by_attempt.mu);
     for (size_t i = 0; i < by_attempt.n; i++)
         emit(o, "egressd_inference_attempts_total{route=\"%s\",result=\"%s\"} %llu\n",
-             by_attempt.rows[i].route, by_attempt.rows[i].label, by_attempt.rows[i].count[0]);
+             by_attempt.rows[i].name, by_attempt.rows[i].label, by_attempt.rows[i].count[0]);
     pthread_mutex_unlock(&by_attempt.mu);
 }
 
@@ -200,6 +206,13 @@ static void render_counters(struct out *o)
         emit(o, "egressd_upstream_errors_total{kind=\"%s\"} %llu\n", error_kinds[i],
              atomic_load(&counters.upstream_errors[i]));
     render_inference(o);
+    counter(o, "egressd_secret_uses_total",
+            "Placeholders swapped for their secret, or refused, by secret and result.");
+    pthread_mutex_lock(&by_secret.mu);
+    for (size_t i = 0; i < by_secret.n; i++)
+        emit(o, "egressd_secret_uses_total{secret=\"%s\",result=\"%s\"} %llu\n",
+             by_secret.rows[i].name, by_secret.rows[i].label, by_secret.rows[i].count[0]);
+    pthread_mutex_unlock(&by_secret.mu);
     static const char *const refused[REFUSED_N] = {"queue_full", "busy", "descriptors", "stopping"};
     counter(o, "egressd_refused_total", "Connections answered 503 before a worker took them.");
     for (int i = 0; i < REFUSED_N; i++)

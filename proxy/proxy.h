@@ -53,7 +53,7 @@ static inline struct timespec deadline_in(unsigned ms)
  * left out. */
 struct log_fields {
     const char *event, *src, *host, *action, *rule, *reason, *detail, *method, *path;
-    const char *route, *protocol, *model, *binary, *next_route;
+    const char *route, *protocol, *model, *binary, *next_route, *secrets;
     long port, status, pid, attempt, attempts;
     long long bytes_up, bytes_down, duration_ms, tokens_in, tokens_out;
 };
@@ -133,6 +133,8 @@ void metrics_refused(enum refused why);
 void metrics_inference(const char *route, int status);
 /* One inspected request, by what was decided (allow, deny, audit). */
 void metrics_request(const struct policy_decision *d);
+/* A secret swapped into a request, or refused one ("substituted", "refused"). */
+void metrics_secret(const char *secret, const char *result);
 /* Tokens an answer reported (-1: not reported), by the route that answered. */
 void metrics_tokens(const char *route, long long in, long long out);
 /* One attempt at a backend, by route and result (struct attempt_record). */
@@ -263,7 +265,15 @@ int dial_backend(const struct proxy_settings *set, const char *host, uint16_t po
 /* ---- exchange.c: one HTTP exchange between a client and an upstream --------- */
 
 /* How sending a request went. */
-enum send_result { SENT, CLIENT_BAD, CLIENT_SLOW, CLIENT_GONE, UPSTREAM_FAILED, UPSTREAM_STALE };
+enum send_result {
+    SENT,
+    CLIENT_BAD,
+    CLIENT_SLOW,
+    CLIENT_GONE,
+    CLIENT_TOO_LARGE, /* a body egressd had to read whole was larger than it may */
+    UPSTREAM_FAILED,
+    UPSTREAM_STALE
+};
 
 struct exchange {
     struct bufconn *client, *upstream;
@@ -271,7 +281,7 @@ struct exchange {
     /* the request, kept past its head */
     enum http_framing framing;
     uint64_t length;
-    bool expect_continue, is_head, client_close, websocket;
+    bool has_length, expect_continue, is_head, client_close, websocket;
     int minor;
     /* the response */
     int status;
@@ -279,13 +289,41 @@ struct exchange {
     uint64_t up_bytes, down_bytes;
     const char *why; /* what went wrong, for the log */
     char detail[320];
+    /* a body read whole to swap placeholders in it (exchange_take_body) */
+    struct body_buffer body;
+    bool body_taken;
 };
 /* From the request head m, before it is consumed. */
 void exchange_begin(struct exchange *x, struct bufconn *client, struct bufconn *upstream,
                     const struct http_msg *m, int io_ms);
+/* What goes into a request head toward the origin besides the client's. */
+struct outgoing_head {
+    const struct host *h;        /* Host names it (and port, when not default_port) */
+    uint16_t port, default_port; /* default_port: the scheme's (443 or 80) */
+    const char *target;          /* origin form; "" or "?q" get their '/' */
+    size_t target_len;
+    const struct http_swaps *swaps; /* placeholders to swap in target and fields; NULL: none */
+};
+/* The request head toward the origin into o, in two steps around the
+ * client's head being consumed (and its body perhaps taken whole): first
+ * its method, target and end-to-end fields (placeholders swapped) and
+ * Host; then the framing (a Content-Length for a body taken whole),
+ * WebSocket's upgrade, Via and the blank line. */
+void exchange_put_head(struct sbuf *o, const struct http_msg *m, const struct outgoing_head *oh);
+void exchange_end_head(const struct exchange *x, struct sbuf *o);
+/* Read the client's body whole, at most max bytes by deadline (answering
+ * 100-continue first), and swap placeholders in it; the bits of those
+ * swapped go in *swapped.  exchange_send then sends it as it is now. */
+enum send_result exchange_take_body(struct exchange *x, const struct http_swaps *sw, size_t max,
+                                    int64_t deadline, uint64_t *swapped);
 /* The head (built by the caller) and the body upstream; reused: the
  * upstream connection was kept from an earlier request. */
 enum send_result exchange_send(struct exchange *x, const char *head, size_t len, bool reused);
+/* What the exchange holds past its request (a body taken whole). */
+void exchange_end(struct exchange *x);
+/* The answer to a send that failed: the client's faults (400, 408, 413),
+ * else err or 502; NULL when the client is gone (nobody to answer). */
+const struct http_error *exchange_client_error(enum send_result rc, const struct http_error *err);
 /* The final response head: NULL, or the error to answer (*stale: a kept
  * connection closed before it said anything). */
 const struct http_error *exchange_response(struct exchange *x, struct http_msg *r, bool *stale);
@@ -295,6 +333,34 @@ bool exchange_relay(struct exchange *x, const struct http_msg *r, char *out, siz
 /* After a 101: both ways, raw, until either side ends. */
 void exchange_upgraded(struct exchange *x, struct relay_pipes *pipes,
                        const struct relay_check *check, struct relay_stats *st);
+
+/* ---- secrets.c: the secrets of one request (DESIGN section 11) ---------------- */
+
+struct request_secrets {
+    struct http_swap v[HTTP_SWAPS_MAX];
+    const char *names[HTTP_SWAPS_MAX], *why[HTTP_SWAPS_MAX]; /* why: not bound here */
+    struct http_swaps sw; /* .use: found in the head and bound here, so swapped */
+    uint64_t unbound;     /* may not go where this request goes */
+    uint64_t body;        /* bound here and swapped in bodies too */
+    int refused;          /* the first found in the head that may not go here, or -1 */
+    char used[256];       /* the names swapped, for the log line */
+};
+/* Which placeholders m's head holds and which of them may be swapped
+ * toward h:port for the caller id. */
+void secrets_find(struct request_secrets *rs, const struct policy *p, const struct http_msg *m,
+                  const struct host *h, uint16_t port, const struct identity *id);
+/* Why rs->refused's placeholder may not go there, for the 403's detail. */
+void secrets_refusal(const struct request_secrets *rs, const struct host *h, uint16_t port,
+                     char *out, size_t cap);
+/* Count the secrets whose bits are in mask under result ("substituted",
+ * "refused") and name them in rs->used. */
+void secrets_used(struct request_secrets *rs, uint64_t mask, const char *result);
+/* When a secret bound here swaps into bodies and the request has one: the
+ * body taken whole into x (at most 256 KiB, by deadline), the swaps made
+ * added to *swapped.  NULL, or the error to answer (x->why says more); the
+ * connection ends after it. */
+const struct http_error *secrets_take_body(const struct request_secrets *rs, struct exchange *x,
+                                           int64_t deadline, uint64_t *swapped);
 
 /* ---- the handlers: true when the client connection may carry another ------- */
 

@@ -496,9 +496,9 @@ class RecordingHandler(OriginHandler):
 
 
 class TlsOrigin:
-    def __init__(self, d):
+    def __init__(self, d, base=None):
         self.ca, crt, key = make_test_ca(d)
-        handler = type("H", (RecordingHandler,), {"records": [], "release": threading.Event()})
+        handler = type("H", (base or RecordingHandler,), {"records": [], "release": threading.Event()})
         self.records, self.release = handler.records, handler.release
         self.srv = ThreadingServer(("127.0.0.1", 0), handler)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -749,3 +749,55 @@ Test(config, budget_errors)
     policy_unref(load_ok("[route a]\nendpoint = mock://x\n[budget a]\nroutes = a\nwindow = 1h\n"
                          "requests = 3\n"));
 }
+
+/* ---- [secret NAME] ---- */
+
+Test(config, secrets_load_and_refuse_with_their_lines)
+{
+    setenv("EGRESSD_TEST_SECRET", "s3cr3t-value", 1);
+    setenv("EGRESSD_TEST_SECRET_NL", "a\nb", 1);
+    struct policy *p =
+        load_ok("[secret gh]\nvalue_env = EGRESSD_TEST_SECRET\nhosts = api.github.com\n"
+                "env = GH_TOKEN, GITHUB_TOKEN\n"
+                "[secret npm]\nvalue_env = EGRESSD_TEST_SECRET\n"
+                "placeholder = npm_0000000000000000\nhosts = registry.npmjs.org\n"
+                "binary = /usr/bin/npm\nin_body = yes\n"
+                "[route r]\nendpoint = mock://x\napi_key_secret = gh\n");
+    struct secret_view sv;
+    cr_assert_eq(policy_secret_count(p), 2);
+    policy_secret_view(p, 0, &sv);
+    cr_assert_str_eq(sv.placeholder, "egressd-secret-gh", "the default placeholder");
+    cr_assert_str_eq(sv.value, "s3cr3t-value");
+    cr_assert_not(sv.in_body);
+    cr_assert_str_eq(policy_secret_env(p, 0, 1), "GITHUB_TOKEN");
+    cr_assert_null(policy_secret_env(p, 0, 2));
+    policy_secret_view(p, 1, &sv);
+    cr_assert(sv.in_body);
+    cr_assert_str_eq(policy_route(p, 0)->api_key, "s3cr3t-value", "api_key_secret");
+    policy_unref(p);
+    expect_error("[secret a]\nhosts = x.com\n", 1, "secret 'a' has no value_env or value_file");
+    expect_error("[secret a]\nvalue_env = EGRESSD_TEST_SECRET\n", 1, "secret 'a' has no hosts");
+    expect_error("[secret a]\nvalue_env = EGRESSD_TEST_SECRET_NL\nhosts = x.com\n", 2,
+                 "not one line of printable characters");
+    expect_error(
+        "[secret a]\nvalue_env = EGRESSD_TEST_SECRET\nhosts = x.com\nplaceholder = short\n", 4,
+        "16 to 255 characters");
+    expect_error("[secret a]\nvalue_env = EGRESSD_TEST_SECRET\nhosts = x.com\n"
+                 "placeholder = has space 0000000000\n",
+                 4, "without space");
+    expect_error("[secret a]\nvalue_env = EGRESSD_TEST_SECRET\nhosts = x.com\n"
+                 "placeholder = 0000000000000000\n"
+                 "[secret b]\nvalue_env = EGRESSD_TEST_SECRET\nhosts = x.com\n"
+                 "placeholder = x0000000000000000\n",
+                 5, "one holds the other");
+    expect_error("[secret a]\nvalue_env = EGRESSD_TEST_SECRET\nhosts = x.com\nenv = A\n"
+                 "[secret b]\nvalue_env = EGRESSD_TEST_SECRET\nhosts = y.com\nenv = A\n",
+                 5, "env A is secret 'a''s already");
+    expect_error("[secret a]\nvalue_env = EGRESSD_TEST_SECRET\nhosts = x.com\nenv = 1BAD\n", 4,
+                 "not an environment variable name");
+    expect_error("[route r]\nendpoint = mock://x\napi_key_secret = none\n", 3,
+                 "api_key_secret: no [secret none]");
+    expect_error("[secret a]\nvalue_env = EGRESSD_TEST_SECRET\nvalue_file = /etc/hostname\n"
+                 "hosts = x.com\n",
+                 3, "give value_env or value_file, not both");
+}

@@ -815,3 +815,108 @@ Test(http, error_json_with_request_fields)
     cr_assert_eq(ERR_UNSUPPORTED_PROTOCOL.status, 403);
     cr_assert_eq(ERR_UPSTREAM_TLS.status, 502);
 }
+
+/* ---- placeholders swapped for secrets (swap.c) ---- */
+
+#define PH1 "egressd-secret-one-000000"
+#define PH2 "egressd-secret-two-111111"
+
+static const struct http_swap test_swaps[] = {
+    {PH1, "REAL/one", sizeof(PH1) - 1, 8},
+    {PH2, "real-two", sizeof(PH2) - 1, 8},
+};
+
+static uint64_t found_in(const char *head)
+{
+    struct http_msg m;
+    const char *why;
+    struct http_swaps sw = {test_swaps, 2, 0};
+    cr_assert_eq(http_parse_request(head, strlen(head), &m, &why), HTTP_OK, "%s", why);
+    return http_swaps_in_head(&m, &sw);
+}
+
+Test(swap, placeholders_found_anywhere_in_a_head)
+{
+    cr_assert_eq(found_in("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), 0);
+    cr_assert_eq(found_in("GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " PH1 "\r\n\r\n"), 1);
+    cr_assert_eq(found_in("GET /x/" PH2 "/y HTTP/1.1\r\nHost: a\r\n\r\n"), 2, "a path segment");
+    cr_assert_eq(found_in("GET /?t=%65gressd-secret-two-11111%31 HTTP/1.1\r\nHost: a\r\n\r\n"), 2,
+                 "percent-encoded in the query");
+    cr_assert_eq(found_in("GET / HTTP/1.1\r\nHost: a\r\nX-" PH1 ": 1\r\nB: " PH2 "\r\n\r\n"), 3,
+                 "a field name counts as the head too");
+    /* Basic: base64("u:" PH2) */
+    char head[512], b64[128];
+    struct sbuf b;
+    sbuf_init(&b, b64, sizeof(b64));
+    static const char cred[] = "u:" PH2;
+    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (size_t i = 0; i < sizeof(cred) - 1; i += 3) {
+        size_t n = sizeof(cred) - 1 - i;
+        unsigned v = (unsigned)(unsigned char)cred[i] << 16 |
+                     (n > 1 ? (unsigned)(unsigned char)cred[i + 1] << 8 : 0) |
+                     (n > 2 ? (unsigned char)cred[i + 2] : 0);
+        char q[4] = {tbl[v >> 18 & 63], tbl[v >> 12 & 63], n > 1 ? tbl[v >> 6 & 63] : '=',
+                     n > 2 ? tbl[v & 63] : '='};
+        sbuf_add(&b, q, 4);
+    }
+    snprintf(head, sizeof(head), "GET / HTTP/1.1\r\nHost: a\r\nAuthorization: basic %s\r\n\r\n",
+             b64);
+    cr_assert_eq(found_in(head), 2, "inside Basic credentials");
+}
+
+static void put_head(const char *head, uint64_t use, char *out, size_t cap)
+{
+    struct http_msg m;
+    const char *why;
+    struct http_swaps sw = {test_swaps, 2, use};
+    struct sbuf b;
+    cr_assert_eq(http_parse_request(head, strlen(head), &m, &why), HTTP_OK, "%s", why);
+    sbuf_init(&b, out, cap);
+    http_put_target(&b, m.target, m.target_len, &sw);
+    sbuf_str(&b, "\n");
+    http_put_fields(&b, &m, &sw);
+    cr_assert_not(b.cut);
+}
+
+Test(swap, targets_fields_and_basic_rewritten)
+{
+    char out[1024];
+    put_head("GET /a/" PH1 "?q=%65gressd-secret-one-00000%30&k=" PH2 " HTTP/1.1\r\nHost: h\r\n"
+             "Authorization: Bearer " PH1 "\r\nX-Two: " PH2 "\r\nContent-Length: 0\r\n\r\n",
+             1, out, sizeof(out));
+    cr_assert_str_eq(out,
+                     "/a/REAL%2Fone?q=REAL%2Fone&k=" PH2 "\n"
+                     "Authorization: Bearer REAL/one\r\nX-Two: " PH2 "\r\n",
+                     "only the used swap, the value percent-encoded in the target");
+    /* Basic "u:" PH1 -> "u:REAL/one", encoded again */
+    put_head("GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Basic "
+             "dTplZ3Jlc3NkLXNlY3JldC1vbmUtMDAwMDAw\r\n\r\n",
+             1, out, sizeof(out));
+    cr_assert_str_eq(out, "/\nAuthorization: Basic dTpSRUFML29uZQ==\r\n");
+    put_head("GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Basic not*base64\r\n\r\n", 3, out,
+             sizeof(out));
+    cr_assert_str_eq(out, "/\nAuthorization: Basic not*base64\r\n", "not Basic: left as it is");
+}
+
+Test(swap, bodies_bounded)
+{
+    struct body_buffer out = {0};
+    uint64_t swapped;
+    struct http_swaps sw = {test_swaps, 2, 3};
+    static const char in[] = "{\"a\":\"" PH1 "\",\"b\":\"" PH2 PH1 "\"}";
+    cr_assert_eq(http_swap_bytes(in, sizeof(in) - 1, &sw, &out, 1 << 20, &swapped), 0);
+    cr_assert_str_eq(out.p, "{\"a\":\"REAL/one\",\"b\":\"real-twoREAL/one\"}");
+    cr_assert_eq(swapped, 3);
+    body_buffer_free(&out);
+    sw.use = 0;
+    cr_assert_eq(http_swap_bytes(in, sizeof(in) - 1, &sw, &out, 1 << 20, &swapped), 0);
+    cr_assert_str_eq(out.p, in, "nothing used: nothing swapped");
+    cr_assert_eq(swapped, 0);
+    body_buffer_free(&out);
+    static const struct http_swap grow[] = {
+        {"aaaaaaaaaaaaaaaa", "0123456789012345678901234567890123", 16, 34}};
+    struct http_swaps g = {grow, 1, 1};
+    cr_assert_eq(http_swap_bytes("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 32, &g, &out, 60, &swapped),
+                 -1, "the bound holds however much the values grow the body");
+    body_buffer_free(&out);
+}

@@ -816,3 +816,48 @@ Test(request, host_header_names_the_connect_host)
     cr_assert(host_header_names("[2001:db8::1]:443", 17, &v6, 443, 443));
     cr_assert_not(host_header_names("2001:db8::1", 11, &v6, 443, 443), "brackets required");
 }
+
+/* ---- secrets: where a value may go ---- */
+
+Test(secrets, bound_to_hosts_ports_and_programs)
+{
+    setenv("EGRESSD_TEST_SECRET", "v", 1);
+    struct policy *p = load("[secret gh]\nvalue_env = EGRESSD_TEST_SECRET\nhosts = api.github.com\n"
+                            "binary = /usr/bin/git\n"
+                            "[secret any]\nvalue_env = EGRESSD_TEST_SECRET\nhosts = *.example.com\n"
+                            "port = 8443\n"
+                            "[allow gh]\nhost = api.github.com\n");
+    struct host gh, other, ex;
+    const char *why;
+    host_parse("api.github.com", 14, &gh, &why);
+    host_parse("github.com", 10, &other, &why);
+    host_parse("a.example.com", 13, &ex, &why);
+    struct identity *git = identity_new(), *py = identity_new();
+    identity_add_exe(git, (size_t)identity_add_holder(git, 10), "/usr/bin/git");
+    identity_add_exe(py, (size_t)identity_add_holder(py, 11), "/usr/bin/python3.11");
+    cr_assert_null(policy_secret_refusal(p, 0, &gh, 443, git));
+    cr_assert(strstr(policy_secret_refusal(p, 0, &gh, 443, py), "calling program"));
+    cr_assert_not_null(policy_secret_refusal(p, 0, &gh, 443, NULL), "doubt: never the value");
+    cr_assert(strstr(policy_secret_refusal(p, 0, &other, 443, git), "host and port"));
+    cr_assert_not_null(policy_secret_refusal(p, 0, &gh, 8443, git), "443 by default");
+    cr_assert_null(policy_secret_refusal(p, 1, &ex, 8443, NULL));
+    cr_assert_not_null(policy_secret_refusal(p, 1, &ex, 443, NULL));
+    /* inspection follows a secret's hosts, on every port; a secret allows nothing */
+    cr_assert(policy_inspects(p, &gh, 443));
+    cr_assert(policy_inspects(p, &gh, 8443));
+    cr_assert_not(policy_inspects(p, &other, 443));
+    struct policy_decision d;
+    policy_decide_as(p, &ex, 8443, NULL, &d);
+    cr_assert_eq(d.action, ACTION_DENY, "no allow rule, no tunnel, secret or not");
+    policy_decide_as(p, &gh, 443, NULL, &d);
+    cr_assert_eq(d.action, ACTION_INSPECT);
+    cr_assert(policy_wants_identity(p, &gh, 443), "a secret bound to programs needs the caller");
+    cr_assert(policy_uses_tls(p));
+    char buf[2048];
+    policy_explain(p, &gh, 443, py, NULL, buf, sizeof(buf));
+    cr_assert(strstr(buf, "secret 'gh': egressd-secret-gh is refused here"), "%s", buf);
+    cr_assert_null(strstr(buf, "=v"), "never the value");
+    identity_free(git);
+    identity_free(py);
+    policy_unref(p);
+}

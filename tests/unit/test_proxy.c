@@ -103,3 +103,73 @@ Test(relay, idle_timeout_ends_it)
 }
 
 /* ---- trust on first use ---- */
+
+/* ---- a body secrets are swapped into: taken whole, re-framed ---- */
+
+static void put_all(int fd, const char *s)
+{
+    cr_assert_eq(write(fd, s, strlen(s)), (ssize_t)strlen(s));
+}
+
+Test(exchange, a_chunked_body_taken_whole_gets_a_content_length)
+{
+    int fds[2];
+    tcp_pair(fds);
+    static const char head[] = "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+                               "X-A: 1\r\n\r\n";
+    put_all(fds[0], "4\r\ntok:\r\n12\r\negressd-secret-abc\r\n0\r\n\r\n");
+    char buf[4096], out[1024];
+    struct bufconn in;
+    bufconn_init(&in, stream_plain(fds[1]), buf, sizeof(buf));
+    struct http_msg m;
+    const char *why;
+    cr_assert_eq(http_parse_request(head, sizeof(head) - 1, &m, &why), HTTP_OK);
+    struct exchange x;
+    exchange_begin(&x, &in, NULL, &m, 2000);
+    static const struct http_swap sw1[] = {{"egressd-secret-abc", "VALUE", 18, 5}};
+    struct http_swaps sw = {sw1, 1, 1};
+    struct host h;
+    host_parse("h", 1, &h, &why);
+    struct outgoing_head oh = {&h, 80, 80, m.target, m.target_len, &sw};
+    struct sbuf o;
+    sbuf_init(&o, out, sizeof(out));
+    exchange_put_head(&o, &m, &oh);
+    uint64_t swapped;
+    cr_assert_eq(exchange_take_body(&x, &sw, 1024, now_ms() + 2000, &swapped), SENT);
+    exchange_end_head(&x, &o);
+    cr_assert_eq(swapped, 1);
+    cr_assert_str_eq(x.body.p, "tok:VALUE");
+    cr_assert(strstr(out, "Content-Length: 9\r\n") != NULL, "%s", out);
+    cr_assert_null(strstr(out, "chunked"), "%s", out);
+    exchange_end(&x);
+    stream_free(in.s);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+Test(exchange, a_body_over_the_bound_is_too_large)
+{
+    int fds[2];
+    tcp_pair(fds);
+    static const char head[] = "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 2000\r\n\r\n";
+    char big[2001];
+    memset(big, 'a', 2000);
+    big[2000] = '\0';
+    put_all(fds[0], big);
+    char buf[4096];
+    struct bufconn in;
+    bufconn_init(&in, stream_plain(fds[1]), buf, sizeof(buf));
+    struct http_msg m;
+    const char *why;
+    cr_assert_eq(http_parse_request(head, sizeof(head) - 1, &m, &why), HTTP_OK);
+    struct exchange x;
+    exchange_begin(&x, &in, NULL, &m, 2000);
+    struct http_swaps sw = {NULL, 0, 0};
+    uint64_t swapped;
+    cr_assert_eq(exchange_take_body(&x, &sw, 1024, now_ms() + 2000, &swapped), CLIENT_TOO_LARGE);
+    cr_assert_eq(exchange_client_error(CLIENT_TOO_LARGE, NULL)->status, 413);
+    exchange_end(&x);
+    stream_free(in.s);
+    close(fds[0]);
+    close(fds[1]);
+}

@@ -1,0 +1,82 @@
+/*
+ * secrets.c - the secrets of one request (DESIGN section 11): which
+ * placeholders its head holds, whether each may be swapped for its value
+ * toward this destination and for this caller, and the swaps to make.
+ *
+ * A placeholder in the head that may not go where the request goes
+ * refuses the request (403 secret_not_allowed, nothing forwarded); one in
+ * a body is never looked for unless a secret bound here swaps in bodies,
+ * so that an agent quoting a placeholder to a model is never refused.
+ * Matching and swapping are http/swap.c's; binding is the policy's.
+ */
+#include "proxy.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define SECRET_BODY_MAX (256 * 1024) /* DESIGN section 11: larger bodies get 413 */
+
+void secrets_find(struct request_secrets *rs, const struct policy *p, const struct http_msg *m,
+                  const struct host *h, uint16_t port, const struct identity *id)
+{
+    size_t n = policy_secret_count(p);
+    *rs = (struct request_secrets){.refused = -1};
+    rs->sw.v = rs->v;
+    rs->sw.n = n < HTTP_SWAPS_MAX ? n : HTTP_SWAPS_MAX;
+    if (n == 0)
+        return;
+    for (size_t i = 0; i < rs->sw.n; i++) {
+        struct secret_view sv;
+        policy_secret_view(p, i, &sv);
+        rs->v[i] = (struct http_swap){sv.placeholder, sv.value, sv.placeholder_len, sv.value_len};
+        rs->names[i] = sv.name;
+        const char *why = policy_secret_refusal(p, i, h, port, id);
+        if (why == NULL && sv.in_body)
+            rs->body |= 1ull << i;
+        if (why != NULL)
+            rs->unbound |= 1ull << i;
+        rs->why[i] = why;
+    }
+    uint64_t found = http_swaps_in_head(m, &rs->sw);
+    rs->sw.use = found & ~rs->unbound;
+    for (size_t i = 0; rs->refused < 0 && i < rs->sw.n; i++)
+        if (found & rs->unbound & 1ull << i)
+            rs->refused = (int)i;
+}
+
+void secrets_refusal(const struct request_secrets *rs, const struct host *h, uint16_t port,
+                     char *out, size_t cap)
+{
+    int i = rs->refused;
+    snprintf(out, cap, "the placeholder of secret '%s' may not go to %s:%u: %s", rs->names[i],
+             h->name, port, rs->why[i]);
+}
+
+void secrets_used(struct request_secrets *rs, uint64_t swapped, const char *result)
+{
+    struct sbuf b;
+    sbuf_init(&b, rs->used, sizeof(rs->used));
+    for (size_t i = 0; i < rs->sw.n; i++) {
+        if (!(swapped >> i & 1))
+            continue;
+        sbuf_printf(&b, "%s%s", b.len ? "," : "", rs->names[i]);
+        metrics_secret(rs->names[i], result);
+    }
+}
+
+const struct http_error *secrets_take_body(const struct request_secrets *rs, struct exchange *x,
+                                           int64_t deadline, uint64_t *swapped)
+{
+    if (rs->body == 0 || x->framing == BODY_NONE)
+        return NULL;
+    struct http_swaps in_body = {rs->v, rs->sw.n, rs->body};
+    uint64_t found;
+    enum send_result rc = exchange_take_body(x, &in_body, SECRET_BODY_MAX, deadline, &found);
+    if (rc == SENT) {
+        *swapped |= found;
+        return NULL;
+    }
+    if (rc == CLIENT_TOO_LARGE && x->why == NULL)
+        x->why = "a body secrets are swapped into is larger than 256 KiB";
+    return exchange_client_error(rc, &ERR_OVERLOADED);
+}
