@@ -3,7 +3,7 @@
 # ones that are missing.  Runs as root, or through sudo when there is one.
 set -eu
 
-PKGS="gcc make pkg-config libinih-dev libmbedtls-dev libsystemd-dev libcriterion-dev ca-certificates curl openssl iproute2 nftables man-db systemd util-linux python3 python3-pytest python3-requests python3-websockets"
+PKGS="gcc make pkg-config libinih-dev libmbedtls-dev libsystemd-dev libcriterion-dev ca-certificates curl openssl iproute2 nftables man-db systemd util-linux python3 python3-pytest python3-requests python3-websockets git"
 
 # make bench: the peers and the origin, OpenSSL for the load generator, and
 # valgrind for make memcheck

@@ -20,7 +20,7 @@ REAL = "ghp_REALtoken0123456789abcdefABCDEF"
 ROTATED = "ghp_ROTATEDtoken9876543210zyxwvuXYZ"
 PH = "ghp_egressd_placeholder_000000000000"
 CURL = os.path.realpath(shutil.which("curl"))
-GIT = shutil.which("git")
+GIT = shutil.which("git") or "/usr/bin/git"  # scripts/install-deps.sh installs it
 
 
 def secret(tmp_path, port, extra="", value=REAL, name="github"):
@@ -231,7 +231,6 @@ class GitHandler(RecordingHandler):
         self._send(adv, "application/x-git-upload-pack-advertisement")
 
 
-@pytest.mark.skipif(GIT is None, reason="git is installed by make test's dependencies")
 def test_git_over_https_with_the_placeholder_as_password(start_egressd, tmp_path):
     origin = TlsOrigin(tmp_path, base=GitHandler)
     try:
