@@ -1,7 +1,7 @@
 /*
  * log.c - one structured line per event on stderr (journald keeps it).
  *
- * Each line is built in a local buffer and written with a single write(2),
+ * Each line is built in one buffer and written with a single write(2),
  * so lines from different workers never interleave.  JSON lines are one
  * object per line; text lines are key=value pairs for people reading a
  * terminal.  Format and level are the only mutable state: atomics, set at
@@ -12,11 +12,13 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 #define LOG_LINE_MAX 4096
+#define FIELD_MAX    1024 /* one value, escaped */
 
 static atomic_int log_format_now = LOGF_JSON;
 static atomic_int log_level_now = LOGL_INFO;
@@ -34,68 +36,100 @@ bool log_enabled(enum log_level level)
     return (int)level >= atomic_load_explicit(&log_level_now, memory_order_relaxed);
 }
 
+/* A line is built in a heap buffer, not on the worker's stack: a worker
+ * that logged once would otherwise keep those stack pages resident for as
+ * long as it lives, and 10,000 idle tunnels are 10,000 stacks.  (malloc
+ * keeps the freed buffer in the thread's arena for the next line.) */
 struct line {
-    char buf[LOG_LINE_MAX];
-    size_t n;
+    char *buf;
+    size_t cap, n;
     bool json;
+    char fallback[256]; /* when malloc fails: a shorter line, never none */
 };
 
-static void put(struct line *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(struct line *l, const char *fmt, ...)
+static void put_raw(struct line *l, const char *p, size_t n)
 {
-    if (l->n >= sizeof(l->buf))
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int w = vsnprintf(l->buf + l->n, sizeof(l->buf) - l->n, fmt, ap);
-    va_end(ap);
-    if (w > 0)
-        l->n += (size_t)w;
-    if (l->n >= sizeof(l->buf))
-        l->n = sizeof(l->buf) - 1;
+    size_t room = l->cap - 1 - l->n; /* one byte kept for the closing brace */
+    n = n < room ? n : room;
+    memcpy(l->buf + l->n, p, n);
+    l->n += n;
+}
+
+static void put_cstr(struct line *l, const char *s)
+{
+    put_raw(l, s, strlen(s));
 }
 
 static void put_str(struct line *l, const char *key, const char *v)
 {
-    char esc[1024];
     if (v == NULL)
         return;
-    json_escape(esc, sizeof(esc), v);
-    if (l->json)
-        put(l, ",\"%s\":\"%s\"", key, esc);
-    else if (strpbrk(v, " \"=") != NULL || *v == '\0')
-        put(l, " %s=\"%s\"", key, esc);
-    else
-        put(l, " %s=%s", key, esc);
+    bool quote = l->json || strpbrk(v, " \"=") != NULL || *v == '\0';
+    put_cstr(l, l->json ? ",\"" : " ");
+    put_cstr(l, key);
+    put_cstr(l, l->json ? "\":" : "=");
+    if (quote)
+        put_raw(l, "\"", 1);
+    size_t room = l->cap - 1 - l->n, cap = room < FIELD_MAX ? room : FIELD_MAX;
+    if (cap > 1)
+        l->n += json_escape(l->buf + l->n, cap, v);
+    if (quote)
+        put_raw(l, "\"", 1);
 }
 
 static void put_num(struct line *l, const char *key, long long v)
 {
-    if (v >= 0)
-        put(l, l->json ? ",\"%s\":%lld" : " %s=%lld", key, v);
+    char digits[24];
+    size_t i = sizeof(digits);
+    if (v < 0)
+        return;
+    do
+        digits[--i] = (char)('0' + v % 10);
+    while ((v /= 10) > 0);
+    put_cstr(l, l->json ? ",\"" : " ");
+    put_cstr(l, key);
+    put_cstr(l, l->json ? "\":" : "=");
+    put_raw(l, digits + i, sizeof(digits) - i);
 }
 
 static void begin(struct line *l, enum log_level level, const char *event)
 {
     struct timeval tv;
     struct tm tm;
-    char ts[32];
-    gettimeofday(&tv, NULL);
-    gmtime_r(&tv.tv_sec, &tm);
-    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    char ts[40];
+    l->buf = malloc(LOG_LINE_MAX);
+    l->cap = l->buf ? LOG_LINE_MAX : sizeof(l->fallback);
+    l->buf = l->buf ? l->buf : l->fallback;
     l->n = 0;
     l->json = atomic_load_explicit(&log_format_now, memory_order_relaxed) == LOGF_JSON;
-    if (l->json)
-        put(l, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"event\":\"%s\"", ts,
-            (long)tv.tv_usec / 1000, level_names[level], event);
-    else
-        put(l, "%s.%03ldZ %s %s", ts, (long)tv.tv_usec / 1000, level_names[level], event);
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    size_t t = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    ts[t++] = '.';
+    for (long ms = (long)tv.tv_usec / 1000, d = 100; d > 0; ms %= d, d /= 10)
+        ts[t++] = (char)('0' + ms / d);
+    ts[t++] = 'Z';
+    if (l->json) {
+        put_cstr(l, "{\"ts\":\"");
+        put_raw(l, ts, t);
+        put_cstr(l, "\",\"level\":\"");
+        put_cstr(l, level_names[level]);
+        put_cstr(l, "\",\"event\":\"");
+        put_cstr(l, event);
+        put_raw(l, "\"", 1);
+    } else {
+        put_raw(l, ts, t);
+        put_raw(l, " ", 1);
+        put_cstr(l, level_names[level]);
+        put_raw(l, " ", 1);
+        put_cstr(l, event);
+    }
 }
 
 static void finish(struct line *l)
 {
-    if (l->n > sizeof(l->buf) - 3)
-        l->n = sizeof(l->buf) - 3;
+    if (l->n > l->cap - 3)
+        l->n = l->cap - 3;
     if (l->json)
         l->buf[l->n++] = '}';
     l->buf[l->n++] = '\n';
@@ -104,6 +138,8 @@ static void finish(struct line *l)
     do
         w = write(STDERR_FILENO, l->buf, l->n);
     while (w < 0 && errno == EINTR);
+    if (l->buf != l->fallback)
+        free(l->buf);
 }
 
 void log_event(enum log_level level, const struct log_fields *f)
