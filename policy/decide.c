@@ -51,10 +51,12 @@ bool rule_names_destination(const struct rule *r, const struct host *h, uint16_t
     return ports_match(r->ports, r->n_ports, port) && hostset_match(&r->hosts, h);
 }
 
-/* Does this process or one of its ancestors run a listed executable? */
-static bool chain_matches(char *const *globs, size_t n, const struct identity_holder *h)
+/* Does this process (or, with depth > 1, one of its ancestors) run a
+ * listed executable? */
+static bool chain_matches(char *const *globs, size_t n, const struct identity_holder *h,
+                          size_t depth)
 {
-    for (size_t c = 0; c < h->n; c++)
+    for (size_t c = 0; c < h->n && c < depth; c++)
         for (size_t b = 0; b < n; b++)
             if (path_glob_match(globs[b], h->chain[c]))
                 return true;
@@ -66,33 +68,36 @@ static bool chain_matches(char *const *globs, size_t n, const struct identity_ho
  * a limit (a deny rule, a budget) takes any holder, and an identity that
  * could not be established (or was not looked up) as a match: doubt
  * denies, and doubt counts. */
-static bool binaries_match(char *const *globs, size_t n, bool limit, const struct identity *id)
+static bool binaries_match(char *const *globs, size_t n, bool limit, size_t depth,
+                           const struct identity *id)
 {
     if (n == 0)
         return true;
     bool unknown = id == NULL || id->unresolved != NULL || id->n == 0;
     if (limit) {
         for (size_t h = 0; !unknown && h < id->n; h++)
-            if (chain_matches(globs, n, &id->holder[h]))
+            if (chain_matches(globs, n, &id->holder[h], depth))
                 return true;
         return unknown;
     }
     for (size_t h = 0; !unknown && h < id->n; h++)
-        if (!chain_matches(globs, n, &id->holder[h]))
+        if (!chain_matches(globs, n, &id->holder[h], depth))
             return false;
     return !unknown;
 }
 
 /* Whether a rule's `binary` list admits the caller (a deny rule's: as a
- * limit). */
+ * limit); a rule made holder_only looks at the holders, not their
+ * ancestors. */
 bool rule_admits_caller(const struct rule *r, const struct identity *id)
 {
-    return binaries_match(r->binaries, r->n_binaries, r->kind == RULE_DENY, id);
+    return binaries_match(r->binaries, r->n_binaries, r->kind == RULE_DENY,
+                          r->holder_only ? 1 : IDENTITY_CHAIN_MAX, id);
 }
 
 bool budget_counts_caller(const struct budget *b, const struct identity *id)
 {
-    return binaries_match(b->binaries, b->n_binaries, true, id);
+    return binaries_match(b->binaries, b->n_binaries, true, IDENTITY_CHAIN_MAX, id);
 }
 
 /* ---- requests ----------------------------------------------------------------- */

@@ -53,8 +53,9 @@ struct rule {
     size_t n_methods;
     char **paths; /* path globs over the decoded path, no query; none: any path */
     size_t n_paths;
-    bool audit;    /* requests this rule would deny are forwarded, logged audit */
-    char *message; /* shown in this rule's denials */
+    bool audit;       /* requests this rule would deny are forwarded, logged audit */
+    char *message;    /* shown in this rule's denials */
+    bool holder_only; /* binaries: the socket's holders themselves, not their ancestors */
 };
 
 /* A [secret NAME] section (DESIGN section 11): a credential egressd puts

@@ -192,7 +192,9 @@ static bool open_secret(struct loader *L, struct section *S)
     struct secret *s = &grown[S->index];
     s->line = S->line;
     snprintf(s->name, sizeof(s->name), "%s", S->name);
-    s->bind.kind = RULE_ALLOW; /* every holder of the socket must be a listed program */
+    s->bind.kind = RULE_ALLOW;  /* every holder of the socket must be a listed program, */
+    s->bind.holder_only = true; /* itself: a bound program's children (git's aliases and
+                                   hooks) do not inherit its credential */
     s->bind.line = S->line;
     snprintf(s->bind.name, sizeof(s->bind.name), "%s", S->name);
     S->obj = s;

@@ -274,7 +274,7 @@ static bool decide(struct forward *fw, const struct http_msg *m, bool *keep)
 static bool check_secrets(struct forward *fw, const struct http_msg *m, bool *keep)
 {
     struct request_secrets *rs = &fw->secrets;
-    secrets_find(rs, fw->c->pol, m, &fw->t.h, fw->t.port, fw->c->id);
+    secrets_find(rs, fw->c->pol, m, &fw->t.h, fw->t.port, fw->c->id, true);
     if (rs->refused < 0)
         return true;
     secrets_refusal(rs, &fw->t.h, fw->t.port, fw->detail, sizeof(fw->detail));

@@ -291,7 +291,7 @@ static bool check_secrets(struct inspected *ix, struct request *rq, const struct
                           bool *keep)
 {
     struct request_secrets *rs = &rq->secrets;
-    secrets_find(rs, ix->cur->pol, m, ix->h, ix->port, ix->c->id);
+    secrets_find(rs, ix->cur->pol, m, ix->h, ix->port, ix->c->id, !ix->tls);
     if (rs->refused < 0)
         return true;
     secrets_refusal(rs, ix->h, ix->port, rq->detail, sizeof(rq->detail));

@@ -346,9 +346,10 @@ struct request_secrets {
     char used[256];       /* the names swapped, for the log line */
 };
 /* Which placeholders m's head holds and which of them may be swapped
- * toward h:port for the caller id. */
+ * toward h:port for the caller id (none when the request goes out in
+ * cleartext). */
 void secrets_find(struct request_secrets *rs, const struct policy *p, const struct http_msg *m,
-                  const struct host *h, uint16_t port, const struct identity *id);
+                  const struct host *h, uint16_t port, const struct identity *id, bool cleartext);
 /* Why rs->refused's placeholder may not go there, for the 403's detail. */
 void secrets_refusal(const struct request_secrets *rs, const struct host *h, uint16_t port,
                      char *out, size_t cap);

@@ -7,6 +7,8 @@
  * refuses the request (403 secret_not_allowed, nothing forwarded); one in
  * a body is never looked for unless a secret bound here swaps in bodies,
  * so that an agent quoting a placeholder to a model is never refused.
+ * Values go only into requests egressd sends over TLS: plain HTTP, even
+ * to a bound host and port, would hand them to anyone on the path.
  * Matching and swapping are http/swap.c's; binding is the policy's.
  */
 #include "proxy.h"
@@ -17,7 +19,7 @@
 #define SECRET_BODY_MAX (256 * 1024) /* DESIGN section 11: larger bodies get 413 */
 
 void secrets_find(struct request_secrets *rs, const struct policy *p, const struct http_msg *m,
-                  const struct host *h, uint16_t port, const struct identity *id)
+                  const struct host *h, uint16_t port, const struct identity *id, bool cleartext)
 {
     size_t n = policy_secret_count(p);
     *rs = (struct request_secrets){.refused = -1};
@@ -31,6 +33,8 @@ void secrets_find(struct request_secrets *rs, const struct policy *p, const stru
         rs->v[i] = (struct http_swap){sv.placeholder, sv.value, sv.placeholder_len, sv.value_len};
         rs->names[i] = sv.name;
         const char *why = policy_secret_refusal(p, i, h, port, id);
+        if (why == NULL && cleartext) /* anyone on the path would read it */
+            why = "the request would carry it unencrypted (secrets go only into HTTPS requests)";
         if (why == NULL && sv.in_body)
             rs->body |= 1ull << i;
         if (why != NULL)

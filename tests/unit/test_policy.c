@@ -837,6 +837,13 @@ Test(secrets, bound_to_hosts_ports_and_programs)
     identity_add_exe(py, (size_t)identity_add_holder(py, 11), "/usr/bin/python3.11");
     cr_assert_null(policy_secret_refusal(p, 0, &gh, 443, git));
     cr_assert(strstr(policy_secret_refusal(p, 0, &gh, 443, py), "calling program"));
+    struct identity *child = identity_new();
+    size_t hc = (size_t)identity_add_holder(child, 12);
+    identity_add_exe(child, hc, "/usr/bin/python3.11");
+    identity_add_exe(child, hc, "/usr/bin/git");
+    cr_assert_not_null(policy_secret_refusal(p, 0, &gh, 443, child),
+                       "a child of a bound program does not inherit its credential");
+    identity_free(child);
     cr_assert_not_null(policy_secret_refusal(p, 0, &gh, 443, NULL), "doubt: never the value");
     cr_assert(strstr(policy_secret_refusal(p, 0, &other, 443, git), "host and port"));
     cr_assert_not_null(policy_secret_refusal(p, 0, &gh, 8443, git), "443 by default");
