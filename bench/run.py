@@ -16,10 +16,11 @@ noisy machine.
 --modes picks some of the modes (MODES below); --peers some of the peers;
 --baseline PATH adds another egressd build as the peer "baseline" (same
 configuration, without the inspected destination, which an older build
-may not know), to compare two builds side by side.
+may not know, unless --baseline-inspects), to compare two builds side by
+side.
 
 usage: bench/run.py [--seconds N] [--rounds N] [--quick] [--modes a,b] [--peers a,b]
-                    [--baseline PATH]
+                    [--baseline PATH [--baseline-inspects]]
        bench/run.py --hold [N] [--peers egressd,tinyproxy,squid]   (docs/reliability.md)
        bench/run.py --slow [--slow-clients K] [--slow-seconds S]
 """
@@ -287,13 +288,17 @@ def cpu_ticks(pid):
 def side_by_side(runs, rounds):
     """Run each peer's loadgen call in turn, `rounds` times over, and keep the
     median of every figure: a disturbance on this shared machine then spoils
-    one round of one peer, not a whole cell.  Each proxy's own CPU time per
+    one round of one peer, not a whole cell.  Each round starts with the
+    next peer, so that none always runs first (right after the previous
+    cell, or after another peer's load).  Each proxy's own CPU time per
     operation is kept too (cpu_us): it does not depend on how the two cores
     were shared with the load generator and the origin."""
     got = {p: [] for p in runs}
     hz = os.sysconf("SC_CLK_TCK")
-    for _ in range(rounds):
-        for p, call in runs.items():
+    names = list(runs)
+    for i in range(rounds):
+        for p in names[i % len(names):] + names[:i % len(names)]:
+            call = runs[p]
             pid = PIDS.get(p)
             before = cpu_ticks(pid) if pid else 0
             r = call()
@@ -365,6 +370,8 @@ def main():
     ap.add_argument("--baseline", metavar="PATH",
                     help="another egressd build, run side by side as the peer 'baseline'")
     ap.add_argument("--baseline-name", help="what the baseline was built from (default: its git tree's HEAD)")
+    ap.add_argument("--baseline-inspects", action="store_true",
+                    help="the baseline knows request rules: it gets the inspected destination and the inspect modes")
     ap.add_argument("--probe-ops", type=int, default=300, help="hold: sequential new tunnels per latency probe")
     ap.add_argument("--inflight", type=int, default=256, help="hold: tunnels being set up at once")
     ap.add_argument("--open-seconds", type=int, default=120, help="hold: bound on opening the N")
@@ -407,7 +414,8 @@ def main():
         if args.baseline:
             ports["baseline"] = free_port()
             base = start_egressd(w, ports["baseline"], ports["origin"], ports["mock"], binary=args.baseline,
-                                 name="baseline")
+                                 name="baseline",
+                                 inspect_port=ports["origin_tls"] if args.baseline_inspects else None)
             PIDS["baseline"] = base.pid
         tp = start_tinyproxy(w, ports["tinyproxy"], max_clients=max(1200, n + 256, args.slow_clients + 256),
                              nofile=pnofile)
@@ -531,8 +539,10 @@ def report(w, ports, eg, tp, sq, args):
     # is the same TLS client straight to nginx.
     otls, ihost = f"127.0.0.1:{ports['origin_tls']}", f"{INSPECT_HOST}:{ports['origin_tls']}"
     inspect = {p: v for p, v in (("egressd", (addr.get("egressd"), f"{w}/egressd-ca.pem")),
+                                 ("baseline", (addr.get("baseline"), f"{w}/baseline-ca.pem")),
                                  ("squid", (f"127.0.0.1:{ports['squid_bump']}", f"{w}/squid-ca.pem")),
-                                 ("direct", ("direct", f"{w}/ca.pem"))) if p in cols}
+                                 ("direct", ("direct", f"{w}/ca.pem")))
+               if p in cols and (p != "baseline" or args.baseline_inspects)}
 
     def inspected(mode, conc):
         return compare(inspect, lambda p: loadgen(mode, inspect[p][0], otls, conc, secs, path="/small",
