@@ -5,6 +5,7 @@
 #   make test       install missing packages, build, run every test
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make bench      side by side with tinyproxy and squid (BENCH_ARGS="--quick")
+#   make bench-baseline BASE=commit   this tree's egressd beside that commit's
 #   make bench-hold N=10000   N concurrent tunnels per proxy (docs/reliability.md)
 #   make bench-slow           a normal client beside 1,000 slow ones
 #   make soak SOAK_MINUTES=10 mixed load and reloads, egressd's RSS sampled
@@ -41,7 +42,7 @@ TSAN_OBJ := $(LIB_SRC:%.c=$(BUILD)/tsan/%.o)
 VG_OBJ   := $(LIB_SRC:%.c=$(BUILD)/vg/%.o)
 
 .PHONY: all run test unit integration integration-tsan smoke deps install clean format check-format bench \
-	bench-deps bench-hold bench-slow soak memcheck fuzz fuzz-smoke fuzz-build
+	bench-deps bench-baseline bench-hold bench-slow soak memcheck fuzz fuzz-smoke fuzz-build
 
 all: $(BUILD)/rel/egressd
 
@@ -135,6 +136,20 @@ bench: bench-deps
 bench-deps: deps
 	@BENCH=1 scripts/install-deps.sh
 	@$(MAKE) --no-print-directory all $(BUILD)/loadgen $(BUILD)/mock-backend
+
+# This tree's egressd and BASE's side by side, as ratios (BASE_MODES of
+# bench/run.py; the opaque tunnels by default).  BASE is exported with
+# git archive and built once per commit in build/baseline-<commit>.
+BASE_MODES ?= tunnel,keepalive
+bench-baseline: bench-deps
+	@test -n "$(BASE)" || { echo "usage: make bench-baseline BASE=<commit>" >&2; exit 2; }
+	@set -e; c=$$(git rev-parse --short "$(BASE)^{commit}"); d=$(BUILD)/baseline-$$c; \
+	if [ ! -x $$d/build/rel/egressd ]; then \
+		rm -rf $$d && mkdir -p $$d && git archive $$c | tar -x -C $$d && \
+		$(MAKE) --no-print-directory -C $$d build/rel/egressd; fi; \
+	/usr/bin/python3 bench/run.py --baseline $$d/build/rel/egressd --peers egressd,baseline \
+		--baseline-name "$$(git log -1 --format='commit %h %s' $$c | cut -c1-80)" \
+		--modes $(BASE_MODES) $(BENCH_ARGS)
 
 # Reliability measurements (docs/reliability.md): they measure and report,
 # they assert nothing.  N concurrent tunnels held per proxy; slow clients;

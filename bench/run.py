@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """egressd side by side with tinyproxy, squid (squid-openssl with ssl-bump
-for interception) and direct connections, on loopback, in one run.
+for interception and for request rules) and direct connections, on
+loopback, in one run.
 
 Starts an nginx origin (plain and TLS), the mock backend, egressd, tinyproxy
 and squid, each configured for the same work with logging off, runs every
@@ -12,7 +13,14 @@ Every cell is the median of --rounds rounds in which the peers take turns
 (--seconds each), so that the peers compared share the same moments of a
 noisy machine.
 
-usage: bench/run.py [--seconds N] [--rounds N] [--quick]
+--modes picks some of the modes (MODES below); --peers some of the peers;
+--baseline PATH adds another egressd build as the peer "baseline" (same
+configuration, without the inspected destination, which an older build
+may not know, unless --baseline-inspects), to compare two builds side by
+side.
+
+usage: bench/run.py [--seconds N] [--rounds N] [--quick] [--modes a,b] [--peers a,b]
+                    [--baseline PATH [--baseline-inspects]]
        bench/run.py --budget-alias [--seconds N] [--rounds N]
        bench/run.py --hold [N] [--peers egressd,tinyproxy,squid]   (docs/reliability.md)
        bench/run.py --slow [--slow-clients K] [--slow-seconds S]
@@ -91,14 +99,15 @@ def run(cmd):
 
 
 def make_certs(w):
-    """A bench CA, and a certificate for the TLS origin behind squid."""
+    """A bench CA, and a certificate for the TLS origin: inference.test
+    behind squid's bump, localhost for the inspected destination."""
     run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
          "-subj", "/CN=bench CA", "-days", "2", "-keyout", f"{w}/ca.key", "-out", f"{w}/ca.pem",
          "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"])
     run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
          "-subj", "/CN=inference.test", "-keyout", f"{w}/origin.key", "-out", f"{w}/origin.csr"])
     with open(f"{w}/ext.cnf", "w") as f:
-        f.write("subjectAltName=DNS:inference.test\n")
+        f.write("subjectAltName=DNS:inference.test,DNS:localhost\n")
     run(["openssl", "x509", "-req", "-in", f"{w}/origin.csr", "-CA", f"{w}/ca.pem", "-CAkey", f"{w}/ca.key",
          "-CAcreateserial", "-days", "2", "-extfile", f"{w}/ext.cnf", "-out", f"{w}/origin.pem"])
 
@@ -133,10 +142,28 @@ http {{
     wait_port(tls_port)
 
 
+# The inspected destination (DESIGN section 10): the TLS origin, reached as
+# localhost (a name, so that the minted leaf, SNI and the origin's certificate
+# check are those of a real host).  Both proxies allow read-only methods on
+# the same paths and deny the rest; egressd verifies the origin against the
+# bench CA (upstream_ca), squid against the same file.
+INSPECT_HOST = "localhost"
+INSPECT_PATHS = "/small, /v1/**"
+SQUID_INSPECT_PATHS = "^/small$ ^/v1/"
+
+
 def start_egressd(w, port, origin, mock_port, max_workers=1200, nofile=None, log_level="error",
-                  name="egressd", route_extra="", sections=""):
-    """egressd as the tables measure it; route_extra goes into the
-    inference route, sections at the end (the --budget-alias variant)."""
+                  binary=None, name="egressd", inspect_port=None, route_extra="", sections=""):
+    """egressd (or the build `binary`, its files named after `name`); with
+    inspect_port, a rule with request keys makes INSPECT_HOST:inspect_port
+    an inspected destination; route_extra goes into the inference route,
+    sections at the end (the --budget-alias variant)."""
+    inspect = "" if inspect_port is None else f"""[allow inspected]
+host = {INSPECT_HOST}
+port = {inspect_port}
+access = read-only
+paths = {INSPECT_PATHS}
+"""
     conf = f"""[proxy]
 listen = 127.0.0.1:{port}
 workers = 16
@@ -145,9 +172,10 @@ log_level = {log_level}
 idle_timeout = 10m
 unsafe_allow_loopback = yes
 [tls]
-ca_cert = {w}/egressd-ca.pem
-ca_key = {w}/egressd-ca.key
-bundle = {w}/egressd-bundle.pem
+ca_cert = {w}/{name}-ca.pem
+ca_key = {w}/{name}-ca.key
+bundle = {w}/{name}-bundle.pem
+upstream_ca = {w}/ca.pem
 [inference]
 host = inference.test
 [route backend]
@@ -157,13 +185,14 @@ protocols = openai_chat_completions
 [route models]
 endpoint = http://127.0.0.1:{origin}/v1
 protocols = model_discovery
-[allow local]
+{inspect}[allow local]
 host = 127.0.0.1
 port = 1-65535
 {sections}"""
     with open(f"{w}/{name}.ini", "w") as f:
         f.write(conf)
-    p = start([EGRESSD, "-c", f"{w}/{name}.ini"], nofile=nofile, stderr=open(f"{w}/{name}.log", "wb"))
+    p = start([binary or EGRESSD, "-c", f"{w}/{name}.ini"], nofile=nofile,
+              stderr=open(f"{w}/{name}.log", "wb"))
     wait_port(port)
     return p
 
@@ -178,10 +207,13 @@ def start_tinyproxy(w, port, max_clients=1200, nofile=None):
     return p
 
 
-def start_squid(w, port, bump_port, max_fds=8192, nofile=None):
+def start_squid(w, port, bump_port, inspect_port, max_fds=8192, nofile=None):
+    """squid with a second port for ssl-bump; requests to the inspected
+    destination are decided by an http_access method and path rule, as
+    egressd's [allow inspected] decides them."""
     db = f"{w}/ssl_db"
     with open(f"{w}/hosts", "w") as f:
-        f.write("127.0.0.1 inference.test\n")
+        f.write(f"127.0.0.1 inference.test {INSPECT_HOST}\n")
     run(["/usr/lib/squid/security_file_certgen", "-c", "-s", db, "-M", "16MB"])
     run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
          "-subj", "/CN=squid bump CA", "-days", "2", "-keyout", f"{w}/squid-ca.key", "-out",
@@ -194,6 +226,14 @@ sslcrtd_children 8 startup=2 idle=1
 ssl_bump bump all
 tls_outgoing_options cafile={w}/ca.pem
 hosts_file {w}/hosts
+acl inspected dstdomain {INSPECT_HOST}
+acl inspected_port port {inspect_port}
+acl CONNECT method CONNECT
+acl read_only method GET HEAD OPTIONS
+acl inspected_paths urlpath_regex {SQUID_INSPECT_PATHS}
+http_access allow CONNECT inspected inspected_port
+http_access allow inspected inspected_port read_only inspected_paths
+http_access deny inspected
 http_access allow all
 access_log none
 cache_store_log none
@@ -230,6 +270,12 @@ def loadgen(mode, proxy, target, conc, secs, **kw):
     return {k: float(v) for k, v in vals.items() if k not in ("mode",)}
 
 
+# The tables' modes, in the order they run, and their peers' columns.
+MODES = ("tunnel", "keepalive", "forward", "bulk", "tls-new", "tls-resume", "tls-keep", "inspect-keep",
+         "inspect-new", "inference-latency", "stream", "inspect-latency", "idle")
+TABLE_PEERS = ("egressd", "baseline", "tinyproxy", "squid", "direct")
+
+
 PIDS = {}  # peer name -> pid, for the CPU each proxy spends per operation
 
 
@@ -249,13 +295,17 @@ def cpu_ticks(pid):
 def side_by_side(runs, rounds):
     """Run each peer's loadgen call in turn, `rounds` times over, and keep the
     median of every figure: a disturbance on this shared machine then spoils
-    one round of one peer, not a whole cell.  Each proxy's own CPU time per
+    one round of one peer, not a whole cell.  Each round starts with the
+    next peer, so that none always runs first (right after the previous
+    cell, or after another peer's load).  Each proxy's own CPU time per
     operation is kept too (cpu_us): it does not depend on how the two cores
     were shared with the load generator and the origin."""
     got = {p: [] for p in runs}
     hz = os.sysconf("SC_CLK_TCK")
-    for _ in range(rounds):
-        for p, call in runs.items():
+    names = list(runs)
+    for i in range(rounds):
+        for p in names[i % len(names):] + names[:i % len(names)]:
+            call = runs[p]
             pid = PIDS.get(p)
             before = cpu_ticks(pid) if pid else 0
             r = call()
@@ -321,7 +371,16 @@ def main():
                     help="instead of the tables: hold N concurrent tunnels per proxy (default 1000)")
     ap.add_argument("--slow", action="store_true",
                     help="instead of the tables: a normal client beside --slow-clients slow ones")
-    ap.add_argument("--peers", default="egressd,tinyproxy,squid", help="hold and slow: which proxies")
+    ap.add_argument("--peers", default=None,
+                    help="which peers: the tables default to all of " + ",".join(TABLE_PEERS) +
+                         " (baseline with --baseline), hold and slow to egressd,tinyproxy,squid")
+    ap.add_argument("--modes", default=",".join(MODES),
+                    help="the tables' modes, among " + ",".join(MODES))
+    ap.add_argument("--baseline", metavar="PATH",
+                    help="another egressd build, run side by side as the peer 'baseline'")
+    ap.add_argument("--baseline-name", help="what the baseline was built from (default: its git tree's HEAD)")
+    ap.add_argument("--baseline-inspects", action="store_true",
+                    help="the baseline knows request rules: it gets the inspected destination and the inspect modes")
     ap.add_argument("--probe-ops", type=int, default=300, help="hold: sequential new tunnels per latency probe")
     ap.add_argument("--inflight", type=int, default=256, help="hold: tunnels being set up at once")
     ap.add_argument("--open-seconds", type=int, default=120, help="hold: bound on opening the N")
@@ -339,6 +398,9 @@ def main():
     ap.add_argument("--slow-max-workers", type=int, default=2048,
                     help="slow: also egressd with this max_workers (0: only the example configuration)")
     args = ap.parse_args()
+    unknown = set(args.modes.split(",")) - set(MODES)
+    if unknown:
+        ap.error(f"unknown modes {','.join(sorted(unknown))}; modes: {','.join(MODES)}")
     n = args.hold or 0
     nofile = raise_nofile(max(65536, 6 * n + 4096))  # for us, the load generator and every proxy
     pnofile = min(args.proxy_nofile, nofile) if args.proxy_nofile else nofile
@@ -359,10 +421,17 @@ def main():
         ports["mock"] = int(readline(mock.stdout, 15) or 0)
         eg = start_egressd(w, ports["egressd"], ports["origin"], ports["mock"],
                            max_workers=min(16384, max(1200, n + 256)), nofile=pnofile,
-                           log_level=args.hold_log_level if n else "error")
+                           log_level=args.hold_log_level if n else "error", inspect_port=ports["origin_tls"])
+        if args.baseline:
+            ports["baseline"] = free_port()
+            base = start_egressd(w, ports["baseline"], ports["origin"], ports["mock"], binary=args.baseline,
+                                 name="baseline",
+                                 inspect_port=ports["origin_tls"] if args.baseline_inspects else None)
+            PIDS["baseline"] = base.pid
         tp = start_tinyproxy(w, ports["tinyproxy"], max_clients=max(1200, n + 256, args.slow_clients + 256),
                              nofile=pnofile)
-        sq = start_squid(w, ports["squid"], ports["squid_bump"], max_fds=max(8192, 3 * n + 1024), nofile=pnofile)
+        sq = start_squid(w, ports["squid"], ports["squid_bump"], ports["origin_tls"],
+                         max_fds=max(8192, 3 * n + 1024), nofile=pnofile)
         if args.hold:
             run_hold(w, ports, eg, tp, sq, args)
         if args.slow:
@@ -382,87 +451,150 @@ def main():
         shutil.rmtree(w, ignore_errors=True)
 
 
+def check_inspection(w, ports, peers):
+    """The inspected destination really is inspected by each proxy: a GET on
+    an allowed path passes, a DELETE is refused (403) by the proxy's rule.
+    The numbers below would mean nothing otherwise."""
+    url = f"https://{INSPECT_HOST}:{ports['origin_tls']}/small"
+    got = {}
+    for p, (addr, ca) in peers.items():
+        if p == "direct":
+            continue
+        codes = []
+        for method in ("GET", "DELETE"):
+            r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--noproxy", "",
+                                "-x", f"http://{addr}", "--cacert", ca, "-X", method, "--max-time", "10", url],
+                               capture_output=True, text=True, timeout=30)
+            codes.append(r.stdout.strip() or r.stderr.strip()[:80])
+        got[p] = codes
+    line = ", ".join(f"{p} GET {c[0]} DELETE {c[1]}" for p, c in got.items())
+    print(f"inspection check ({url}): {line}", flush=True)
+    if any(c != ["200", "403"] for c in got.values()):
+        raise SystemExit("the inspected destination is not inspected as configured: no inspect figures")
+
+
 def report(w, ports, eg, tp, sq, args):
     secs, rounds = args.seconds, args.rounds
     PIDS.update(egressd=eg.pid, tinyproxy=tp.pid, squid=sq.pid)
-    cpu_rows = []
+    modes = args.modes.split(",")
+    chosen = (args.peers or ",".join(TABLE_PEERS)).split(",")
+    cols = [p for p in TABLE_PEERS if p in chosen and (p != "baseline" or args.baseline)]
+    cpu_cols = [p for p in cols if p != "direct"]
     concs = [8] if args.quick else [1, 8, 32]
     origin = f"127.0.0.1:{ports['origin']}"
-    peers = {"egressd": f"127.0.0.1:{ports['egressd']}", "tinyproxy": f"127.0.0.1:{ports['tinyproxy']}",
-             "squid": f"127.0.0.1:{ports['squid']}", "direct": "direct"}
-    rows = []
+    addr = {p: f"127.0.0.1:{ports[p]}" for p in cols if p != "direct"}
+    addr["direct"] = "direct"
+    mock = f"127.0.0.1:{ports['mock']}"
+    rows, cpu_rows = [], []
+    print(f"bench: {machine()}")
+    if args.baseline:
+        where = os.path.dirname(os.path.abspath(args.baseline))
+        commit = args.baseline_name or subprocess.run(
+            ["git", "-C", where, "log", "-1", "--format=commit %h %s"], capture_output=True,
+            text=True).stdout.strip()[:80]
+        print(f"baseline: {args.baseline} ({commit or 'not in a git tree'})")
+    print(f"modes: {','.join(modes)}; {rounds} rounds of {secs} s per cell\n", flush=True)
 
-    def line(what, conc, results, key, against):
-        e = results["egressd"][key]
-        cells = " | ".join(f"{results[p][key]:.1f}" if p in results else "-" for p in
-                           ("egressd", "tinyproxy", "squid", "direct"))
-        ratios = ", ".join(f"{e / results[a][key]:.2f}x {a}" for a in against if results.get(a, {}).get(key))
-        rows.append(f"| {what} | {conc} | {cells} | {ratios} |")
-        print(rows[-1], flush=True)
-        if "cpu_us" in results["egressd"] and key == "rate":
-            us = {p: results[p]["cpu_us"] for p in ("egressd", "tinyproxy", "squid") if p in results}
+    def compare(candidates, call):
+        """The chosen peers among candidates, side by side; call(peer) -> loadgen's figures."""
+        return side_by_side({p: (lambda p=p: call(p)) for p in cols if p in candidates}, rounds)
+
+    def emit(row):
+        rows.append(row)
+        print(row, flush=True)
+
+    def line(what, conc, results, key):
+        e = results.get("egressd", {}).get(key)
+        cells = " | ".join(f"{results[p][key]:.1f}" if p in results else "-" for p in cols)
+        ratios = ", ".join(f"{e / results[a][key]:.2f}x {a}" for a in cols
+                           if a != "egressd" and e is not None and results.get(a, {}).get(key))
+        emit(f"| {what} | {conc} | {cells} | {ratios} |")
+        if "cpu_us" in results.get("egressd", {}) and key == "rate":
+            us = {p: results[p]["cpu_us"] for p in cpu_cols if p in results}
             cpu_rows.append(f"| {what.split()[0]} | {conc} | " + " | ".join(
-                f"{us[p]:.0f}" if p in us else "-" for p in ("egressd", "tinyproxy", "squid")) + " | " +
-                ", ".join(f"{us['egressd'] / us[p]:.2f}x {p}" for p in ("tinyproxy", "squid")
-                          if us.get(p)) + " |")
+                f"{us[p]:.0f}" if p in us else "-" for p in cpu_cols) + " | " +
+                ", ".join(f"{us['egressd'] / us[p]:.2f}x {p}" for p in cpu_cols
+                          if p != "egressd" and us.get(p)) + " |")
 
-    print("| mode | conc | egressd | tinyproxy | squid | direct | egressd ratio |")
-    print("|---|---|---|---|---|---|---|")
-    for mode, key, extra in (("tunnel", "rate", {"path": "/small"}),
-                             ("keepalive", "rate", {"path": "/small"}),
-                             ("forward", "rate", {"path": "/small"})):
-        for c in concs:
-            res = side_by_side({p: (lambda a=addr: loadgen(mode, a, origin, c, secs, **extra))
-                                for p, addr in peers.items()}, rounds)
-            line(f"{mode} req/s", c, res, key, ("tinyproxy", "squid", "direct"))
-    for c in [1] if args.quick else [1, 8]:
-        res = side_by_side({p: (lambda a=addr: loadgen("bulk", a, origin, c, secs, path="/big"))
-                            for p, addr in peers.items()}, rounds)
-        line("bulk MB/s", c, res, "mb_s", ("tinyproxy", "squid", "direct"))
-    bump = {"egressd": (f"127.0.0.1:{ports['egressd']}", f"{w}/egressd-ca.pem", "inference.test:443"),
+    def text_row(what, conc, cells, note):
+        emit(f"| {what} | {conc} | " + " | ".join(cells.get(p, "") for p in cols) + f" | {note} |")
+
+    def latency(what, res, target):
+        """Added latency: each proxy's median and p99 over direct's."""
+        cells = {p: f"median {res[p]['median_us'] - res['direct']['median_us']:.0f} us, "
+                    f"p99 {res[p]['p99_us'] - res['direct']['p99_us']:.0f} us"
+                 for p in res if p != "direct"}
+        cells["direct"] = f"direct median {res['direct']['median_us']:.0f} us"
+        text_row(what, 1, cells, target)
+
+    print("| mode | conc | " + " | ".join(cols) + " | egressd ratio |")
+    print("|---|---|" + "---|" * len(cols) + "---|")
+    for mode in ("tunnel", "keepalive", "forward"):
+        for c in concs if mode in modes else []:
+            res = compare(addr, lambda p: loadgen(mode, addr[p], origin, c, secs, path="/small"))
+            line(f"{mode} req/s", c, res, "rate")
+    for c in ([1] if args.quick else [1, 8]) if "bulk" in modes else []:
+        res = compare(addr, lambda p: loadgen("bulk", addr[p], origin, c, secs, path="/big"))
+        line("bulk MB/s", c, res, "mb_s")
+    bump = {"egressd": (addr.get("egressd"), f"{w}/egressd-ca.pem", "inference.test:443"),
+            "baseline": (addr.get("baseline"), f"{w}/baseline-ca.pem", "inference.test:443"),
             "squid": (f"127.0.0.1:{ports['squid_bump']}", f"{w}/squid-ca.pem",
                       f"inference.test:{ports['origin_tls']}")}
     for mode in ("tls-new", "tls-resume", "tls-keep"):
-        for c in concs:
-            res = side_by_side({p: (lambda a=addr, ca=ca, h=host: loadgen(
-                mode, a, origin, c, secs, path="/v1/models", host=h, cafile=ca))
-                for p, (addr, ca, host) in bump.items()}, rounds)
-            line(f"{mode} req/s", c, res, "rate", ("squid",))
-    body = '{"model":"m","messages":[{"role":"user","content":"hi"}]}'
-    mock = f"127.0.0.1:{ports['mock']}"
-    res = side_by_side({"egressd": lambda: loadgen("forward", peers["egressd"], mock, 1, secs,
-                                                   path="/v1/chat/completions", host="inference.test",
-                                                   method="POST", body=body),
-                        "direct": lambda: loadgen("keepalive", "direct", mock, 1, secs,
-                                                  path="/v1/chat/completions", method="POST", body=body)},
-                       rounds)
-    added = res["egressd"]["median_us"] - res["direct"]["median_us"]
-    added99 = res["egressd"]["p99_us"] - res["direct"]["p99_us"]
-    rows.append(f"| inference added latency | 1 | median {added:.0f} us, p99 {added99:.0f} us | | | "
-                f"direct median {res['direct']['median_us']:.0f} us | target < 100 us |")
-    print(rows[-1], flush=True)
-    stream_body = '{"model":"m","stream":true}'
-    path = "/v1/chat/completions?stamp=1&chunks=20"
-    res = side_by_side({"egressd": lambda: loadgen("stream", peers["egressd"], mock, 1, secs, path=path,
-                                                   host="inference.test:80", method="POST",
-                                                   body=stream_body),
-                        "direct": lambda: loadgen("stream", "direct", mock, 1, secs, path=path,
-                                                  method="POST", body=stream_body)}, rounds)
-    rows.append(f"| streamed piece delay | 1 | median {res['egressd']['median_us']:.0f} us, "
-                f"p99 {res['egressd']['p99_us']:.0f} us | | | median {res['direct']['median_us']:.0f} us "
-                f"| target < 1 ms |")
-    print(rows[-1], flush=True)
-    idle = {}
-    for name, port, proc in (("egressd", ports["egressd"], eg), ("tinyproxy", ports["tinyproxy"], tp),
-                             ("squid", ports["squid"], sq)):
-        per, ok = idle_tunnels(port, origin, proc.pid)
-        idle[name] = (per, ok)
-    rows.append("| idle tunnel RSS KiB | 1000 | " + " | ".join(
-        f"{idle[n][0]:.1f} ({idle[n][1]} open)" for n in ("egressd", "tinyproxy", "squid")) + " | - | target <= 16 |")
-    print(rows[-1], flush=True)
+        for c in concs if mode in modes else []:
+            res = compare(bump, lambda p: loadgen(mode, bump[p][0], origin, c, secs, path="/v1/models",
+                                                  host=bump[p][2], cafile=bump[p][1]))
+            line(f"{mode} req/s", c, res, "rate")
+    # Inspected requests (DESIGN section 10): CONNECT localhost:PORT, TLS
+    # with the proxy's minted leaf, GET /small, re-encrypted to nginx; direct
+    # is the same TLS client straight to nginx.
+    otls, ihost = f"127.0.0.1:{ports['origin_tls']}", f"{INSPECT_HOST}:{ports['origin_tls']}"
+    inspect = {p: v for p, v in (("egressd", (addr.get("egressd"), f"{w}/egressd-ca.pem")),
+                                 ("baseline", (addr.get("baseline"), f"{w}/baseline-ca.pem")),
+                                 ("squid", (f"127.0.0.1:{ports['squid_bump']}", f"{w}/squid-ca.pem")),
+                                 ("direct", ("direct", f"{w}/ca.pem")))
+               if p in cols and (p != "baseline" or args.baseline_inspects)}
+
+    def inspected(mode, conc):
+        return compare(inspect, lambda p: loadgen(mode, inspect[p][0], otls, conc, secs, path="/small",
+                                                  host=ihost, cafile=inspect[p][1]))
+
+    if {"inspect-keep", "inspect-new", "inspect-latency"} & set(modes):
+        check_inspection(w, ports, inspect)
+    for mode, lg in (("inspect-keep", "tls-keep"), ("inspect-new", "tls-new")):
+        for c in concs if mode in modes else []:
+            line(f"{mode} req/s", c, inspected(lg, c), "rate")
+    if "egressd" in cols and "direct" in cols and "inference-latency" in modes:
+        body = '{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+        res = side_by_side({"egressd": lambda: loadgen("forward", addr["egressd"], mock, 1, secs,
+                                                       path="/v1/chat/completions", host="inference.test",
+                                                       method="POST", body=body),
+                            "direct": lambda: loadgen("keepalive", "direct", mock, 1, secs,
+                                                      path="/v1/chat/completions", method="POST", body=body)},
+                           rounds)
+        latency("inference added latency", res, "target < 100 us")
+    if "egressd" in cols and "direct" in cols and "stream" in modes:
+        stream_body = '{"model":"m","stream":true}'
+        path = "/v1/chat/completions?stamp=1&chunks=20"
+        res = side_by_side({"egressd": lambda: loadgen("stream", addr["egressd"], mock, 1, secs,
+                                                       path=path, host="inference.test:80", method="POST",
+                                                       body=stream_body),
+                            "direct": lambda: loadgen("stream", "direct", mock, 1, secs, path=path,
+                                                      method="POST", body=stream_body)}, rounds)
+        text_row("streamed piece delay", 1, {
+            "egressd": f"median {res['egressd']['median_us']:.0f} us, p99 {res['egressd']['p99_us']:.0f} us",
+            "direct": f"median {res['direct']['median_us']:.0f} us"}, "target < 1 ms")
+    if "direct" in cols and "inspect-latency" in modes:
+        latency("inspect added latency", inspected("tls-keep", 1), "target < 150 us")
+    if "idle" in modes:
+        procs_by = {"egressd": eg, "tinyproxy": tp, "squid": sq}
+        idle = {p: idle_tunnels(ports[p], origin, procs_by[p].pid) for p in cpu_cols if p in procs_by}
+        cells = {p: f"{per:.1f} ({ok} open)" for p, (per, ok) in idle.items()}
+        cells["direct"] = "-"
+        text_row("idle tunnel RSS KiB", 1000, cells, "target <= 16")
     print("\nEach proxy's own CPU time per operation (us; lower is better):\n")
-    print("| mode | conc | egressd | tinyproxy | squid | egressd / peer |")
-    print("|---|---|---|---|---|---|")
+    print("| mode | conc | " + " | ".join(cpu_cols) + " | egressd / peer |")
+    print("|---|---|" + "---|" * len(cpu_cols) + "---|")
     for r in cpu_rows:
         print(r, flush=True)
 
@@ -726,7 +858,7 @@ def run_hold(w, ports, eg, tp, sq, args):
              "squid": (f"127.0.0.1:{ports['squid']}", sq)}
     print(f"hold N={n}: {machine()}", flush=True)
     results = []
-    for name in args.peers.split(","):
+    for name in (args.peers or "egressd,tinyproxy,squid").split(","):
         addr, proc = peers[name]
         print(f"{name}: opening {n} tunnels ...", flush=True)
         r = hold(name, addr, proc, origin, n, args)
@@ -851,7 +983,7 @@ def run_slow(w, ports, tp, sq, args):
     origin = f"127.0.0.1:{ports['origin']}"
     print(f"slow clients K={args.slow_clients}: {machine()}", flush=True)
     results = []
-    for name in args.peers.split(","):
+    for name in (args.peers or "egressd,tinyproxy,squid").split(","):
         if name == "egressd":
             variants = [("egressd (example conf)", None)]
             if args.slow_max_workers:
