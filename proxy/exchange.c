@@ -239,12 +239,22 @@ bool exchange_relay(struct exchange *x, const struct http_msg *r, char *out, siz
     struct body_limits lim = {.idle_ms = x->io_ms};
     struct stream_sink down = {x->client->s, x->io_ms};
     struct body_sink sink = {stream_sink_put, &down};
+    if (framing == BODY_LENGTH && length <= in->len && length < o.cap - o.len) {
+        /* a small answer read whole with its head: one write (one TLS
+         * record), and nothing left for the pump */
+        sbuf_add(&o, in->buf, (size_t)length);
+        bufconn_consume(in, (size_t)length);
+        x->down_bytes += length;
+        framing = BODY_NONE;
+    }
     if (stream_write_all(x->client->s, o.buf, o.len, now_ms() + x->io_ms) != IO_OK)
         return false;
     if (x->status == 101)
         return true; /* the caller relays both ways from here */
-    if (http_pump_body(in, framing, length, &lim, &sink, &x->down_bytes, &x->why) != PUMP_DONE ||
-        in->len > 0) /* the upstream said more than its message */
+    uint64_t moved = 0;
+    enum pump_result pr = http_pump_body(in, framing, length, &lim, &sink, &moved, &x->why);
+    x->down_bytes += moved;
+    if (pr != PUMP_DONE || in->len > 0) /* the upstream said more than its message */
         return false;
     return keep;
 }
