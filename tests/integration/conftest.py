@@ -466,7 +466,8 @@ class RecordingHandler(OriginHandler):
 
     def _record(self, body=b""):
         self.records.append({"method": self.command, "path": self.path,
-                             "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                             "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body,
+                             "resumed": getattr(self.connection, "session_reused", None)})
 
     def do_GET(self):
         self._record()

@@ -166,6 +166,14 @@ def test_a_streamed_answer_arrives_piece_by_piece(inspected):
     assert f.readline() == b"6\r\n" and f.read(6) == b"second"
 
 
+def test_new_connections_resume_the_origin_session(inspected):
+    port = inspected.origin.port
+    for _ in range(3):
+        assert curl(inspected, f"https://localhost:{port}/hello")[0] == 200
+    assert [r["resumed"] for r in inspected.origin.records] == [False, True, True], \
+        "egressd offers the session it kept: no second full handshake to the origin"
+
+
 def test_an_origin_that_does_not_verify_gets_502(start_egressd, tls_origin, tmp_path):
     e = start_egressd(config(tmp_path, tls_origin, rules(tls_origin.port),
                              upstream_ca="/etc/ssl/certs/ca-certificates.crt"))
