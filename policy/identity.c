@@ -6,12 +6,13 @@
  * remote address is us: asked of the kernel with sock_diag, or read from
  * /proc/net/tcp{,6} (of the sandbox process, /proc/<pid>/net, when egressd
  * runs in another network namespace).  Then every process of the socket's
- * user is searched for that inode in /proc/<pid>/fd: a socket can be held
- * by several processes (inherited across fork, kept by a parent that
- * started an allowed program), and any of them can write the request, so
- * every holder is judged.  Each holder's chain is its executable and its
- * ancestors' (up to 64), each checked against the trust store.  Whatever
- * cannot be established is a reason to deny, never to allow.
+ * user is searched for that inode in /proc/<pid>/fd, and in
+ * /proc/<pid>/task/<tid>/fd for each of its tasks with a file table of its
+ * own (kcmp(2) tells): a socket can be held by several processes (inherited
+ * across fork, kept by a parent that started an allowed program), and any
+ * of them can write the request, so every holder is judged.  Each holder's chain is its executable
+ * and its ancestors' (up to 64), each checked against the trust store.  Whatever cannot be
+ * established is a reason to deny, never to allow.
  */
 #include "policy_int.h"
 
@@ -21,12 +22,14 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/inet_diag.h>
+#include <linux/kcmp.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define MAX_TCP_LINES 1000000
@@ -234,11 +237,11 @@ static unsigned long socket_inode(int fd, unsigned sandbox_pid, unsigned *uid)
 
 /* ---- its holders ------------------------------------------------------------------------ */
 
-static bool holds_socket(int proc, const char *pid, const char *want)
+/* Is `want` among the descriptors listed in fd_dir (under /proc)? */
+static bool holds_socket(int proc, const char *fd_dir, const char *want)
 {
-    char path[NAME_MAX + 4], link[64];
-    snprintf(path, sizeof(path), "%s/fd", pid);
-    int dfd = openat(proc, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    char link[64];
+    int dfd = openat(proc, fd_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
     if (d == NULL) {
         if (dfd >= 0)
@@ -257,6 +260,48 @@ static bool holds_socket(int proc, const char *pid, const char *want)
     return found;
 }
 
+/* May task tid of process pid have a file table of its own?  kcmp(2) says
+ * whether it shares the leader's; when kcmp cannot say (not built into the
+ * kernel, refused), it may. */
+static bool own_files(long pid, long tid)
+{
+    return syscall(SYS_kcmp, (pid_t)pid, (pid_t)tid, KCMP_FILES, 0, 0) != 0;
+}
+
+/* The task of process pid (its name in /proc: pid_s) that holds the
+ * socket, or 0.  Threads share the leader's file table, except a task
+ * cloned without CLONE_FILES or one that called unshare(CLONE_FILES): such
+ * a table is searched too, or a holder could hide in it.  A process is one
+ * holder however many of its tasks hold the socket: they run one
+ * executable and have the same ancestors. */
+static long holding_task(int proc, const char *pid_s, long pid, const char *want)
+{
+    char path[2 * NAME_MAX + 16];
+    snprintf(path, sizeof(path), "%s/fd", pid_s);
+    if (holds_socket(proc, path, want))
+        return pid;
+    snprintf(path, sizeof(path), "%s/task", pid_s);
+    int dfd = openat(proc, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (d == NULL) {
+        if (dfd >= 0)
+            close(dfd);
+        return 0;
+    }
+    long found = 0;
+    for (struct dirent *e; found == 0 && (e = readdir(d)) != NULL;) {
+        char *end;
+        long tid = strtol(e->d_name, &end, 10);
+        if (*end != '\0' || tid <= 0 || tid == pid || !own_files(pid, tid))
+            continue;
+        snprintf(path, sizeof(path), "%s/task/%s/fd", pid_s, e->d_name);
+        if (holds_socket(proc, path, want))
+            found = tid;
+    }
+    closedir(d);
+    return found;
+}
+
 /* Every process of user uid holding the socket `want`: NULL, or why the
  * search failed. */
 static const char *find_holders(struct identity *id, const char *want, unsigned uid)
@@ -268,12 +313,13 @@ static const char *find_holders(struct identity *id, const char *want, unsigned 
     const char *why = NULL;
     for (struct dirent *e; why == NULL && (e = readdir(d)) != NULL;) {
         char *end;
-        long pid = strtol(e->d_name, &end, 10);
+        long pid = strtol(e->d_name, &end, 10), task;
         struct stat st;
         if (*end != '\0' || pid <= 0 || pid == self || fstatat(dirfd(d), e->d_name, &st, 0) != 0 ||
             st.st_uid != uid)
             continue;
-        if (holds_socket(dirfd(d), e->d_name, want) && identity_add_holder(id, pid) < 0)
+        if ((task = holding_task(dirfd(d), e->d_name, pid, want)) != 0 &&
+            identity_add_holder(id, task) < 0)
             why = "process identity: too many processes share the client's socket";
     }
     closedir(d);

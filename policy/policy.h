@@ -210,7 +210,7 @@ enum policy_action { ACTION_DENY, ACTION_ALLOW, ACTION_INTERCEPT, ACTION_INSPECT
 #define IDENTITY_HOLDERS_MAX 16 /* more processes on one socket: not established */
 #define IDENTITY_PATH_MAX    512
 struct identity_holder {
-    long pid;
+    long pid; /* the process; a task of it when only that task's own file table holds the socket */
     size_t n;
     char *chain[IDENTITY_CHAIN_MAX]; /* exe of pid, of its parent, ... */
 };
