@@ -43,7 +43,9 @@ static int target_path(const struct http_msg *m, char *out, size_t cap)
     return 0;
 }
 
-static void copy_forwardable(struct exchange *x, const struct http_msg *m)
+/* The client headers that pass, as lines; false when they do not fit: a
+ * cut line would run into the key line that backend_head writes next. */
+static bool copy_forwardable(struct exchange *x, const struct http_msg *m)
 {
     struct sbuf b;
     sbuf_init(&b, x->fwd, sizeof(x->fwd));
@@ -55,9 +57,10 @@ static void copy_forwardable(struct exchange *x, const struct http_msg *m)
         sbuf_add(&b, h->name, h->name_len);
         sbuf_str(&b, ": ");
         sbuf_add(&b, h->value, h->value_len);
-        sbuf_str(&b, "\r\n"); /* it fits: these are a few of the head's own lines */
+        sbuf_str(&b, "\r\n");
     }
-    x->fwd_len = b.len;
+    x->fwd_len = b.cut ? 0 : b.len;
+    return !b.cut;
 }
 
 /* The body, whole, by the deadline; false when the client got an error. */
@@ -219,7 +222,9 @@ static bool serve_parsed(struct exchange *x, const struct http_msg *m)
     bool keep = false;
     if (!recognise(x, m, &keep))
         return keep;
-    copy_forwardable(x, m);
+    if (!copy_forwardable(x, m))
+        return exchange_fail(x, 431, "headers_too_large",
+                             "the request's headers are too large to forward", false);
     enum http_framing framing = m->framing;
     uint64_t length = m->content_length;
     bufconn_consume(x->cl, m->head_len); /* m's pointers die here */

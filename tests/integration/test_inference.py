@@ -440,3 +440,20 @@ def test_empty_body_with_content_length_zero(proxy, backend):
     t0 = time.time()
     assert s.recv(100).startswith(b"HTTP/1.1 200")
     assert time.time() - t0 < 5, "answered at once, not after a body timeout"
+
+
+def test_headers_that_do_not_fit_the_backend_head_431(proxy, backend):
+    """A head under 8 KiB whose forwarded lines grow past the buffer (a
+    space after each colon): refused whole, never sent cut, where the cut
+    line would run into the line with the key."""
+    s = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+    s.sendall(b"CONNECT inference.local:80 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert s.recv(100).startswith(b"HTTP/1.1 200")
+    lines = b"".join(b"accept:%s\r\n" % (b"a" * 73) for _ in range(99))
+    head = b"GET /v1/models HTTP/1.1\r\nHost:a\r\n" + lines + b"\r\n"
+    assert len(head) <= 8192
+    s.sendall(head)
+    raw = read_response(s)
+    assert raw.startswith(b"HTTP/1.1 431 "), raw[:200]
+    assert json.loads(raw.partition(b"\r\n\r\n")[2])["error"]["code"] == "headers_too_large"
+    assert backend.requests() == []
