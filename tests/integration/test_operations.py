@@ -273,6 +273,26 @@ def test_admin_endpoint_cannot_be_stalled(start_egressd):
         s.close()
 
 
+def test_admin_idle_flood_evicts_the_idle_first(start_egressd):
+    """More idle sockets than the admin table has slots: they push out each
+    other, not a client halfway through its head, and a new client still
+    gets in."""
+    admin = free_port()
+    e = start_egressd(proxy_config(extra_proxy=f"admin = 127.0.0.1:{admin}\n", rules=rules("1")))
+    talking = socket.create_connection(("127.0.0.1", admin), timeout=5)
+    talking.sendall(b"GET /healthz HTTP/1.1\r\n")
+    # an answer to another client means the admin thread has accepted this one too
+    assert requests.get(f"http://127.0.0.1:{admin}/healthz", timeout=3).status_code == 200
+    idle = [socket.create_connection(("127.0.0.1", admin), timeout=5) for _ in range(200)]
+    r = requests.get(f"http://127.0.0.1:{admin}/healthz", timeout=3)
+    assert r.status_code == 200 and r.text == "ok\n", "a new client is not locked out"
+    talking.sendall(b"Host: x\r\n\r\n")
+    assert talking.recv(100).startswith(b"HTTP/1.1 200 "), "the client that was talking kept its slot"
+    for s in idle:
+        s.close()
+    talking.close()
+
+
 def test_admin_on_a_unix_socket(start_egressd, tmp_path):
     path = tmp_path / "admin.sock"
     e = start_egressd(proxy_config(extra_proxy=f"admin = unix:{path}\n", rules=rules("1")))
