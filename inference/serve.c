@@ -292,11 +292,12 @@ void inference_serve(const struct inference_env *first_env, struct bufconn *cl, 
 {
     struct inference_env now = *first_env, *env = &now;
     int wait_ms = first_wait_ms;
-    for (bool first = true;; first = false) {
+    for (;;) {
         struct http_msg m;
         if (!next_head(cl, wait_ms, &m))
             return;
-        if (!first && env->refresh != NULL && !env->refresh(env->refresh_ctx, env)) {
+        /* the first request too: a reload may have come since the CONNECT */
+        if (env->refresh != NULL && !env->refresh(env->refresh_ctx, env)) {
             answer_outside(
                 cl, 403, "policy_denied",
                 "egressd no longer intercepts this destination (its configuration was reloaded)");

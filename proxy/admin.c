@@ -28,8 +28,9 @@
 #define ADMIN_IO_MS   2000 /* a whole exchange: head in, answer out */
 #define ADMIN_POLL_MS 500  /* how often stop and deadlines are looked at */
 #define ADMIN_CONNS   64
-#define ADMIN_ACCEPTS (ADMIN_CONNS / 2) /* per round: one round's accepts never evict each other   \
-                                         */
+#define ADMIN_ACCEPTS                                                                              \
+    (ADMIN_CONNS / 2) /* per round: one round's accepts never evict each other                     \
+                       */
 #define ADMIN_HEAD  4096
 #define METRICS_MAX (256 * 1024)
 

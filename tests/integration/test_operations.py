@@ -11,7 +11,8 @@ import time
 
 import requests
 
-from conftest import (EGRESSD, INFERENCE_ENV, Egressd, connect_via, inference_config, proxy_config, reload)
+from conftest import (EGRESSD, INFERENCE_ENV, Egressd, connect_via, inference_config, proxy_config, read_response,
+                      reload)
 
 
 def free_port():
@@ -225,6 +226,18 @@ def test_kept_intercepted_connection_follows_reloads(start_egressd, backend, tmp
     assert s.recv(100) == b"", "no longer intercepted: answered, then closed"
 
 
+def test_first_intercepted_request_follows_a_reload_after_the_200(start_egressd, backend, tmp_path):
+    e = start_egressd(inference_config(tmp_path, backend.port, routes="[route canned]\nendpoint = mock://x\n"),
+                      env=INFERENCE_ENV)
+    s = socket.create_connection(("127.0.0.1", e.port), timeout=10)
+    s.sendall(b"CONNECT inference.local:80 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b" 200 " in s.recv(100)
+    reload(e, inference_config(tmp_path, backend.port).replace("inference.local, ", ""))
+    s.sendall(b"GET /v1/models HTTP/1.1\r\nHost: inference.local\r\n\r\n")
+    answer = read_response(s)
+    assert answer.startswith(b"HTTP/1.1 403") and b'"policy_denied"' in answer, answer
+
+
 def test_pool_grows_then_shrinks_to_base(start_egressd, echo_server):
     """Workers above `workers` leave after 30 s idle; the base ones stay and serve."""
     admin = free_port()
@@ -259,6 +272,23 @@ def test_pool_grows_then_shrinks_to_base(start_egressd, echo_server):
     assert s.recv(10) == b"base"
     s.close()
     assert e.stop() == 0
+
+
+def test_first_request_follows_a_reload_after_accept(start_egressd, origin):
+    """A connection accepted before a reload whose first request comes after
+    it: decided under the configuration in force when the request came."""
+    admin = free_port()
+    e = start_egressd(proxy_config(extra_proxy=f"admin = 127.0.0.1:{admin}\n", rules=rules("1-65535")))
+    s = e.connect()
+    deadline = time.time() + 10  # until a worker holds the connection
+    while time.time() < deadline and scrape(admin)['egressd_workers{state="busy"}'] < 1:
+        time.sleep(0.02)
+    assert scrape(admin)['egressd_workers{state="busy"}'] >= 1
+    reload(e, proxy_config(extra_proxy=f"admin = 127.0.0.1:{admin}\n", rules=rules("1")))
+    s.sendall(b"GET http://127.0.0.1:%d/hello HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % origin)
+    f = s.makefile("rb")
+    status = f.readline()
+    assert status.startswith(b"HTTP/1.1 403"), status
 
 
 def test_admin_endpoint_cannot_be_stalled(start_egressd):
