@@ -25,10 +25,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define UP_BUF_SIZE  (64 * 1024)
-#define OUT_HEAD_MAX (HTTP_RESP_MAX + 512)
-#define PATH_VIEW    2048
-#define H2_PREFACE   "PRI * HTTP/2.0\r\n"
+#define PATH_VIEW  2048
+#define H2_PREFACE "PRI * HTTP/2.0\r\n"
 
 struct inspected {
     struct conn *c;
@@ -347,8 +345,8 @@ static bool relay_request(struct inspected *ix, struct request *rq, struct http_
     struct http_msg r;
     if (!send_and_wait(ix, rq, &o, &r))
         return false;
-    rq->f.status = r.status;
     keep = exchange_relay(&rq->ex, &r, ix->out, OUT_HEAD_MAX);
+    rq->f.status = rq->ex.status; /* the origin's, or egressd's 502 */
     if (rq->ex.status == 101) {
         upgraded(ix, rq);
         keep = false;
