@@ -380,6 +380,9 @@ void policy_explain(const struct policy *p, const struct host *h, uint16_t port,
 
 /* ---- value parsers shared with tests ---------------------------------- */
 
+/* "500ms", "10s", "5m", "1h": at most DURATION_MAX_MS, since the daemon
+ * turns durations into int milliseconds (poll timeouts, deadlines). */
+#define DURATION_MAX_MS (24u * 60 * 60 * 1000)
 int parse_duration_ms(const char *s, unsigned *out);
 int parse_size(const char *s, uint64_t *out);
 int parse_sockaddr(const char *s, struct sockaddr_storage *ss, socklen_t *len);
