@@ -198,12 +198,18 @@ def test_print_env(tmp_path):
     assert env["NODE_EXTRA_CA_CERTS"] == f"{tmp_path}/ca.pem" and env["NODE_USE_ENV_PROXY"] == "1"
 
 
-def test_kept_intercepted_connection_follows_reloads(start_egressd, backend, tmp_path):
+def intercepted_with_a_mock_route(start_egressd, backend, tmp_path):
+    """egressd with a mock route, and a plain tunnel to inference.local: (egressd, socket)."""
     e = start_egressd(inference_config(tmp_path, backend.port, routes="[route canned]\nendpoint = mock://x\n"),
                       env=INFERENCE_ENV)
     s = socket.create_connection(("127.0.0.1", e.port), timeout=10)
     s.sendall(b"CONNECT inference.local:80 HTTP/1.1\r\nHost: x\r\n\r\n")
     assert b" 200 " in s.recv(100)
+    return e, s
+
+
+def test_kept_intercepted_connection_follows_reloads(start_egressd, backend, tmp_path):
+    e, s = intercepted_with_a_mock_route(start_egressd, backend, tmp_path)
     get = b"GET /v1/models HTTP/1.1\r\nHost: inference.local\r\n\r\n"
 
     def models():
@@ -227,11 +233,7 @@ def test_kept_intercepted_connection_follows_reloads(start_egressd, backend, tmp
 
 
 def test_first_intercepted_request_follows_a_reload_after_the_200(start_egressd, backend, tmp_path):
-    e = start_egressd(inference_config(tmp_path, backend.port, routes="[route canned]\nendpoint = mock://x\n"),
-                      env=INFERENCE_ENV)
-    s = socket.create_connection(("127.0.0.1", e.port), timeout=10)
-    s.sendall(b"CONNECT inference.local:80 HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert b" 200 " in s.recv(100)
+    e, s = intercepted_with_a_mock_route(start_egressd, backend, tmp_path)
     reload(e, inference_config(tmp_path, backend.port).replace("inference.local, ", ""))
     s.sendall(b"GET /v1/models HTTP/1.1\r\nHost: inference.local\r\n\r\n")
     answer = read_response(s)
