@@ -153,7 +153,9 @@ static bool answer_models(struct exchange *x, bool *keep)
         ours = alias_model_body(&b, x->route, x->rec.model);
     else
         alias_list_body(&b, x->route);
-    if (ours) {
+    if (ours && b.cut) { /* never a cut JSON body */
+        *keep = exchange_fail(x, 502, "upstream_error", "the model list is too large", false);
+    } else if (ours) {
         x->rec.status = 200;
         *keep = reply_whole(&x->rp, 200, "OK", "Content-Type: application/json\r\n", b.buf,
                             b.len) == 0 &&
