@@ -744,7 +744,10 @@ Test(config, budget_errors)
     }
     expect_error("[route a]\nendpoint = mock://x\n[budget b]\nroutes = a\nwindow = 500ms\n"
                  "tokens = 1\n",
-                 5, "at least 1s");
+                 5, "from 1s to 24h");
+    expect_error("[route a]\nendpoint = mock://x\n[budget b]\nroutes = a\nwindow = 25h\n"
+                 "tokens = 1\n",
+                 5, "from 1s to 24h");
     expect_error("[route a]\nendpoint = mock://x\n[budget b]\nroutes = a\nwindow = 1x\n"
                  "tokens = 1\n",
                  5, "window");
