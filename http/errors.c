@@ -82,7 +82,7 @@ enum io_result http_send_error_info(struct stream *s, const struct http_error_in
     sbuf_init(&o, out, sizeof(out));
     http_put_answer(&o, info->e->status, info->e->code, "application/json", b.buf, b.len,
                     info->keep);
-    return stream_write_all(s, o.buf, o.len, deadline);
+    return o.cut ? IO_ERROR : stream_write_all(s, o.buf, o.len, deadline); /* never a cut answer */
 }
 
 enum io_result http_send_error(struct stream *s, const struct http_error *e, const char *detail,

@@ -4,12 +4,14 @@
  * egressd, and so do the framing fields, Content-Length,
  * Transfer-Encoding and Host: egressd writes those itself from what it
  * parsed, so that no message can name one in Connection and make the next
- * hop frame it differently (request smuggling).  One table for requests
+ * hop frame it differently (request smuggling); a Transfer-Encoding keeps
+ * its codings ("gzip, chunked"), since the body goes on as framed.  One table for requests
  * and responses, forwarded, intercepted or inspected.
  */
 #include "http.h"
 
 #include <string.h>
+#include <strings.h>
 
 static const char *const hop_fields[] = {
     "connection", "keep-alive", "proxy-connection",  "proxy-authorization", "proxy-authenticate",
@@ -41,6 +43,28 @@ bool http_hop_by_hop(const struct http_msg *m, const struct http_header *h)
     return named_in_connection(m, h);
 }
 
+/* The message's own Transfer-Encoding: the parser let only one through,
+ * ending in chunked (exactly chunked for requests), and bodies are relayed
+ * as they are framed, so a response's "gzip, chunked" stays so and the
+ * client still undoes the gzip. */
+static void put_transfer_encoding(struct sbuf *b, const struct http_msg *m)
+{
+    const struct http_header *te = http_header_find(m, "transfer-encoding");
+    sbuf_str(b, "Transfer-Encoding: ");
+    if (te != NULL)
+        sbuf_add(b, te->value, te->value_len);
+    else
+        sbuf_str(b, "chunked");
+    sbuf_str(b, "\r\n");
+}
+
+bool http_transfer_coded(const struct http_msg *m)
+{
+    const struct http_header *te = http_header_find(m, "transfer-encoding");
+    return m->framing == BODY_CHUNKED && te != NULL &&
+           !(te->value_len == 7 && strncasecmp(te->value, "chunked", 7) == 0);
+}
+
 void http_put_fields(struct sbuf *b, const struct http_msg *m, const struct http_swaps *sw)
 {
     for (size_t i = 0; i < m->n_headers; i++) {
@@ -65,5 +89,8 @@ void http_put_framing(struct sbuf *b, enum http_framing framing, uint64_t length
 void http_put_end_to_end(struct sbuf *b, const struct http_msg *m)
 {
     http_put_fields(b, m, NULL);
-    http_put_framing(b, m->framing, m->content_length, m->has_length);
+    if (m->framing == BODY_CHUNKED)
+        put_transfer_encoding(b, m); /* with the message's own codings */
+    else
+        http_put_framing(b, m->framing, m->content_length, m->has_length);
 }

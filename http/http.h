@@ -222,8 +222,12 @@ void body_buffer_free(struct body_buffer *b);
  * names, or a framing field (Content-Length, Transfer-Encoding, Host),
  * which egressd writes itself from what it parsed? */
 bool http_hop_by_hop(const struct http_msg *m, const struct http_header *h);
-/* The fields that pass as lines, then the framing egressd parsed. */
+/* The fields that pass as lines, then the framing egressd parsed (a
+ * Transfer-Encoding with the message's own codings). */
 void http_put_end_to_end(struct sbuf *b, const struct http_msg *m);
+/* Is a chunked body coded further ("gzip, chunked"), so that its data,
+ * de-chunked, is not the content? */
+bool http_transfer_coded(const struct http_msg *m);
 
 /* ---- swap.c: placeholders swapped for credentials (DESIGN section 11) ---- */
 
@@ -252,7 +256,8 @@ void http_put_value(struct sbuf *b, const struct http_header *h, const struct ht
  * their values (sw may be NULL); no framing. */
 void http_put_fields(struct sbuf *b, const struct http_msg *m, const struct http_swaps *sw);
 /* hop.c: the framing egressd writes itself (Transfer-Encoding: chunked, or
- * Content-Length when the message had one). */
+ * Content-Length when the message had one): for requests, whose only
+ * transfer coding is chunked; a response's goes by http_put_end_to_end. */
 void http_put_framing(struct sbuf *b, enum http_framing framing, uint64_t length, bool has_length);
 /* in with the used swaps done, into out, at most max bytes; *swapped has
  * the bits of the swaps made.  -1 when out would pass max (or out of

@@ -85,14 +85,26 @@ static enum http_result parse_content_length(struct http_msg *m, const struct ht
     return HTTP_OK;
 }
 
-static bool last_token_is_chunked(const struct http_header *h)
+/* Codings that end with chunked, applied once (RFC 9112 section 6.1): the
+ * value is passed on as it is, so chunked twice would make the next hop
+ * de-chunk data that is not chunked. */
+static bool chunked_last_and_once(const struct http_header *h)
 {
-    const char *v = h->value, *end = h->value + h->value_len;
-    const char *comma = memrchr(v, ',', h->value_len);
-    const char *tok = comma ? comma + 1 : v;
-    while (tok < end && (*tok == ' ' || *tok == '\t'))
-        tok++;
-    return (size_t)(end - tok) == 7 && strncasecmp(tok, "chunked", 7) == 0;
+    const char *p = h->value, *end = h->value + h->value_len;
+    int chunked = 0;
+    for (;;) { /* each element, an empty one after a trailing comma too */
+        const char *comma = memchr(p, ',', (size_t)(end - p)), *e = comma ? comma : end;
+        while (p < e && (*p == ' ' || *p == '\t'))
+            p++;
+        const char *t = e;
+        while (t > p && (t[-1] == ' ' || t[-1] == '\t'))
+            t--;
+        bool last = t - p == 7 && strncasecmp(p, "chunked", 7) == 0;
+        chunked += last;
+        if (comma == NULL)
+            return last && chunked == 1;
+        p = comma + 1;
+    }
 }
 
 /* Framing headers, seen once each; is_request picks the request rules. */
@@ -107,7 +119,7 @@ static enum http_result note_header(struct http_msg *m, const struct http_header
             return HTTP_BAD;
         }
         bool exact = h->value_len == 7 && strncasecmp(h->value, "chunked", 7) == 0;
-        if (is_request ? !exact : !last_token_is_chunked(h)) {
+        if (is_request ? !exact : !chunked_last_and_once(h)) {
             *why = "unsupported Transfer-Encoding (only chunked)";
             return HTTP_BAD;
         }

@@ -181,6 +181,10 @@ static enum attempt read_answer(struct call *c, struct backend_conn *b, bool reu
 {
     switch (bufconn_read_response(&b->in, false, &c->r, c->deadline, &c->why)) {
     case RESPONSE_OK:
+        if (http_transfer_coded(&c->r)) { /* de-chunked, still coded: not the JSON or SSE relayed */
+            c->why = "the model backend used a transfer coding other than chunked";
+            return MALFORMED;
+        }
         if (c->r.status != 101) /* nobody asked to switch */
             return SENT;
         break;

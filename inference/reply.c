@@ -22,6 +22,14 @@ static int written(struct reply *rp, enum io_result r)
     return r == IO_OK ? 0 : -1;
 }
 
+/* What was built, on its way; a cut one is never sent. */
+static int send_built(struct reply *rp, const struct sbuf *b)
+{
+    if (b->cut)
+        return rp->failed = true, -1;
+    return written(rp, stream_write_all(rp->s, b->buf, b->len, now_ms() + rp->io_ms));
+}
+
 /* Status line, headers and framing; headers that do not fit are dropped
  * rather than cut in the middle. */
 static void put_head(struct reply *rp, struct sbuf *b, int status, const char *reason,
@@ -54,7 +62,7 @@ int reply_whole(struct reply *rp, int status, const char *reason, const char *he
     sbuf_init(&b, out, REPLY_HEAD_MAX + len);
     put_head(rp, &b, status, reason, headers, (long long)len);
     sbuf_add(&b, body, len);
-    int rc = written(rp, stream_write_all(rp->s, b.buf, b.len, now_ms() + rp->io_ms));
+    int rc = send_built(rp, &b);
     free(out);
     rp->bytes += len;
     return rc;
@@ -69,7 +77,7 @@ int reply_head(struct reply *rp, int status, const char *reason, const char *hea
     struct sbuf b;
     sbuf_init(&b, out, REPLY_HEAD_MAX);
     put_head(rp, &b, status, reason, headers, content_length);
-    int rc = written(rp, stream_write_all(rp->s, b.buf, b.len, now_ms() + rp->io_ms));
+    int rc = send_built(rp, &b);
     free(out);
     return rc;
 }
@@ -89,7 +97,7 @@ int reply_piece(struct reply *rp, const char *p, size_t n)
     sbuf_printf(&b, "%zx\r\n", n);
     sbuf_add(&b, p, n);
     sbuf_str(&b, "\r\n");
-    int rc = written(rp, stream_write_all(rp->s, b.buf, b.len, now_ms() + rp->io_ms));
+    int rc = send_built(rp, &b);
     free(out);
     return rc;
 }

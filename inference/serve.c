@@ -43,7 +43,9 @@ static int target_path(const struct http_msg *m, char *out, size_t cap)
     return 0;
 }
 
-static void copy_forwardable(struct exchange *x, const struct http_msg *m)
+/* The client headers that pass, as lines; false when they do not fit: a
+ * cut line would run into the key line that backend_head writes next. */
+static bool copy_forwardable(struct exchange *x, const struct http_msg *m)
 {
     struct sbuf b;
     sbuf_init(&b, x->fwd, sizeof(x->fwd));
@@ -55,9 +57,10 @@ static void copy_forwardable(struct exchange *x, const struct http_msg *m)
         sbuf_add(&b, h->name, h->name_len);
         sbuf_str(&b, ": ");
         sbuf_add(&b, h->value, h->value_len);
-        sbuf_str(&b, "\r\n"); /* it fits: these are a few of the head's own lines */
+        sbuf_str(&b, "\r\n");
     }
-    x->fwd_len = b.len;
+    x->fwd_len = b.cut ? 0 : b.len;
+    return !b.cut;
 }
 
 /* The body, whole, by the deadline; false when the client got an error. */
@@ -150,7 +153,9 @@ static bool answer_models(struct exchange *x, bool *keep)
         ours = alias_model_body(&b, x->route, x->rec.model);
     else
         alias_list_body(&b, x->route);
-    if (ours) {
+    if (ours && b.cut) { /* never a cut JSON body */
+        *keep = exchange_fail(x, 502, "upstream_error", "the model list is too large", false);
+    } else if (ours) {
         x->rec.status = 200;
         *keep = reply_whole(&x->rp, 200, "OK", "Content-Type: application/json\r\n", b.buf,
                             b.len) == 0 &&
@@ -211,6 +216,16 @@ static bool recognise(struct exchange *x, const struct http_msg *m, bool *keep)
     return true;
 }
 
+/* `Expect: 100-continue`: egressd reads the body itself, so it asks for it
+ * at once rather than let the client wait for a 100 (curl: a second). */
+static bool ask_for_body(struct exchange *x, const struct http_msg *m)
+{
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    if (!m->expect_continue || m->minor != 1 || m->framing == BODY_NONE)
+        return true;
+    return stream_write_all(x->cl->s, cont, sizeof(cont) - 1, now_ms() + x->rp.io_ms) == IO_OK;
+}
+
 static bool serve_parsed(struct exchange *x, const struct http_msg *m)
 {
     /* the body follows its head at once: it too must come within header_timeout */
@@ -219,7 +234,11 @@ static bool serve_parsed(struct exchange *x, const struct http_msg *m)
     bool keep = false;
     if (!recognise(x, m, &keep))
         return keep;
-    copy_forwardable(x, m);
+    if (!copy_forwardable(x, m))
+        return exchange_fail(x, 431, "headers_too_large",
+                             "the request's headers are too large to forward", false);
+    if (!ask_for_body(x, m))
+        return false; /* the client went away */
     enum http_framing framing = m->framing;
     uint64_t length = m->content_length;
     bufconn_consume(x->cl, m->head_len); /* m's pointers die here */
@@ -287,11 +306,12 @@ void inference_serve(const struct inference_env *first_env, struct bufconn *cl, 
 {
     struct inference_env now = *first_env, *env = &now;
     int wait_ms = first_wait_ms;
-    for (bool first = true;; first = false) {
+    for (;;) {
         struct http_msg m;
         if (!next_head(cl, wait_ms, &m))
             return;
-        if (!first && env->refresh != NULL && !env->refresh(env->refresh_ctx, env)) {
+        /* the first request too: a reload may have come since the CONNECT */
+        if (env->refresh != NULL && !env->refresh(env->refresh_ctx, env)) {
             answer_outside(
                 cl, 403, "policy_denied",
                 "egressd no longer intercepts this destination (its configuration was reloaded)");

@@ -99,7 +99,7 @@ static void set_window(struct loader *L, struct section *S, const struct key_def
     struct budget *b = budget_of(L, S);
     (void)k;
     if (parse_duration_ms(v, &b->window_ms) != 0 || b->window_ms < BUDGET_WINDOW_MIN)
-        line_problem(L, "window: '%s' is not a duration of at least 1s (like 1h, 24h)", v);
+        line_problem(L, "window: '%s' is not a duration from 1s to 24h (like 1h, 24h)", v);
 }
 
 static const char *const window_types[] = {

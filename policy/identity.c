@@ -6,12 +6,15 @@
  * remote address is us: asked of the kernel with sock_diag, or read from
  * /proc/net/tcp{,6} (of the sandbox process, /proc/<pid>/net, when egressd
  * runs in another network namespace).  Then every process of the socket's
- * user is searched for that inode in /proc/<pid>/fd: a socket can be held
- * by several processes (inherited across fork, kept by a parent that
- * started an allowed program), and any of them can write the request, so
- * every holder is judged.  Each holder's chain is its executable and its
- * ancestors' (up to 64), each checked against the trust store.  Whatever
- * cannot be established is a reason to deny, never to allow.
+ * user is searched for that inode in /proc/<pid>/fd, and in
+ * /proc/<pid>/task/<tid>/fd for each of its tasks with a file table of its
+ * own (kcmp(2) tells): a socket can be held by several processes (inherited
+ * across fork, kept by a parent that started an allowed program), and any
+ * of them can write the request, so every holder is judged.  Each
+ * holder's chain is its executable and its ancestors' (up to 64), each
+ * checked against the trust store.  The whole lookup has one deadline,
+ * looked at in every loop over /proc and while hashing.  Whatever cannot
+ * be established (in time) is a reason to deny, never to allow.
  */
 #include "policy_int.h"
 
@@ -21,15 +24,33 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/inet_diag.h>
+#include <linux/kcmp.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define MAX_TCP_LINES 1000000
+#define LATE          "process identity: the lookup ran out of time"
+
+/* One search for the client's socket, by its deadline. */
+struct scan {
+    const char *want; /* "socket:[inode]", as /proc/<pid>/fd links read */
+    int64_t deadline; /* now_ms() time */
+    bool late;        /* the deadline passed: what was not found may exist */
+};
+
+/* Still before the deadline?  Once past it, every loop of the search stops. */
+static bool in_time(struct scan *sc)
+{
+    if (!sc->late && now_ms() > sc->deadline)
+        sc->late = true;
+    return !sc->late;
+}
 
 /* ---- building an identity ---------------------------------------------------------- */
 
@@ -135,7 +156,8 @@ static void normalise(struct sockaddr_storage *ss)
 
 /* The inode of the socket local->remote in dir/tcp or dir/tcp6; 0 if none. */
 static unsigned long find_inode(const char *dir, const struct sockaddr_storage *local,
-                                const struct sockaddr_storage *remote, unsigned *uid)
+                                const struct sockaddr_storage *remote, unsigned *uid,
+                                struct scan *sc)
 {
     static const char *const files[] = {"tcp", "tcp6"};
     char path[96], line[512];
@@ -146,7 +168,9 @@ static unsigned long find_inode(const char *dir, const struct sockaddr_storage *
             continue;
         struct proc_socket ps;
         unsigned long inode = 0;
-        for (int n = 0; inode == 0 && n < MAX_TCP_LINES && fgets(line, sizeof(line), fp); n++)
+        for (int n = 0; inode == 0 && n < MAX_TCP_LINES && (n % 1024 != 0 || in_time(sc)) &&
+                        fgets(line, sizeof(line), fp);
+             n++)
             if (proc_net_tcp_line(line, &ps) == 0 && same_addr(&ps.local, local) &&
                 same_addr(&ps.remote, remote)) {
                 inode = ps.inode;
@@ -214,7 +238,7 @@ static unsigned long diag_inode(const struct sockaddr_storage *local,
 }
 
 /* The inode and owner of the client's end of fd; 0 when not found. */
-static unsigned long socket_inode(int fd, unsigned sandbox_pid, unsigned *uid)
+static unsigned long socket_inode(int fd, unsigned sandbox_pid, unsigned *uid, struct scan *sc)
 {
     struct sockaddr_storage peer, local;
     socklen_t pl = sizeof(peer), ll = sizeof(local);
@@ -229,16 +253,16 @@ static unsigned long socket_inode(int fd, unsigned sandbox_pid, unsigned *uid)
     unsigned long inode = sandbox_pid == 0 ? diag_inode(&peer, &local, uid) : 0;
     if (sandbox_pid != 0)
         snprintf(dir, sizeof(dir), "/proc/%u/net", sandbox_pid);
-    return inode != 0 ? inode : find_inode(dir, &peer, &local, uid);
+    return inode != 0 ? inode : find_inode(dir, &peer, &local, uid, sc);
 }
 
 /* ---- its holders ------------------------------------------------------------------------ */
 
-static bool holds_socket(int proc, const char *pid, const char *want)
+/* Is `want` among the descriptors listed in fd_dir (under /proc)? */
+static bool holds_socket(int proc, const char *fd_dir, struct scan *sc)
 {
-    char path[NAME_MAX + 4], link[64];
-    snprintf(path, sizeof(path), "%s/fd", pid);
-    int dfd = openat(proc, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    char link[64];
+    int dfd = openat(proc, fd_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
     if (d == NULL) {
         if (dfd >= 0)
@@ -246,12 +270,54 @@ static bool holds_socket(int proc, const char *pid, const char *want)
         return false; /* gone, or not ours to see */
     }
     bool found = false;
-    size_t wlen = strlen(want);
-    for (struct dirent *e; !found && (e = readdir(d)) != NULL;) {
+    size_t wlen = strlen(sc->want);
+    for (struct dirent *e; !found && in_time(sc) && (e = readdir(d)) != NULL;) {
         if (e->d_name[0] == '.')
             continue;
         ssize_t n = readlinkat(dirfd(d), e->d_name, link, sizeof(link));
-        found = n == (ssize_t)wlen && memcmp(link, want, wlen) == 0;
+        found = n == (ssize_t)wlen && memcmp(link, sc->want, wlen) == 0;
+    }
+    closedir(d);
+    return found;
+}
+
+/* May task tid of process pid have a file table of its own?  kcmp(2) says
+ * whether it shares the leader's; when kcmp cannot say (not built into the
+ * kernel, refused), it may. */
+static bool own_files(long pid, long tid)
+{
+    return syscall(SYS_kcmp, (pid_t)pid, (pid_t)tid, KCMP_FILES, 0, 0) != 0;
+}
+
+/* The task of process pid (its name in /proc: pid_s) that holds the
+ * socket, or 0.  Threads share the leader's file table, except a task
+ * cloned without CLONE_FILES or one that called unshare(CLONE_FILES): such
+ * a table is searched too, or a holder could hide in it.  A process is one
+ * holder however many of its tasks hold the socket: they run one
+ * executable and have the same ancestors. */
+static long holding_task(int proc, const char *pid_s, long pid, struct scan *sc)
+{
+    char path[2 * NAME_MAX + 16];
+    snprintf(path, sizeof(path), "%s/fd", pid_s);
+    if (holds_socket(proc, path, sc))
+        return pid;
+    snprintf(path, sizeof(path), "%s/task", pid_s);
+    int dfd = openat(proc, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (d == NULL) {
+        if (dfd >= 0)
+            close(dfd);
+        return 0;
+    }
+    long found = 0;
+    for (struct dirent *e; found == 0 && in_time(sc) && (e = readdir(d)) != NULL;) {
+        char *end;
+        long tid = strtol(e->d_name, &end, 10);
+        if (*end != '\0' || tid <= 0 || tid == pid || !own_files(pid, tid))
+            continue;
+        snprintf(path, sizeof(path), "%s/task/%s/fd", pid_s, e->d_name);
+        if (holds_socket(proc, path, sc))
+            found = tid;
     }
     closedir(d);
     return found;
@@ -259,24 +325,27 @@ static bool holds_socket(int proc, const char *pid, const char *want)
 
 /* Every process of user uid holding the socket `want`: NULL, or why the
  * search failed. */
-static const char *find_holders(struct identity *id, const char *want, unsigned uid)
+static const char *find_holders(struct identity *id, struct scan *sc, unsigned uid)
 {
     DIR *d = opendir("/proc");
     if (d == NULL)
         return "process identity: /proc cannot be read";
     long self = (long)getpid();
     const char *why = NULL;
-    for (struct dirent *e; why == NULL && (e = readdir(d)) != NULL;) {
+    for (struct dirent *e; why == NULL && in_time(sc) && (e = readdir(d)) != NULL;) {
         char *end;
-        long pid = strtol(e->d_name, &end, 10);
+        long pid = strtol(e->d_name, &end, 10), task;
         struct stat st;
         if (*end != '\0' || pid <= 0 || pid == self || fstatat(dirfd(d), e->d_name, &st, 0) != 0 ||
             st.st_uid != uid)
             continue;
-        if (holds_socket(dirfd(d), e->d_name, want) && identity_add_holder(id, pid) < 0)
+        if ((task = holding_task(dirfd(d), e->d_name, pid, sc)) != 0 &&
+            identity_add_holder(id, task) < 0)
             why = "process identity: too many processes share the client's socket";
     }
     closedir(d);
+    if (why == NULL && sc->late) /* a holder not seen yet may exist */
+        why = LATE;
     if (why == NULL && id->n == 0)
         why = "process identity: no visible process holds the client's socket";
     return why;
@@ -314,27 +383,28 @@ static long parent_of(long pid)
 }
 
 /* The trust store's verdict on what pid runs as path. */
-static const char *trusted(struct trust_store *ts, long pid, const char *path)
+static const char *trusted(struct trust_store *ts, long pid, const char *path, int64_t deadline)
 {
     char exe[64];
     snprintf(exe, sizeof(exe), "/proc/%ld/exe", pid);
     int fd = open(exe, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return "process identity: its executable cannot be read";
-    const char *why = trust_check(ts, fd, path);
+    const char *why = trust_check(ts, fd, path, deadline);
     close(fd);
     return why;
 }
 
 /* A holder's executable and its ancestors', each one trusted. */
-static const char *walk_chain(struct identity *id, size_t h, struct trust_store *ts)
+static const char *walk_chain(struct identity *id, size_t h, struct trust_store *ts,
+                              struct scan *sc)
 {
     char exe[IDENTITY_PATH_MAX];
     long pid = id->holder[h].pid;
     if (exe_of(pid, exe, sizeof(exe)) != 0)
         return "process identity: the process's executable cannot be read";
     do {
-        const char *why = trusted(ts, pid, exe);
+        const char *why = in_time(sc) ? trusted(ts, pid, exe, sc->deadline) : LATE;
         if (why != NULL)
             return why;
         if (identity_add_exe(id, h, exe) != 0)
@@ -345,27 +415,30 @@ static const char *walk_chain(struct identity *id, size_t h, struct trust_store 
 }
 
 static const char *resolve(struct identity *id, int fd, unsigned sandbox_pid,
-                           struct trust_store *ts)
+                           struct trust_store *ts, int64_t deadline)
 {
     char want[48];
     unsigned uid = 0;
-    unsigned long inode = socket_inode(fd, sandbox_pid, &uid);
+    struct scan sc = {.want = want, .deadline = deadline};
+    unsigned long inode = socket_inode(fd, sandbox_pid, &uid, &sc);
     if (inode == 0)
-        return "process identity: the client's socket is not in /proc/net/tcp (another network "
-               "namespace? set sandbox_pid)";
+        return sc.late ? LATE
+                       : "process identity: the client's socket is not in /proc/net/tcp (another "
+                         "network namespace? set sandbox_pid)";
     snprintf(want, sizeof(want), "socket:[%lu]", inode);
-    const char *why = find_holders(id, want, uid);
+    const char *why = find_holders(id, &sc, uid);
     for (size_t h = 0; why == NULL && h < id->n; h++)
-        why = walk_chain(id, h, ts);
+        why = walk_chain(id, h, ts, &sc);
     return why;
 }
 
-struct identity *identity_lookup(int fd, unsigned sandbox_pid, struct trust_store *ts)
+struct identity *identity_lookup(int fd, unsigned sandbox_pid, struct trust_store *ts,
+                                 int64_t deadline)
 {
     struct identity *id = identity_new();
     if (id == NULL)
         return NULL;
-    id->unresolved = resolve(id, fd, sandbox_pid, ts);
+    id->unresolved = resolve(id, fd, sandbox_pid, ts, deadline);
     if (id->unresolved != NULL) { /* half an identity must never be read as one */
         const char *why = id->unresolved;
         for (size_t h = 0; h < id->n; h++)

@@ -136,8 +136,8 @@ static void set_typed(struct loader *L, void *obj, const struct key_def *k, cons
         if (parse_duration_ms(v, &u) == 0 && u >= k->min)
             *(unsigned *)field = u;
         else
-            line_problem(L, "%s: '%s' is not a duration (like 500ms, 10s, 5m, 1h)%s", k->name, v,
-                         k->min ? " above zero" : "");
+            line_problem(L, "%s: '%s' is not a duration (like 500ms, 10s, 5m, 1h)%s up to 24h",
+                         k->name, v, k->min ? " above zero" : "");
         return;
     case V_SIZE:
         set_size(L, field, k, v);

@@ -210,7 +210,7 @@ enum policy_action { ACTION_DENY, ACTION_ALLOW, ACTION_INTERCEPT, ACTION_INSPECT
 #define IDENTITY_HOLDERS_MAX 16 /* more processes on one socket: not established */
 #define IDENTITY_PATH_MAX    512
 struct identity_holder {
-    long pid;
+    long pid; /* the process; a task of it when only that task's own file table holds the socket */
     size_t n;
     char *chain[IDENTITY_CHAIN_MAX]; /* exe of pid, of its parent, ... */
 };
@@ -298,18 +298,29 @@ bool budget_counts_caller(const struct budget *b, const struct identity *id);
 
 /* ---- process identity (identity.c, trust.c, glob.c) ---- */
 
+/* Milliseconds of CLOCK_MONOTONIC (clock.c): the clock of every deadline. */
+int64_t now_ms(void);
+
+#define IDENTITY_LOOKUP_MS 5000        /* a whole lookup: /proc scans and hashing */
+#define TRUST_HASH_MAX     (256 << 20) /* a larger executable is not hashed: denied */
+
 /* Trust on first use: the content of each executable path, pinned. */
 struct trust_store;
 struct trust_store *trust_store_new(void);
 void trust_store_free(struct trust_store *t);
 /* NULL when the content fd reads is what path held when first seen (hashed
- * again only when its inode, size or times change), else why not. */
-const char *trust_check(struct trust_store *t, int fd, const char *path);
+ * again only when its inode, size or times change), else why not; also
+ * why not when it is larger than TRUST_HASH_MAX or hashing it would go
+ * past the deadline (now_ms() time). */
+const char *trust_check(struct trust_store *t, int fd, const char *path, int64_t deadline);
 
 /* Who holds the client socket fd (our accepted end), looked up in /proc
- * (of sandbox_pid's network namespace when not 0).  NULL only when out of
+ * (of sandbox_pid's network namespace when not 0), all of it by the
+ * deadline (now_ms() time; IDENTITY_LOOKUP_MS from its start is the
+ * daemon's): a lookup out of time is unresolved.  NULL only when out of
  * memory; check ->unresolved. */
-struct identity *identity_lookup(int fd, unsigned sandbox_pid, struct trust_store *t);
+struct identity *identity_lookup(int fd, unsigned sandbox_pid, struct trust_store *t,
+                                 int64_t deadline);
 /* For callers that know the programs (--explain, tests): an empty identity,
  * a holder (its index, or -1 when full), an executable in its chain. */
 struct identity *identity_new(void);
@@ -369,6 +380,9 @@ void policy_explain(const struct policy *p, const struct host *h, uint16_t port,
 
 /* ---- value parsers shared with tests ---------------------------------- */
 
+/* "500ms", "10s", "5m", "1h": at most DURATION_MAX_MS, since the daemon
+ * turns durations into int milliseconds (poll timeouts, deadlines). */
+#define DURATION_MAX_MS (24u * 60 * 60 * 1000)
 int parse_duration_ms(const char *s, unsigned *out);
 int parse_size(const char *s, uint64_t *out);
 int parse_sockaddr(const char *s, struct sockaddr_storage *ss, socklen_t *len);

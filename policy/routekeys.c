@@ -148,7 +148,7 @@ static void set_timeout(struct loader *L, struct section *S, const struct key_de
     struct route *r = route_of(L, S);
     (void)k;
     if (parse_duration_ms(v, &r->timeout_ms) != 0 || r->timeout_ms == 0)
-        line_problem(L, "timeout: '%s' is not a duration above zero", v);
+        line_problem(L, "timeout: '%s' is not a duration above zero up to 24h", v);
 }
 
 static char *trimmed_copy(const char *s, size_t n)

@@ -8,7 +8,9 @@
  * integrity").  Hashing is skipped while (dev, inode, size, mtime, ctime)
  * are unchanged, and done outside the lock, so a large binary never stalls
  * other lookups.  At most TRUST_PATHS_MAX paths are pinned; beyond that
- * paths are hashed but not remembered.  SHA-256 is mbedTLS's, the only part
+ * paths are hashed but not remembered.  An executable larger than
+ * TRUST_HASH_MAX is not hashed, and hashing stops at the lookup's
+ * deadline: both deny.  SHA-256 is mbedTLS's, the only part
  * of it that this module uses.
  */
 #include "policy_int.h"
@@ -60,24 +62,39 @@ void trust_store_free(struct trust_store *t)
     free(t);
 }
 
-/* SHA-256 of everything readable from fd, streamed; 0 or -1. */
-static int sha256_fd(int fd, unsigned char out[32])
+#define UNREADABLE "process identity: its executable cannot be read"
+#define TOO_LARGE  "process identity: its executable is larger than 256 MiB, too large to hash"
+#define LATE       "process identity: the lookup ran out of time (hashing an executable)"
+_Static_assert(TRUST_HASH_MAX == 256 << 20, "TOO_LARGE names the limit");
+
+/* SHA-256 of everything readable from fd, streamed, at most TRUST_HASH_MAX
+ * bytes and by the deadline; NULL, or why not. */
+static const char *sha256_fd(int fd, unsigned char out[32], int64_t deadline)
 {
     mbedtls_sha256_context ctx;
     unsigned char buf[65536];
+    const char *why = NULL;
+    uint64_t total = 0;
     ssize_t n;
-    int rc;
     mbedtls_sha256_init(&ctx);
-    rc = mbedtls_sha256_starts_ret(&ctx, 0);
-    while (rc == 0 && (n = read(fd, buf, sizeof(buf))) != 0) {
+    if (mbedtls_sha256_starts_ret(&ctx, 0) != 0)
+        why = UNREADABLE;
+    while (why == NULL && (n = read(fd, buf, sizeof(buf))) != 0) {
         if (n < 0 && errno == EINTR)
             continue;
-        rc = n < 0 ? -1 : mbedtls_sha256_update_ret(&ctx, buf, (size_t)n);
+        if (n < 0)
+            why = UNREADABLE;
+        else if ((total += (uint64_t)n) > TRUST_HASH_MAX)
+            why = TOO_LARGE; /* it grew since fstat */
+        else if (now_ms() > deadline)
+            why = LATE;
+        else if (mbedtls_sha256_update_ret(&ctx, buf, (size_t)n) != 0)
+            why = UNREADABLE;
     }
-    if (rc == 0)
-        rc = mbedtls_sha256_finish_ret(&ctx, out);
+    if (why == NULL && mbedtls_sha256_finish_ret(&ctx, out) != 0)
+        why = UNREADABLE;
     mbedtls_sha256_free(&ctx);
-    return rc == 0 ? 0 : -1;
+    return why;
 }
 
 static bool same_stat(const struct pinned *p, const struct stat *st)
@@ -117,19 +134,20 @@ static const char *pin(struct trust_store *t, const char *path, const struct sta
     return why;
 }
 
-const char *trust_check(struct trust_store *t, int fd, const char *path)
+const char *trust_check(struct trust_store *t, int fd, const char *path, int64_t deadline)
 {
     struct stat st;
     unsigned char sum[32];
     if (fstat(fd, &st) != 0)
-        return "process identity: its executable cannot be read";
+        return UNREADABLE;
     pthread_mutex_lock(&t->mu);
     const struct pinned *p = find_locked(t, path);
     bool known_same = p != NULL && same_stat(p, &st);
     pthread_mutex_unlock(&t->mu);
     if (known_same)
         return NULL;
-    if (sha256_fd(fd, sum) != 0)
-        return "process identity: its executable cannot be read";
-    return pin(t, path, &st, sum);
+    if (st.st_size > TRUST_HASH_MAX) /* hashing it would hold a worker for seconds */
+        return TOO_LARGE;
+    const char *why = sha256_fd(fd, sum, deadline);
+    return why != NULL ? why : pin(t, path, &st, sum);
 }

@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,8 @@ static int parse_number(const char *s, uint64_t *v, const char **suffix)
     return 0;
 }
 
+_Static_assert(DURATION_MAX_MS <= INT_MAX, "a duration is an int of milliseconds");
+
 int parse_duration_ms(const char *s, unsigned *out)
 {
     static const struct {
@@ -43,7 +46,7 @@ int parse_duration_ms(const char *s, unsigned *out)
         return -1;
     for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
         if (strcmp(suffix, units[i].suffix) == 0) {
-            if (v > UINT32_MAX / units[i].ms)
+            if (v > DURATION_MAX_MS / units[i].ms) /* exact: every unit divides the maximum */
                 return -1;
             *out = (unsigned)(v * units[i].ms);
             return 0;

@@ -5,10 +5,13 @@
  *
  * One thread serves every admin connection with one poll loop, each
  * connection a small state machine (reading its head, writing its answer)
- * with a deadline for the whole exchange.  The table of connections is
- * bounded; when it is full, a new connection evicts the one that has been
- * there longest, so that idle or slow sockets can delay /healthz by at most
- * one poll round, never stall it.  Nothing here can hold up the proxy.
+ * with a deadline for the whole exchange.  Each poll round accepts every
+ * waiting connection (up to half the table).  The table is bounded; when
+ * it is full, a new connection evicts the one with least to lose: the
+ * oldest that has sent nothing, else the oldest still sending its head,
+ * else the oldest being answered.  So sockets that connect and wait can
+ * neither lock a client out nor cut off one already talking.  Nothing
+ * here can hold up the proxy.
  */
 #include "proxy.h"
 
@@ -24,13 +27,17 @@
 
 #define ADMIN_IO_MS   2000 /* a whole exchange: head in, answer out */
 #define ADMIN_POLL_MS 500  /* how often stop and deadlines are looked at */
-#define ADMIN_CONNS   32
-#define ADMIN_HEAD    4096
-#define METRICS_MAX   (256 * 1024)
+#define ADMIN_CONNS   64
+#define ADMIN_ACCEPTS                                                                              \
+    (ADMIN_CONNS / 2) /* per round: one round's accepts never evict each other                     \
+                       */
+#define ADMIN_HEAD  4096
+#define METRICS_MAX (256 * 1024)
 
 struct admin_conn {
     int fd; /* -1: a free slot */
     int64_t since;
+    uint64_t seq; /* order of arrival */
     size_t len;
     char head[ADMIN_HEAD];
     char *out; /* the answer, once the head is in */
@@ -44,6 +51,7 @@ struct admin {
     char unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* "" for TCP */
     pthread_t thread;
     atomic_bool stop;
+    uint64_t accepted;
     struct admin_conn conns[ADMIN_CONNS];
 };
 
@@ -114,29 +122,43 @@ static void conn_drop(struct admin_conn *c)
     c->out = NULL;
 }
 
-/* A slot for a new connection: a free one, or the oldest one's. */
-static struct admin_conn *slot_for_new(struct admin *a)
+/* How much a connection has to lose: 0 sent nothing yet, 1 is sending its
+ * head, 2 is being answered. */
+static int progress(const struct admin_conn *c)
 {
-    struct admin_conn *oldest = &a->conns[0];
-    for (size_t i = 0; i < ADMIN_CONNS; i++) {
-        if (a->conns[i].fd < 0)
-            return &a->conns[i];
-        if (a->conns[i].since < oldest->since)
-            oldest = &a->conns[i];
-    }
-    conn_drop(oldest);
-    return oldest;
+    return c->out != NULL ? 2 : c->len > 0 ? 1 : 0;
 }
 
+/* A slot for a new connection: a free one, or the one with least to lose
+ * (the oldest of those). */
+static struct admin_conn *slot_for_new(struct admin *a)
+{
+    struct admin_conn *victim = &a->conns[0];
+    for (size_t i = 0; i < ADMIN_CONNS; i++) {
+        struct admin_conn *c = &a->conns[i];
+        if (c->fd < 0)
+            return c;
+        int pc = progress(c), pv = progress(victim);
+        if (pc < pv || (pc == pv && c->seq < victim->seq))
+            victim = c;
+    }
+    conn_drop(victim);
+    return victim;
+}
+
+/* Every connection waiting, up to ADMIN_ACCEPTS. */
 static void accept_new(struct admin *a)
 {
-    int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0)
-        return; /* EMFILE and friends: the next round tries again */
-    struct admin_conn *c = slot_for_new(a);
-    c->fd = fd;
-    c->since = now_ms();
-    c->len = c->out_len = c->out_off = 0;
+    for (int n = 0; n < ADMIN_ACCEPTS; n++) {
+        int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return; /* EAGAIN: none left; EMFILE and friends: the next round tries again */
+        struct admin_conn *c = slot_for_new(a);
+        c->fd = fd;
+        c->since = now_ms();
+        c->seq = a->accepted++;
+        c->len = c->out_len = c->out_off = 0;
+    }
 }
 
 /* Read what came, or write what is due; false when the connection is done. */
@@ -222,7 +244,7 @@ struct admin *admin_start(struct runtime *rt, struct pool *pool, const struct pr
         snprintf(a->unix_path, sizeof(a->unix_path), "%s", un->sun_path);
         remove_stale_socket(a->unix_path);
     }
-    a->fd = listen_socket(&set->admin_addr, set->admin_len, set->admin, "admin");
+    a->fd = listen_socket(&set->admin_addr, set->admin_len, set->admin, "admin"); /* non-blocking */
     if (a->fd < 0 || pthread_create(&a->thread, NULL, admin_main, a) != 0) {
         if (a->fd >= 0)
             close(a->fd);

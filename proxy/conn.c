@@ -80,7 +80,8 @@ void conn_close(struct conn *c, const char *reason)
 const struct identity *conn_identity(struct conn *c)
 {
     if (c->id == NULL)
-        c->id = identity_lookup(c->fd, c->set->sandbox_pid, c->rt->trust);
+        c->id = identity_lookup(c->fd, c->set->sandbox_pid, c->rt->trust,
+                                now_ms() + IDENTITY_LOOKUP_MS);
     return c->id;
 }
 

@@ -237,10 +237,10 @@ void dial(const struct conn *c, const struct host *h, uint16_t port,
     struct sockaddr_storage addrs[MAX_ADDRS];
     const char *why = NULL;
     char ip[INET6_ADDRSTRLEN + 8];
+    r->rule = NULL; /* every failure's too: callers read it */
     int n = addresses(h, (int)c->set->dns_timeout_ms, addrs, &why);
     if (n < 0)
         return fail(r, &ERR_DNS_FAILURE, "%s: %s", h->name, why);
-    r->rule = NULL;
     for (int i = 0; i < n; i++) {
         int deny = policy_address_denied(c->pol, (struct sockaddr *)&addrs[i], port, c->id);
         if (deny >= 0 && h->kind == HOST_NAME) {

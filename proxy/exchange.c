@@ -229,8 +229,10 @@ bool exchange_relay(struct exchange *x, const struct http_msg *r, char *out, siz
     x->upstream_keep = r->minor == 1 && !r->conn_close && r->framing != BODY_UNTIL_CLOSE;
     sbuf_init(&o, out, cap);
     build_response(&o, in->buf, (size_t)(lf + 1 - in->buf), r, keep);
-    if (o.cut) {
+    if (o.cut) { /* OUT_HEAD_MAX leaves room: never the case, and never a cut head */
         x->why = "response head too large to forward";
+        x->status = ERR_UPSTREAM_ERROR.status;
+        (void)http_send_error(x->client->s, &ERR_UPSTREAM_ERROR, x->why, NULL, now_ms() + x->io_ms);
         return false;
     }
     enum http_framing framing = r->framing;

@@ -21,9 +21,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-#define UP_BUF_SIZE  (64 * 1024)
-#define OUT_HEAD_MAX (HTTP_RESP_MAX + 512)
-#define PATH_VIEW    2048
+#define PATH_VIEW 2048
 
 /* The kept upstream connection of a client connection. */
 struct upstream {
@@ -171,9 +169,9 @@ static bool send_and_wait(struct forward *fw, const struct sbuf *o, struct http_
 /* The answer relayed; true when the client connection may carry another. */
 static bool answer(struct forward *fw, struct http_msg *r, char *out)
 {
-    fw->f.status = r->status;
     bool keep = exchange_relay(&fw->ex, r, out, OUT_HEAD_MAX);
-    if (fw->ex.status == 101) { /* a WebSocket: both ways, raw, to the end */
+    fw->f.status = fw->ex.status; /* the origin's, or egressd's 502 */
+    if (fw->ex.status == 101) {   /* a WebSocket: both ways, raw, to the end */
         struct relay_stats st;
         exchange_upgraded(&fw->ex, fw->c->pipes, NULL, &st);
         fw->ex.up_bytes += st.up;

@@ -15,8 +15,8 @@
  * denial is answered in section 5's shape with method and path, and the
  * connection goes on when the request's body could be read.  The upstream
  * connection is kept across requests and dialled again when the origin
- * closes it.  Between requests the connection follows reloads: no longer
- * inspected, it is answered 403 and closed.
+ * closes it.  Before each request, the first included, the connection
+ * follows reloads: no longer inspected, it is answered 403 and closed.
  */
 #include "proxy.h"
 
@@ -25,10 +25,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define UP_BUF_SIZE  (64 * 1024)
-#define OUT_HEAD_MAX (HTTP_RESP_MAX + 512)
-#define PATH_VIEW    2048
-#define H2_PREFACE   "PRI * HTTP/2.0\r\n"
+#define PATH_VIEW  2048
+#define H2_PREFACE "PRI * HTTP/2.0\r\n"
 
 struct inspected {
     struct conn *c;
@@ -347,8 +345,8 @@ static bool relay_request(struct inspected *ix, struct request *rq, struct http_
     struct http_msg r;
     if (!send_and_wait(ix, rq, &o, &r))
         return false;
-    rq->f.status = r.status;
     keep = exchange_relay(&rq->ex, &r, ix->out, OUT_HEAD_MAX);
+    rq->f.status = rq->ex.status; /* the origin's, or egressd's 502 */
     if (rq->ex.status == 101) {
         upgraded(ix, rq);
         keep = false;
@@ -375,7 +373,7 @@ static void log_request(struct inspected *ix, struct request *rq)
 }
 
 /* One request, from its head to its log line; true: the next one may come. */
-static bool serve_request(struct inspected *ix, bool first)
+static bool serve_request(struct inspected *ix)
 {
     struct request *rq = calloc(1, sizeof(*rq));
     struct http_msg m;
@@ -388,7 +386,8 @@ static bool serve_request(struct inspected *ix, bool first)
     rq->f.event = "request", rq->f.host = ix->h->name, rq->f.port = ix->port;
     rq->f.action = "deny";
     ix->c->t0 = now_ms();
-    if (next_head(ix, rq, &m) && (first || follow_reload(ix, rq))) {
+    if (next_head(ix, rq, &m) &&
+        follow_reload(ix, rq)) { /* the first too: a reload since the 200 */
         snprintf(rq->method, sizeof(rq->method), "%.*s", (int)m.method_len, m.method);
         rq->f.method = rq->method;
         exchange_begin(&rq->ex, &ix->client, &ix->upstream, &m, (int)ix->c->set->idle_timeout_ms);
@@ -402,12 +401,6 @@ static bool serve_request(struct inspected *ix, bool first)
 }
 
 /* ---- the connection ------------------------------------------------------------------- */
-
-static void serve_requests(struct inspected *ix)
-{
-    for (bool first = true; serve_request(ix, first); first = false)
-        ;
-}
 
 void inspect_tunnel(struct conn *c, const struct host *h, uint16_t port,
                     const struct policy_decision *d, struct log_fields *f, int upstream_fd)
@@ -436,7 +429,8 @@ void inspect_tunnel(struct conn *c, const struct host *h, uint16_t port,
     ix.client = c->in; /* plain: the client's stream and what came with the head */
     if (tls != NULL)
         bufconn_init(&ix.client, tls, c->buf, sizeof(c->buf));
-    serve_requests(&ix);
+    while (serve_request(&ix))
+        ;
     upstream_close(&ix);
     stream_free(tls); /* before c->snap goes: the session uses its CA's configuration */
     f->reason = ix.end ? ix.end : "closed";

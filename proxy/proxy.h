@@ -264,6 +264,18 @@ int dial_backend(const struct proxy_settings *set, const char *host, uint16_t po
 
 /* ---- exchange.c: one HTTP exchange between a client and an upstream --------- */
 
+/* An upstream connection's buffer: a response head must fit it whole. */
+#define UP_BUF_SIZE (64 * 1024)
+/* A head egressd rebuilds, toward an upstream (from a request head of at
+ * most HTTP_HEAD_MAX) or toward the client (from a response head of at
+ * most UP_BUF_SIZE): the largest it reads, plus what it adds (a space after
+ * each colon, a Host line, Via, Connection and the upgrade lines).  So a
+ * rebuilt head fits, but for a request whose swapped secrets (section 11)
+ * grow it past the room: that one is refused with 431, never sent cut. */
+#define OUT_HEAD_MAX (UP_BUF_SIZE + HTTP_MAX_HEADERS + POLICY_HOST_MAX + 1024)
+_Static_assert(OUT_HEAD_MAX > HTTP_HEAD_MAX + HTTP_MAX_HEADERS + POLICY_HOST_MAX + 1024,
+               "a request head fits too");
+
 /* How sending a request went. */
 enum send_result {
     SENT,

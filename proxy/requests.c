@@ -4,9 +4,10 @@
  * Each head is read within header_timeout, parsed strictly, and handed to
  * the CONNECT (tunnel.c) or absolute-form (forward.c) path; whatever
  * happens, the client gets an answer in egressd's JSON error shape and one
- * log line.  A kept-alive connection's next request is decided under the
- * configuration in force at that moment; one that sends nothing more
- * within header_timeout is closed quietly: an idle client, not a slow one.
+ * log line.  Every request, the first one too, is decided under the
+ * configuration in force when its head is in; a kept-alive connection
+ * that sends nothing more within header_timeout is closed quietly: an idle
+ * client, not a slow one.
  */
 #include "proxy.h"
 
@@ -58,8 +59,8 @@ static bool dispatch(struct conn *c, struct http_msg *m)
     return false;
 }
 
-/* Before a kept-alive request: a reload's rules, and no upstream connection
- * whose address was checked under the old ones. */
+/* Before each request, the first included: a reload's rules, and no
+ * upstream connection whose address was checked under the old ones. */
 static void follow_reload(struct conn *c)
 {
     unsigned gen = c->generation;
@@ -78,10 +79,9 @@ static const char *serve_requests(struct conn *c)
                 head_failed(c, st);
             return first ? "no request" : "idle between requests";
         }
-        if (!first) {
+        if (!first)
             c->t0 = now_ms();
-            follow_reload(c);
-        }
+        follow_reload(c); /* the first too: a reload may have come since the accept */
         struct http_msg m;
         const char *why = NULL;
         if (http_parse_request(c->in.buf, c->in.len, &m, &why) != HTTP_OK) {

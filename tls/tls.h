@@ -38,8 +38,8 @@ enum io_result {
     IO_ERROR,   /* the connection failed (errno may say why) */
 };
 
-/* Milliseconds of CLOCK_MONOTONIC: for deadlines. */
-int64_t now_ms(void);
+/* now_ms(), the clock of every deadline, is policy/'s (policy.h): the
+ * lowest layer needs it too. */
 
 /* One poll(2): revents (> 0) when ready, 0 on timeout, -1 on error. */
 int fd_wait(int fd, short events, int timeout_ms);

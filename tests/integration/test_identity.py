@@ -186,3 +186,55 @@ def test_deny_rule_with_binary_denies_when_identity_is_unknown(start_egressd, or
     finally:
         other.kill()
         other.wait()
+
+
+HIDE_IN_THREAD = r"""
+import ctypes, os, socket, subprocess, sys, threading
+proxy, origin, allowed = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+CLONE_FILES = 0x400
+libc = ctypes.CDLL(None, use_errno=True)
+s = socket.create_connection(("127.0.0.1", proxy), timeout=10)
+s.settimeout(None)  # blocking, for the child's plain reads
+ready, done = threading.Event(), threading.Event()
+
+def keep():  # this thread's own copy of the file table keeps the socket
+    if libc.unshare(CLONE_FILES) != 0:
+        raise OSError(ctypes.get_errno(), "unshare")
+    ready.set()
+    done.wait(30)
+
+t = threading.Thread(target=keep, daemon=True)
+t.start()
+ready.wait(10)
+send = ("import os, sys\nfd = int(sys.argv[1])\nsys.stdin.readline()\n"
+        "os.write(fd, b'GET http://127.0.0.1:%d/hello HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n')\n"
+        "print(os.read(fd, 200).split(b'\\r\\n')[0].decode(), flush=True)\n" % origin)
+child = subprocess.Popen([allowed, "-c", send, str(s.fileno())], pass_fds=[s.fileno()],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+s.close()  # the leader's table no longer has it: only the thread's and the child's do
+child.stdin.write("go\n")
+child.stdin.flush()
+print(child.stdout.readline().strip(), flush=True)
+child.wait(10)
+done.set()
+"""
+
+
+def test_holder_hidden_in_a_thread_file_table(start_egressd, origin, tmp_path):
+    """A thread that unshared its file table keeps the socket while the
+    process's own table does not: its process is a holder too, and it runs
+    a program the rule does not allow."""
+    allowed = tmp_path / "allowed-python"  # no ancestor of the test runs it
+    shutil.copy(os.path.realpath("/usr/bin/python3"), allowed)
+    e = start_egressd(proxy_config(rules=rule(str(allowed), origin)))
+    r = subprocess.run(["/usr/bin/python3", "-c", HIDE_IN_THREAD, str(e.port), str(origin), str(allowed)],
+                       capture_output=True, text=True, timeout=30)
+    assert " 403 " in r.stdout + " ", r.stdout + r.stderr
+    deny = e.events("forward", action="deny")[0]
+    assert "shared" in deny["reason"], deny
+    # the program alone is allowed: the test is not denied for another reason
+    alone = subprocess.run([str(allowed), "-c", "import urllib.request as u\n"
+                            f"h = u.ProxyHandler({{'http': '{e.url}'}})\n"
+                            f"print(u.build_opener(h).open('http://127.0.0.1:{origin}/hello').status)"],
+                           capture_output=True, text=True, timeout=30)
+    assert alone.stdout.strip() == "200", alone.stdout + alone.stderr

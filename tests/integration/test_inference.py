@@ -440,3 +440,37 @@ def test_empty_body_with_content_length_zero(proxy, backend):
     t0 = time.time()
     assert s.recv(100).startswith(b"HTTP/1.1 200")
     assert time.time() - t0 < 5, "answered at once, not after a body timeout"
+
+
+def test_headers_that_do_not_fit_the_backend_head_431(proxy, backend):
+    """A head under 8 KiB whose forwarded lines grow past the buffer (a
+    space after each colon): refused whole, never sent cut, where the cut
+    line would run into the line with the key."""
+    s = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+    s.sendall(b"CONNECT inference.local:80 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert s.recv(100).startswith(b"HTTP/1.1 200")
+    lines = b"".join(b"accept:%s\r\n" % (b"a" * 73) for _ in range(99))
+    head = b"GET /v1/models HTTP/1.1\r\nHost:a\r\n" + lines + b"\r\n"
+    assert len(head) <= 8192
+    s.sendall(head)
+    raw = read_response(s)
+    assert raw.startswith(b"HTTP/1.1 431 "), raw[:200]
+    assert json.loads(raw.partition(b"\r\n\r\n")[2])["error"]["code"] == "headers_too_large"
+    assert backend.requests() == []
+
+
+@pytest.mark.parametrize("scheme", ["https", "http"])
+def test_expect_100_continue_is_answered(proxy, backend, scheme):
+    """curl asks with `Expect: 100-continue` and waits a second for the 100
+    before it sends a body over 1 KiB; egressd reads the body itself and
+    answers the 100 at once, as the forward path does."""
+    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 4000}]})
+    r = subprocess.run(["curl", "-sS", "-v", "--noproxy", "", "-x", proxy.url, "--cacert", proxy.bundle,
+                        "-H", "Expect: 100-continue", "-H", "content-type: application/json",
+                        "--data-binary", "@-", "-o", "/dev/null", "-w", "%{http_code}",
+                        f"{scheme}://inference.local/v1/chat/completions"],
+                       input=body.encode(), capture_output=True, timeout=30)
+    assert r.stdout == b"200", r.stderr
+    assert b"< HTTP/1.1 100 Continue" in r.stderr, r.stderr.decode(errors="replace")
+    assert b"Done waiting for 100-continue" not in r.stderr
+    assert backend.last()["body"] == body, "the body reached the backend whole"

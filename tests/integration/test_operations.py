@@ -11,7 +11,8 @@ import time
 
 import requests
 
-from conftest import (EGRESSD, INFERENCE_ENV, Egressd, connect_via, inference_config, proxy_config, reload)
+from conftest import (EGRESSD, INFERENCE_ENV, Egressd, connect_via, inference_config, proxy_config, read_response,
+                      reload)
 
 
 def free_port():
@@ -197,12 +198,18 @@ def test_print_env(tmp_path):
     assert env["NODE_EXTRA_CA_CERTS"] == f"{tmp_path}/ca.pem" and env["NODE_USE_ENV_PROXY"] == "1"
 
 
-def test_kept_intercepted_connection_follows_reloads(start_egressd, backend, tmp_path):
+def intercepted_with_a_mock_route(start_egressd, backend, tmp_path):
+    """egressd with a mock route, and a plain tunnel to inference.local: (egressd, socket)."""
     e = start_egressd(inference_config(tmp_path, backend.port, routes="[route canned]\nendpoint = mock://x\n"),
                       env=INFERENCE_ENV)
     s = socket.create_connection(("127.0.0.1", e.port), timeout=10)
     s.sendall(b"CONNECT inference.local:80 HTTP/1.1\r\nHost: x\r\n\r\n")
     assert b" 200 " in s.recv(100)
+    return e, s
+
+
+def test_kept_intercepted_connection_follows_reloads(start_egressd, backend, tmp_path):
+    e, s = intercepted_with_a_mock_route(start_egressd, backend, tmp_path)
     get = b"GET /v1/models HTTP/1.1\r\nHost: inference.local\r\n\r\n"
 
     def models():
@@ -223,6 +230,14 @@ def test_kept_intercepted_connection_follows_reloads(start_egressd, backend, tmp
     assert answer is not None and answer.startswith(b"HTTP/1.1 403"), answer
     assert b'"policy_denied"' in answer and b"Connection: close" in answer
     assert s.recv(100) == b"", "no longer intercepted: answered, then closed"
+
+
+def test_first_intercepted_request_follows_a_reload_after_the_200(start_egressd, backend, tmp_path):
+    e, s = intercepted_with_a_mock_route(start_egressd, backend, tmp_path)
+    reload(e, inference_config(tmp_path, backend.port).replace("inference.local, ", ""))
+    s.sendall(b"GET /v1/models HTTP/1.1\r\nHost: inference.local\r\n\r\n")
+    answer = read_response(s)
+    assert answer.startswith(b"HTTP/1.1 403") and b'"policy_denied"' in answer, answer
 
 
 def test_pool_grows_then_shrinks_to_base(start_egressd, echo_server):
@@ -261,6 +276,23 @@ def test_pool_grows_then_shrinks_to_base(start_egressd, echo_server):
     assert e.stop() == 0
 
 
+def test_first_request_follows_a_reload_after_accept(start_egressd, origin):
+    """A connection accepted before a reload whose first request comes after
+    it: decided under the configuration in force when the request came."""
+    admin = free_port()
+    e = start_egressd(proxy_config(extra_proxy=f"admin = 127.0.0.1:{admin}\n", rules=rules("1-65535")))
+    s = e.connect()
+    deadline = time.time() + 10  # until a worker holds the connection
+    while time.time() < deadline and scrape(admin)['egressd_workers{state="busy"}'] < 1:
+        time.sleep(0.02)
+    assert scrape(admin)['egressd_workers{state="busy"}'] >= 1
+    reload(e, proxy_config(extra_proxy=f"admin = 127.0.0.1:{admin}\n", rules=rules("1")))
+    s.sendall(b"GET http://127.0.0.1:%d/hello HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % origin)
+    f = s.makefile("rb")
+    status = f.readline()
+    assert status.startswith(b"HTTP/1.1 403"), status
+
+
 def test_admin_endpoint_cannot_be_stalled(start_egressd):
     """Idle sockets once held the one-at-a-time admin endpoint 2 s each."""
     admin = free_port()
@@ -271,6 +303,26 @@ def test_admin_endpoint_cannot_be_stalled(start_egressd):
         assert r.status_code == 200 and r.text == "ok\n"
     for s in idle:
         s.close()
+
+
+def test_admin_idle_flood_evicts_the_idle_first(start_egressd):
+    """More idle sockets than the admin table has slots: they push out each
+    other, not a client halfway through its head, and a new client still
+    gets in."""
+    admin = free_port()
+    e = start_egressd(proxy_config(extra_proxy=f"admin = 127.0.0.1:{admin}\n", rules=rules("1")))
+    talking = socket.create_connection(("127.0.0.1", admin), timeout=5)
+    talking.sendall(b"GET /healthz HTTP/1.1\r\n")
+    # an answer to another client means the admin thread has accepted this one too
+    assert requests.get(f"http://127.0.0.1:{admin}/healthz", timeout=3).status_code == 200
+    idle = [socket.create_connection(("127.0.0.1", admin), timeout=5) for _ in range(200)]
+    r = requests.get(f"http://127.0.0.1:{admin}/healthz", timeout=3)
+    assert r.status_code == 200 and r.text == "ok\n", "a new client is not locked out"
+    talking.sendall(b"Host: x\r\n\r\n")
+    assert talking.recv(100).startswith(b"HTTP/1.1 200 "), "the client that was talking kept its slot"
+    for s in idle:
+        s.close()
+    talking.close()
 
 
 def test_admin_on_a_unix_socket(start_egressd, tmp_path):

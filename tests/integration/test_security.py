@@ -1,5 +1,6 @@
 """Regression tests for the security audit's findings: each one drove the
 real binary into a bypass, a crash or a silent close before its fix."""
+import gzip
 import json
 import os
 import socket
@@ -116,6 +117,52 @@ def test_response_framing_is_kept(start_egressd, recorder):
     status, headers = read_head(f)
     assert headers.get("content-length") == "5"
     assert f.read(5) == b"hello"
+
+
+BIG_HEAD = (b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-Long-%02d:%s\r\n" % (i, b"v" * 480) for i in range(80))
+            + b"Content-Length: 5\r\n\r\nhello")
+
+
+@pytest.mark.parametrize("inspected", [False, True])
+def test_response_head_between_32_and_64_KiB_is_relayed_whole(start_egressd, recorder, inspected):
+    """The upstream buffer takes a 64 KiB response head; the rebuilt head
+    (a space after each colon, Via) once had only 32.5 KiB and the client
+    got a silent close."""
+    origin = recorder(BIG_HEAD)
+    rules = allow_local() if not inspected else (
+        f"[allow local]\nhost = 127.0.0.1\nport = {origin.port}\naccess = read-only\n")
+    e = start_egressd(proxy_config(rules=rules))
+    s = e.connect()
+    if inspected:
+        s.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % origin.port)
+        assert s.recv(100).startswith(b"HTTP/1.1 200")
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % origin.port)
+    else:
+        s.sendall(b"GET http://127.0.0.1:%d/big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % origin.port)
+    f = s.makefile("rb")
+    status, headers = read_head(f)
+    assert status.startswith(b"HTTP/1.1 200"), status
+    assert all(headers[f"x-long-{i:02d}"] == "v" * 480 for i in range(80))
+    assert f.read(5) == b"hello"
+
+
+def test_transfer_codings_of_a_response_pass_through(start_egressd, recorder):
+    """`gzip, chunked` from the origin reached the client as a bare
+    `chunked`, and the client took gzip bytes for the content."""
+    data = gzip.compress(b"hello, coded world")
+    origin = recorder(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                      b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
+    e = start_egressd(proxy_config(rules=allow_local()))
+    s = e.connect()
+    s.sendall(b"GET http://127.0.0.1:%d/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % origin.port)
+    f = s.makefile("rb")
+    status, headers = read_head(f)
+    assert status.startswith(b"HTTP/1.1 200") and headers["transfer-encoding"] == "gzip, chunked"
+    body = b""
+    while (size := int(f.readline(), 16)) > 0:
+        body += f.read(size)
+        f.readline()
+    assert gzip.decompress(body) == b"hello, coded world"
 
 
 def test_kept_forward_connection_follows_reloads(start_egressd, origin):

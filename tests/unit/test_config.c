@@ -93,6 +93,10 @@ Test(config, errors_have_lines)
     expect_error("[proxy]\n\nheader_timeout = 10\n", 3, "duration");
     expect_error("[proxy]\nheader_timeout = 0s\n", 2, "above zero");
     expect_error("[proxy]\nidle_timeout = 5 s\n", 2, "duration");
+    expect_error("[proxy]\n\nidle_timeout = 25h\n", 3, "up to 24h");
+    expect_error("[proxy]\nshutdown_timeout = 3000000s\n", 2, "up to 24h");
+    expect_error("[inference]\nhost = a\nstream_idle_timeout = 1000h\n", 3, "up to 24h");
+    expect_error("[route r]\nendpoint = mock://x\ntimeout = 48h\n", 3, "up to 24h");
     expect_error("[proxy]\nlog_format = xml\n", 2, "json or text");
     expect_error("[proxy]\nlog_level = loud\n", 2, "debug, info");
     expect_error("[proxy]\nunsafe_allow_loopback = maybe\n", 2, "yes or no");
@@ -227,6 +231,14 @@ Test(config, values)
     cr_assert_neq(parse_duration_ms("10", &ms), 0);
     cr_assert_neq(parse_duration_ms("-1s", &ms), 0);
     cr_assert_neq(parse_duration_ms("5000000h", &ms), 0);
+    cr_assert_eq(parse_duration_ms("24h", &ms), 0); /* the longest: still an int of ms */
+    cr_assert_eq(ms, 86400000);
+    cr_assert_eq(parse_duration_ms("86400000ms", &ms), 0);
+    cr_assert_neq(parse_duration_ms("25h", &ms), 0);
+    cr_assert_neq(parse_duration_ms("1441m", &ms), 0);
+    cr_assert_neq(parse_duration_ms("86401s", &ms), 0);
+    cr_assert_neq(parse_duration_ms("86400001ms", &ms), 0);
+    cr_assert_neq(parse_duration_ms("2147484s", &ms), 0); /* past INT_MAX ms once cast */
     cr_assert_eq(parse_size("10M", &sz), 0);
     cr_assert_eq(sz, 10u << 20);
     cr_assert_eq(parse_size("2k", &sz), 0);
@@ -470,19 +482,21 @@ Test(config, empty_values)
 
 Test(config, value_messages)
 {
-    expect_report("[proxy]\nlisten = example.com:80\nadmin = nope\nheader_timeout = 10\n"
-                  "shutdown_timeout = x\nlog_format = xml\nlog_level = loud\n"
-                  "unsafe_allow_loopback = maybe\nsandbox_pid = 0\nqueue = 99999999\n",
-                  "2: listen: 'example.com:80' is not an address (127.0.0.1:3128, [::1]:3128)\n"
-                  "3: admin: 'nope' is not an address (127.0.0.1:9128, or "
-                  "unix:/run/egressd/admin.sock)\n"
-                  "4: header_timeout: '10' is not a duration (like 500ms, 10s, 5m, 1h) above zero\n"
-                  "5: shutdown_timeout: 'x' is not a duration (like 500ms, 10s, 5m, 1h)\n"
-                  "6: log_format: 'xml' is not json or text\n"
-                  "7: log_level: 'loud' is not debug, info, warn or error\n"
-                  "8: unsafe_allow_loopback: 'maybe' is not yes or no\n"
-                  "9: sandbox_pid: '0' is not a whole number from 1 to 4194304\n"
-                  "10: queue: '99999999' is not a whole number from 1 to 1048576\n");
+    expect_report(
+        "[proxy]\nlisten = example.com:80\nadmin = nope\nheader_timeout = 10\n"
+        "shutdown_timeout = x\nlog_format = xml\nlog_level = loud\n"
+        "unsafe_allow_loopback = maybe\nsandbox_pid = 0\nqueue = 99999999\n",
+        "2: listen: 'example.com:80' is not an address (127.0.0.1:3128, [::1]:3128)\n"
+        "3: admin: 'nope' is not an address (127.0.0.1:9128, or "
+        "unix:/run/egressd/admin.sock)\n"
+        "4: header_timeout: '10' is not a duration (like 500ms, 10s, 5m, 1h) above zero up "
+        "to 24h\n"
+        "5: shutdown_timeout: 'x' is not a duration (like 500ms, 10s, 5m, 1h) up to 24h\n"
+        "6: log_format: 'xml' is not json or text\n"
+        "7: log_level: 'loud' is not debug, info, warn or error\n"
+        "8: unsafe_allow_loopback: 'maybe' is not yes or no\n"
+        "9: sandbox_pid: '0' is not a whole number from 1 to 4194304\n"
+        "10: queue: '99999999' is not a whole number from 1 to 1048576\n");
     expect_report("[tls]\nca_cert = relative.pem\n[inference]\nhost = a\nmax_request_body = 2G\n",
                   "2: ca_cert: 'relative.pem' is not an absolute path (under 256 bytes)\n"
                   "5: max_request_body: '2G' is not a size from 1 byte to 1G (like 512K, 10M)\n");
@@ -490,7 +504,7 @@ Test(config, value_messages)
                   "models = a,,b\n",
                   "3: provider: 'google' is not openai, anthropic or nvidia\n"
                   "4: model: 'a\"b' is too long or has quotes or backslashes\n"
-                  "5: timeout: '0s' is not a duration above zero\n"
+                  "5: timeout: '0s' is not a duration above zero up to 24h\n"
                   "6: models: an empty item in the list (a stray comma?)\n");
 }
 
@@ -730,7 +744,10 @@ Test(config, budget_errors)
     }
     expect_error("[route a]\nendpoint = mock://x\n[budget b]\nroutes = a\nwindow = 500ms\n"
                  "tokens = 1\n",
-                 5, "at least 1s");
+                 5, "from 1s to 24h");
+    expect_error("[route a]\nendpoint = mock://x\n[budget b]\nroutes = a\nwindow = 25h\n"
+                 "tokens = 1\n",
+                 5, "from 1s to 24h");
     expect_error("[route a]\nendpoint = mock://x\n[budget b]\nroutes = a\nwindow = 1x\n"
                  "tokens = 1\n",
                  5, "window");

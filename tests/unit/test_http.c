@@ -176,7 +176,10 @@ Test(http, responses)
         "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
         "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
         "HTTP/1.1 200 OK\nServer: x\n\n",
-        "HTTP/1.1 099 Odd\r\n\r\n"};
+        "HTTP/1.1 099 Odd\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", /* chunked twice */
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked,\r\n\r\n"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         cr_assert_eq(http_parse_response(bad[i], strlen(bad[i]), false, &m, &why), HTTP_BAD,
                      "accepted %s", bad[i]);
@@ -760,6 +763,33 @@ Test(hop, framing_is_egressds_and_connection_names_stop_here)
     http_put_end_to_end(&b, &m);
     cr_assert_str_eq(out, "Transfer-Encoding: chunked\r\n",
                      "written by egressd, whatever Connection says");
+}
+
+Test(hop, transfer_codings_pass_with_the_body)
+{
+    static const struct {
+        const char *te;
+        bool coded;
+    } cases[] = {{"gzip, chunked", true},
+                 {"gzip,chunked", true},
+                 {"chunked", false},
+                 {"Chunked", false},
+                 {"x-custom ,\tchunked", true}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char head[256], out[256], want[128];
+        struct http_msg m;
+        const char *why = NULL;
+        struct sbuf b;
+        snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nTransfer-Encoding: %s\r\n\r\n",
+                 cases[i].te);
+        cr_assert_eq(http_parse_response(head, strlen(head), false, &m, &why), HTTP_OK, "%s: %s",
+                     cases[i].te, why);
+        sbuf_init(&b, out, sizeof(out));
+        http_put_end_to_end(&b, &m);
+        snprintf(want, sizeof(want), "Transfer-Encoding: %s\r\n", cases[i].te);
+        cr_assert_str_eq(out, want, "the origin's codings, not a bare chunked");
+        cr_assert_eq(http_transfer_coded(&m), cases[i].coded, "%s", cases[i].te);
+    }
 }
 
 Test(sbuf, never_writes_past_and_remembers_the_cut)

@@ -589,25 +589,79 @@ Test(trust, first_use_pins_the_content)
     snprintf(other, sizeof(other), "%s/other", dir);
     struct trust_store *fp = trust_store_new();
     int fd = write_file(path, "version one");
-    cr_assert_null(trust_check(fp, fd, path), "first use is trusted");
-    cr_assert_null(trust_check(fp, fd, path), "unchanged");
+    cr_assert_null(trust_check(fp, fd, path, now_ms() + 5000), "first use is trusted");
+    cr_assert_null(trust_check(fp, fd, path, now_ms() + 5000), "unchanged");
     close(fd);
     usleep(20000); /* a distinct mtime */
     fd = write_file(path, "version two");
-    const char *why = trust_check(fp, fd, path);
+    const char *why = trust_check(fp, fd, path, now_ms() + 5000);
     cr_assert_not_null(why, "changed in place: refused");
     cr_assert(strstr(why, "binary integrity") != NULL, "%s", why);
     close(fd);
     fd = write_file(other, "version two");
-    cr_assert_null(trust_check(fp, fd, other), "the same content elsewhere is its own path");
+    cr_assert_null(trust_check(fp, fd, other, now_ms() + 5000),
+                   "the same content elsewhere is its own path");
     close(fd);
     fd = write_file(path, "version one");
-    cr_assert_null(trust_check(fp, fd, path), "back to what was trusted");
+    cr_assert_null(trust_check(fp, fd, path, now_ms() + 5000), "back to what was trusted");
     close(fd);
     trust_store_free(fp);
     unlink(path);
     unlink(other);
     rmdir(dir);
+}
+
+Test(trust, too_large_or_too_late_is_denied)
+{
+    char dir[] = "/tmp/egressd-fp-XXXXXX", path[64];
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/huge", dir);
+    struct trust_store *fp = trust_store_new();
+    int fd = write_file(path, "");
+    cr_assert_eq(truncate(path, (off_t)TRUST_HASH_MAX + 1), 0); /* sparse: no disk used */
+    const char *why = trust_check(fp, fd, path, now_ms() + 5000);
+    cr_assert(why != NULL && strstr(why, "too large to hash") != NULL, "%s", why ? why : "trusted");
+    close(fd);
+    fd = write_file(path, "a small tool");
+    why = trust_check(fp, fd, path, now_ms() - 1);
+    cr_assert(why != NULL && strstr(why, "ran out of time") != NULL, "%s", why ? why : "trusted");
+    cr_assert_null(trust_check(fp, fd, path, now_ms() + 5000),
+                   "in time: trusted, never pinned late");
+    close(fd);
+    trust_store_free(fp);
+    unlink(path);
+    rmdir(dir);
+}
+
+/* The lookup of a real loopback connection's holder, by a deadline. */
+static const char *lookup_reason(int64_t deadline)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    int l = socket(AF_INET, SOCK_STREAM, 0), c = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(l >= 0 && c >= 0);
+    cr_assert_eq(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(l, 1), 0);
+    cr_assert_eq(getsockname(l, (struct sockaddr *)&a, &len), 0);
+    cr_assert_eq(connect(c, (struct sockaddr *)&a, sizeof(a)), 0);
+    int s = accept(l, NULL, NULL);
+    struct trust_store *ts = trust_store_new();
+    struct identity *id = identity_lookup(s, 0, ts, deadline);
+    cr_assert_not_null(id);
+    const char *why = id->unresolved; /* static */
+    identity_free(id);
+    trust_store_free(ts);
+    close(s), close(c), close(l);
+    return why;
+}
+
+Test(identity, the_lookup_has_a_deadline)
+{
+    /* the only holder is this process, which the lookup never counts */
+    const char *why = lookup_reason(now_ms() + 5000);
+    cr_assert(why != NULL && strstr(why, "no visible process") != NULL, "%s", why ? why : "none");
+    why = lookup_reason(now_ms() - 1);
+    cr_assert(why != NULL && strstr(why, "ran out of time") != NULL, "%s", why ? why : "none");
 }
 
 /* ---- request rules (DESIGN section 10) ---- */
