@@ -89,11 +89,12 @@ static bool country_second_level(const char *name)
 {
     static const char *const sld[] = {"co", "com", "net", "org", "gov", "edu", "ac",
                                       "or", "ne",  "go",  "gv",  "mil", "ltd", "plc"};
-    const char *tld = last_labels(name, 1), *two = last_labels(name, 2);
-    if (strlen(tld) != 2 || two == name + strlen(name))
+    const char *tld = last_labels(name, 1), *second = last_labels(name, 2);
+    size_t len = (size_t)(tld - second); /* the second level and its dot */
+    if (labels(name) < 2 || strlen(tld) != 2)
         return false;
     for (size_t i = 0; i < sizeof(sld) / sizeof(sld[0]); i++)
-        if (strlen(sld[i]) == (size_t)(tld - two - 1) && strncmp(two, sld[i], strlen(sld[i])) == 0)
+        if (strlen(sld[i]) + 1 == len && strncmp(second, sld[i], len - 1) == 0)
             return true;
     return false;
 }
@@ -270,11 +271,12 @@ static int collect(struct suggestion *sg, const struct denial_seen *seen, size_t
     for (size_t i = 0; i < sg->nc; i++) {
         const char *name = sg->c[i].s->host;
         if (sg->nh == 0 || strcmp(sg->h[sg->nh - 1].name, name) != 0) {
-            const char *dot = strchr(name, '.');
-            bool ip = strchr(name, ':') != NULL || policy_registrable(name) == NULL ||
-                      (name[strlen(name) - 1] >= '0' && name[strlen(name) - 1] <= '9');
-            sg->h[sg->nh++] = (struct dhost){name, ip || dot == NULL ? NULL : dot + 1,
-                                             ip ? NULL : policy_registrable(name), -1};
+            /* an IP literal, or a name with no registrable domain, is never grouped */
+            const char *dot = strchr(name, '.'), *reg = policy_registrable(name);
+            char last = name[strlen(name) - 1];
+            bool lone = strchr(name, ':') != NULL || reg == NULL || (last >= '0' && last <= '9');
+            sg->h[sg->nh++] =
+                (struct dhost){name, lone || dot == NULL ? NULL : dot + 1, lone ? NULL : reg, -1};
         }
         sg->c[i].host = sg->nh - 1;
     }
@@ -288,7 +290,7 @@ struct merged {
     uint16_t ports[PORTS_MAX];
     size_t n_ports;
     const char *binary;
-    bool one_binary, requests, reads_only, any_path;
+    bool one_binary, requests, reads_only, any_path, ports_cut;
     const char *methods[LIST_MAX];
     size_t n_methods;
     char paths[LIST_MAX][SUGGEST_PATHS];
@@ -309,8 +311,12 @@ static void add_port(struct merged *m, uint16_t port)
     size_t i = 0;
     while (i < m->n_ports && m->ports[i] < port)
         i++;
-    if ((i < m->n_ports && m->ports[i] == port) || m->n_ports == PORTS_MAX)
+    if (i < m->n_ports && m->ports[i] == port)
         return;
+    if (m->n_ports == PORTS_MAX) {
+        m->ports_cut = true; /* said in the note */
+        return;
+    }
     memmove(&m->ports[i + 1], &m->ports[i], (m->n_ports - i) * sizeof(m->ports[0]));
     m->ports[i] = port;
     m->n_ports++;
@@ -371,6 +377,8 @@ static void note_for(const struct cand *c, size_t n, unsigned long long total,
         text_append(note, cap, "; all from %s", m->binary);
     if (m->any_path)
         text_append(note, cap, "; more than %d paths: any path proposed", LIST_MAX);
+    if (m->ports_cut)
+        text_append(note, cap, "; more than %d ports: the others not proposed", PORTS_MAX);
 }
 
 static int propose(struct suggestion *sg, const struct group *g, const struct cand *c, size_t n,

@@ -7,7 +7,8 @@
  * consumed, so that whichever side reads next sees them whole: mbedTLS for
  * a ClientHello, the inference loop for a request line.  Bytes that came
  * with the CONNECT head were already read; they are classified first and
- * handed on with the stream.
+ * handed on with the stream.  Request rules still apply to each call: a
+ * deny rule with methods or paths refuses it in the API's error shape.
  */
 #include "proxy.h"
 

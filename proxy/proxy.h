@@ -3,10 +3,12 @@
  *
  * The calls run one way, file by file:
  *   main -> server -> pool -> requests -> tunnel, forward, intercept
- *        -> conn -> dial, relay, log, metrics
- * and main -> admin -> pool (its gauges).  A connection carries a small
- * runtime (the configuration holder, the trust store, the stop flag), not
- * the server, so nothing below the server can call back into it.
+ *        -> local -> conn -> dial, relay, denials, log, metrics
+ * with local -> access; main -> admin -> pool (its gauges), denials,
+ * access; main -> suggest -> denials.  A connection carries a small
+ * runtime (the configuration holder, the trust store, the denial record
+ * and access requests, the stop flag), not the server, so nothing below
+ * the server can call back into it.
  *
  * Error conventions: handlers return a bool, true when the connection may
  * carry another request; pipeline steps return an enum named for them

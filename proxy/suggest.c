@@ -56,8 +56,10 @@ static void member(const char *js, const struct json_span *sp, char *out, size_t
 }
 
 /* One denial (a log line, whose stage is "denial", or an entry of
- * /denials, whose stage is "stage") into the record. */
-static bool add_one(struct denials *rec, const char *js, size_t len, const char *stage_key)
+ * /denials, whose stage is "stage") into the record: how many it counts
+ * for, 0 when it is no denial. */
+static unsigned long long add_one(struct denials *rec, const char *js, size_t len,
+                                  const char *stage_key)
 {
     const char *const keys[F_N] = {stage_key, "host", "port",   "binary", "method",
                                    "path",    "rule", "reason", "count"};
@@ -65,14 +67,14 @@ static bool add_one(struct denials *rec, const char *js, size_t len, const char 
     char f[F_N][FIELD_TEXT];
     const char *why;
     if (json_object_scan(js, len, keys, F_N, sp, &why) != JSON_OK || !sp[F_DENIAL].found)
-        return false;
+        return 0;
     for (int i = 0; i < F_N; i++)
         member(js, &sp[i], f[i], sizeof(f[i]));
     int stage = stage_from(f[F_DENIAL]);
     unsigned long port = strtoul(f[F_PORT], NULL, 10);
     unsigned long long count = sp[F_COUNT].found ? strtoull(f[F_COUNT], NULL, 10) : 1;
     if (stage < 0 || f[F_HOST][0] == '\0' || port == 0 || port > 65535 || count == 0)
-        return false;
+        return 0;
     bool rq = f[F_METHOD][0] != '\0' && f[F_PATH][0] == '/';
     struct denial_note n = {.stage = (enum denial_stage)stage,
                             .host = f[F_HOST],
@@ -83,7 +85,7 @@ static bool add_one(struct denials *rec, const char *js, size_t len, const char 
                             .rule = f[F_RULE],
                             .reason = f[F_REASON]};
     denials_add(rec, &n, count, 0, 0);
-    return true;
+    return count;
 }
 
 /* Denials from a JSON log, one line at a time; how many, or -1. */
@@ -101,8 +103,8 @@ static long from_log(struct denials *rec, const char *path)
     while ((n = getline(&line, &cap, in)) > 0) {
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
             line[--n] = '\0';
-        if (n < LOG_LINE_MAX && add_one(rec, line, (size_t)n, "denial"))
-            found++;
+        if (n < LOG_LINE_MAX)
+            found += (long)add_one(rec, line, (size_t)n, "denial");
     }
     free(line);
     if (in != stdin)
@@ -207,7 +209,7 @@ static long from_admin(struct denials *rec, const char *url)
     }
     const char *body = answer + head;
     while (json_array_next(body, &arr, &pos, &el))
-        found += add_one(rec, body + el.start, el.end - el.start, "stage");
+        found += (long)add_one(rec, body + el.start, el.end - el.start, "stage");
     free(answer);
     return found;
 }
