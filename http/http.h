@@ -295,8 +295,8 @@ int json_string(const char *tok, size_t len, char *out, size_t cap, const char *
  * separators escaped, invalid UTF-8 as U+FFFD), NUL-terminated, cut if
  * needed. */
 size_t json_escape(char *dst, size_t cap, const char *src);
-/* ,"name":"value" (escaped; the first JSON_MEMBER_MAX bytes of it) onto b;
- * nothing when value is NULL. */
+/* ,"name":"value" onto b, the value escaped and cut (at a character) to
+ * fit 6 * JSON_MEMBER_MAX bytes; nothing when value is NULL. */
 #define JSON_MEMBER_MAX 1024
 void json_put_member(struct sbuf *b, const char *name, const char *value);
 

@@ -71,7 +71,7 @@ static bool serve_denials(struct conn *c, bool keep)
     return keep;
 }
 
-/* The body of an access request, whole and bounded; NULL with *why. */
+/* The body of an access request, whole and bounded; false with *why. */
 static bool read_request_body(struct conn *c, const struct http_msg *m, struct body_buffer *b,
                               const char **why)
 {
@@ -82,6 +82,12 @@ static bool read_request_body(struct conn *c, const struct http_msg *m, struct b
                               .deadline = now_ms() + c->set->header_timeout_ms,
                               .decode = true};
     struct body_sink sink = {body_buffer_put, b};
+    static const char go_on[] = "HTTP/1.1 100 Continue\r\n\r\n"; /* curl waits for it */
+    if (m->expect_continue && m->framing != BODY_NONE &&
+        stream_write_all(c->in.s, go_on, sizeof(go_on) - 1, lim.deadline) != IO_OK) {
+        *why = "the client went away";
+        return false;
+    }
     enum pump_result r =
         http_pump_body(&c->in, m->framing, m->content_length, &lim, &sink, &moved, why);
     if (r == PUMP_TOO_LARGE)

@@ -242,6 +242,15 @@ def test_access_request_round_trip(start_egressd, tmp_path):
     assert metrics(tmp_path)["egressd_access_requests_total"] == 1
     code, _, _ = connect_error(e.port, "pypi.org:443")
     assert code == 403, "asking allows nothing"
+    # a client that waits for 100 Continue (curl does, past 1 KiB) gets it
+    body = json.dumps({"host": "files.test", "port": 443, "path": "/" + "p" * 700, "reason": "r" * 500}).encode()
+    s = socket.create_connection(("127.0.0.1", e.port), timeout=10)
+    s.sendall(b"POST http://egressd.local/requests HTTP/1.1\r\nHost: egressd.local\r\n"
+              b"Expect: 100-continue\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body))
+    assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    s.sendall(body)
+    assert read_response(s).startswith(b"HTTP/1.1 201 Created\r\n")
+    assert len(json.loads(admin(tmp_path, "/requests")[1])["requests"]) == 2
 
 
 @pytest.mark.parametrize("body,why", [
@@ -250,6 +259,7 @@ def test_access_request_round_trip(start_egressd, tmp_path):
     (json.dumps({"host": "pypi.org", "reason": "x"}), "port: missing"),
     (json.dumps({"host": "pypi.org", "port": 443}), "reason: missing"),
     (json.dumps({"host": "pypi.org", "port": 443, "reason": "x", "method": "get"}), "method:"),
+    (json.dumps({"host": "pypi.org", "port": 443, "reason": "x" * 600}), "reason: the string is too long"),
     (json.dumps({"host": "pypi.org", "port": 443, "reason": "x" * 5000}), "larger than 4 KiB"),
 ])
 def test_malformed_access_requests_get_400(start_egressd, tmp_path, body, why):
