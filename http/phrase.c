@@ -34,6 +34,7 @@ static const struct {
     {"upstream_tls", "TLS to %D failed (not a policy decision; tell the operator)"},
     {"upstream_error", "%D sent an answer egressd cannot relay (not a policy decision)"},
     {"upstream_unavailable", "the inference backend is unavailable (retry later)"},
+    {"budget_exceeded", "an inference budget is spent (retry after Retry-After seconds)"},
     {"overloaded", "too busy to take this request (retry in a moment)"},
     {"bad_request", "malformed request: %X"},
     {"headers_too_large", "request head larger than 8 KiB (send fewer or smaller headers)"},
