@@ -341,3 +341,25 @@ def test_request_rule_denies_an_inference_call_in_its_shape(start_egressd, backe
     rec = denials(tmp_path)["denials"]
     assert [(d["host"], d["method"], d["path"], d["stage"]) for d in rec] == [
         ("inference.local", "POST", "/v1/embeddings", "request")]
+
+
+# ---- secrets --------------------------------------------------------------------------------------------
+
+def test_a_refused_secret_is_a_denial_of_its_own_stage(start_egressd, origin, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("real-value-0123456789\n")
+    token.chmod(0o600)
+    placeholder = "egressd_placeholder_0123456789"
+    secret = (f"[secret gh]\nvalue_file = {token}\nplaceholder = {placeholder}\nhosts = bound.test\n")
+    rules = f"[allow origin]\nhost = 127.0.0.1\nport = {origin}\n"
+    e = start_egressd(admin_config(tmp_path, rules=rules) + secret)
+    r = session().get(f"http://127.0.0.1:{origin}/hello", headers={"Authorization": f"Bearer {placeholder}"},
+                      proxies={"http": e.url}, timeout=10)
+    assert r.status_code == 403 and r.json()["error"] == "secret_not_allowed"
+    assert r.reason.startswith(f"egressd policy: a secret may not be sent to 127.0.0.1:{origin} ("), r.reason
+    assert "hint" not in r.json(), "an allow rule would not help"
+    rec = denials(tmp_path)["denials"]
+    assert [(d["host"], d["port"], d["stage"]) for d in rec] == [("127.0.0.1", origin, "secret")]
+    assert "secret 'gh'" in rec[0]["reason"]
+    assert metrics(tmp_path)['egressd_denials_total{stage="secret"}'] == 1
+    assert "real-value" not in e.logpath.read_text()
