@@ -21,12 +21,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define FETCH_MS     10000       /* the whole admin request */
 #define FETCH_MAX    (64u << 20) /* the admin's answer */
 #define LOG_LINE_MAX (64 * 1024) /* longer log lines are not egressd's */
 #define CONFIG_MAX   (64u << 20)
+#define PROBLEM_MAX  300  /* what the check says of a proposal */
 #define FIELD_TEXT   2056 /* a decoded path, as logged, fits */
 
 enum { F_DENIAL, F_HOST, F_PORT, F_BINARY, F_METHOD, F_PATH, F_RULE, F_REASON, F_COUNT, F_N };
@@ -222,11 +224,14 @@ struct printer {
     size_t proposed, refused, noted;
 };
 
+/* The configuration's text (the loader has read it already: it fits). */
 static char *read_text(const char *path)
 {
     FILE *f = fopen(path, "rb");
-    char *buf = f ? malloc(CONFIG_MAX + 1) : NULL;
-    size_t n = buf ? fread(buf, 1, CONFIG_MAX, f) : 0;
+    struct stat st;
+    bool sized = f != NULL && fstat(fileno(f), &st) == 0 && st.st_size <= (off_t)CONFIG_MAX;
+    char *buf = sized ? malloc((size_t)st.st_size + 1) : NULL;
+    size_t n = buf ? fread(buf, 1, (size_t)st.st_size, f) : 0;
     if (f != NULL)
         fclose(f);
     if (buf != NULL)
@@ -239,7 +244,7 @@ static void first_problem(void *ctx, const char *file, int line, const char *msg
     char *out = ctx;
     (void)file, (void)line;
     if (out[0] == '\0')
-        snprintf(out, 300, "%s", msg);
+        snprintf(out, PROBLEM_MAX, "%s", msg);
 }
 
 /* The configuration with the proposal, loaded as -t would: -1 (problem
@@ -251,7 +256,7 @@ static int check(const struct printer *pr, const char *section, char *problem)
     char *text = malloc(clen + slen + 2);
     problem[0] = '\0';
     if (text == NULL) {
-        snprintf(problem, 300, "out of memory");
+        snprintf(problem, PROBLEM_MAX, "out of memory");
         return -1;
     }
     memcpy(text, pr->config, clen);
@@ -264,7 +269,7 @@ static int check(const struct printer *pr, const char *section, char *problem)
     size_t added = policy_warning_count(p) - pr->base_warnings;
     int line;
     if (added > 0)
-        snprintf(problem, 300, "%s", policy_warning(p, policy_warning_count(p) - 1, &line));
+        snprintf(problem, PROBLEM_MAX, "%s", policy_warning(p, policy_warning_count(p) - 1, &line));
     policy_unref(p);
     return (int)added;
 }
@@ -282,7 +287,7 @@ static void print_commented(const char *section)
 static void emit(void *ctx, const char *section, const char *note)
 {
     struct printer *pr = ctx;
-    char problem[300];
+    char problem[PROBLEM_MAX];
     if (section == NULL) {
         if (pr->noted++ == 0)
             printf("\n; not proposed:\n");
