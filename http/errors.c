@@ -6,7 +6,9 @@
  * why.  One writer frames them all: section 5's shape written here, the
  * inference APIs' shapes (built by inference/) and the admin endpoint's
  * plain answers.  After an error the connection closes unless its caller
- * read the request whole and keeps it.
+ * read the request whole and keeps it.  The status line's reason phrase
+ * says what happened and what to do (phrase.c); the body adds the hint,
+ * an [allow] section that would admit a denied request.
  */
 #include "http.h"
 
@@ -26,12 +28,13 @@ const struct http_error ERR_UNSUPPORTED_PROTOCOL = {403, "unsupported_protocol"}
 const struct http_error ERR_UPSTREAM_TLS = {502, "upstream_tls"};
 const struct http_error ERR_SECRET_NOT_ALLOWED = {403, "secret_not_allowed"};
 const struct http_error ERR_BODY_TOO_LARGE = {413, "body_too_large"};
+const struct http_error ERR_NOT_FOUND = {404, "not_found"};
 
-void http_put_answer_with(struct sbuf *out, int status, const char *code, const char *ctype,
-                          const char *extra, const char *body, size_t blen, bool keep)
+void http_put_answer(struct sbuf *out, int status, const char *phrase, const char *code,
+                     const char *ctype, const char *extra, const char *body, size_t blen, bool keep)
 {
     sbuf_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n", status,
-                http_reason_phrase(status), ctype, blen);
+                phrase ? phrase : http_reason_phrase(status), ctype, blen);
     if (code != NULL)
         sbuf_printf(out, "X-Egressd-Error: %s\r\n", code);
     if (extra != NULL)
@@ -40,37 +43,22 @@ void http_put_answer_with(struct sbuf *out, int status, const char *code, const 
     sbuf_add(out, body, blen);
 }
 
-void http_put_answer(struct sbuf *out, int status, const char *code, const char *ctype,
-                     const char *body, size_t blen, bool keep)
-{
-    http_put_answer_with(out, status, code, ctype, NULL, body, blen, keep);
-}
-
-/* ,"name":"value" when there is a value. */
-static void put_member(struct sbuf *out, const char *name, const char *value)
-{
-    char esc[512];
-    if (value == NULL)
-        return;
-    json_escape(esc, sizeof(esc), value);
-    sbuf_printf(out, ",\"%s\":\"%s\"", name, esc);
-}
-
 void http_put_error_json(struct sbuf *out, const struct http_error_info *info)
 {
     sbuf_printf(out, "{\"error\":\"%s\"", info->e->code);
-    put_member(out, "detail", info->detail ? info->detail : "");
-    put_member(out, "rule", info->rule);
-    put_member(out, "method", info->method);
-    put_member(out, "path", info->path);
-    put_member(out, "message", info->message);
+    json_put_member(out, "detail", info->detail ? info->detail : "");
+    json_put_member(out, "rule", info->rule);
+    json_put_member(out, "method", info->method);
+    json_put_member(out, "path", info->path);
+    json_put_member(out, "message", info->message);
+    json_put_member(out, "hint", info->hint);
     sbuf_str(out, "}\n");
 }
 
 enum io_result http_send_error_info(struct stream *s, const struct http_error_info *info,
                                     int64_t deadline)
 {
-    char body[2048], out[2560];
+    char body[4096], out[4096 + 512], phrase[HTTP_PHRASE_MAX + 1];
     struct sbuf b, o;
     sbuf_init(&b, body, sizeof(body));
     http_put_error_json(&b, info);
@@ -79,9 +67,10 @@ enum io_result http_send_error_info(struct stream *s, const struct http_error_in
         sbuf_init(&b, body, sizeof(body));
         http_put_error_json(&b, &bare);
     }
+    http_error_phrase(phrase, sizeof(phrase), info);
     sbuf_init(&o, out, sizeof(out));
-    http_put_answer(&o, info->e->status, info->e->code, "application/json", b.buf, b.len,
-                    info->keep);
+    http_put_answer(&o, info->e->status, phrase, info->e->code, "application/json", NULL, b.buf,
+                    b.len, info->keep);
     return o.cut ? IO_ERROR : stream_write_all(s, o.buf, o.len, deadline); /* never a cut answer */
 }
 

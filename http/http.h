@@ -284,6 +284,10 @@ enum json_result {
  * one equal up to a NUL) makes the body JSON_AMBIGUOUS; *why says so. */
 enum json_result json_object_scan(const char *js, size_t len, const char *const *keys, size_t nkeys,
                                   struct json_span *spans, const char **why);
+/* The elements of the array arr (a span found by json_object_scan, so
+ * valid), one at a time: *pos 0 to begin; false after the last. */
+bool json_array_next(const char *js, const struct json_span *arr, size_t *pos,
+                     struct json_span *elem);
 /* Decode a JSON string token (quotes included) to UTF-8; its length, or -1
  * with *why (not a string, contains a NUL, does not fit). */
 int json_string(const char *tok, size_t len, char *out, size_t cap, const char **why);
@@ -291,6 +295,10 @@ int json_string(const char *tok, size_t len, char *out, size_t cap, const char *
  * separators escaped, invalid UTF-8 as U+FFFD), NUL-terminated, cut if
  * needed. */
 size_t json_escape(char *dst, size_t cap, const char *src);
+/* ,"name":"value" onto b, the value escaped and cut (at a character) to
+ * fit 6 * JSON_MEMBER_MAX bytes; nothing when value is NULL. */
+#define JSON_MEMBER_MAX 1024
+void json_put_member(struct sbuf *b, const char *name, const char *value);
 
 /* ---- errors.c: the answers egressd writes itself ---- */
 
@@ -301,26 +309,41 @@ struct http_error {
 extern const struct http_error ERR_BAD_REQUEST, ERR_HEADERS_TOO_LARGE, ERR_REQUEST_TIMEOUT,
     ERR_POLICY_DENIED, ERR_SSRF_DENIED, ERR_DNS_FAILURE, ERR_UPSTREAM_UNREACHABLE,
     ERR_UPSTREAM_TIMEOUT, ERR_OVERLOADED, ERR_USE_CONNECT, ERR_UPSTREAM_ERROR, ERR_MISDIRECTED,
-    ERR_UNSUPPORTED_PROTOCOL, ERR_UPSTREAM_TLS, ERR_SECRET_NOT_ALLOWED, ERR_BODY_TOO_LARGE;
+    ERR_UNSUPPORTED_PROTOCOL, ERR_UPSTREAM_TLS, ERR_SECRET_NOT_ALLOWED, ERR_BODY_TOO_LARGE,
+    ERR_NOT_FOUND;
 
 /* One error egressd answers, with what it can say about it (NULL: not
  * said).  keep: the request was read whole and the connection goes on. */
 struct http_error_info {
     const struct http_error *e;
     const char *detail, *rule, *method, *path, *message;
+    const char *host;  /* the destination, for the reason phrase */
+    unsigned port;     /* with host */
+    const char *hint;  /* an [allow] section that would admit the request */
+    bool by_deny_rule; /* a deny rule refused it: no allow rule would help */
     bool keep;
 };
 
-/* An answer's head and body into out: the status line, Content-Type,
- * Content-Length, X-Egressd-Error: code, and Connection: close unless
- * keep. */
-void http_put_answer(struct sbuf *out, int status, const char *code, const char *ctype,
-                     const char *body, size_t blen, bool keep);
-/* The same with extra header lines ("Name: value\r\n"...; NULL: none). */
-void http_put_answer_with(struct sbuf *out, int status, const char *code, const char *ctype,
-                          const char *extra, const char *body, size_t blen, bool keep);
+/* ---- phrase.c: the reason phrase of an error ---- */
+
+#define HTTP_PHRASE_MAX 200
+/* What happened and what to do, for the status line of info's answer:
+ * printable ASCII only (any other byte, from a host name, a path or a
+ * message, becomes '?'), at most HTTP_PHRASE_MAX bytes (cut with "..."). */
+void http_error_phrase(char *out, size_t cap, const struct http_error_info *info);
+/* In place: bytes outside printable ASCII become '?'; longer than max
+ * (at least 4): cut to max bytes, the last three "...". */
+void http_phrase_clean(char *s, size_t max);
+
+/* An answer's head and body into out: the status line (with phrase, or
+ * the status's usual one when NULL), Content-Type, Content-Length,
+ * X-Egressd-Error: code, extra header lines ("Name: value\r\n"...; NULL:
+ * none), and Connection: close unless keep. */
+void http_put_answer(struct sbuf *out, int status, const char *phrase, const char *code,
+                     const char *ctype, const char *extra, const char *body, size_t blen,
+                     bool keep);
 /* DESIGN section 5's body: {"error":code,"detail":...,"rule":...}, with
- * method, path and message (section 10) when known. */
+ * method, path and message (section 10) and hint when known. */
 void http_put_error_json(struct sbuf *out, const struct http_error_info *info);
 /* A whole section-5 error on s. */
 enum io_result http_send_error_info(struct stream *s, const struct http_error_info *info,

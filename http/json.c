@@ -327,6 +327,23 @@ enum json_result json_object_scan(const char *js, size_t len, const char *const 
     return ambiguous ? JSON_AMBIGUOUS : JSON_OK;
 }
 
+bool json_array_next(const char *js, const struct json_span *arr, size_t *pos,
+                     struct json_span *elem)
+{
+    size_t i = *pos ? *pos : arr->start, end = arr->end;
+    if (*pos == 0 && (i >= end || js[i] != '['))
+        return false;
+    if (*pos != 0 && ((i = skip_ws(js, i, end)) >= end || js[i] != ','))
+        return false; /* the closing bracket, or not an array's element */
+    i = skip_ws(js, i + 1, end);
+    size_t e = i < end && js[i] != ']' ? skip_value(js, i, end) : 0;
+    if (e == 0)
+        return false;
+    *elem = (struct json_span){i, e, true};
+    *pos = e;
+    return true;
+}
+
 static size_t put_utf8(char *out, unsigned cp)
 {
     if (cp < 0x80) {
@@ -403,4 +420,13 @@ size_t json_escape(char *dst, size_t cap, const char *src)
     if (cap > 0)
         dst[n < cap ? n : cap - 1] = '\0';
     return n;
+}
+
+void json_put_member(struct sbuf *b, const char *name, const char *value)
+{
+    char esc[JSON_MEMBER_MAX * 6 + 1];
+    if (value == NULL)
+        return;
+    json_escape(esc, sizeof(esc), value);
+    sbuf_printf(b, ",\"%s\":\"%s\"", name, esc);
 }

@@ -61,6 +61,7 @@ struct exchange {
     struct json_span model; /* the top-level "model" member's value in body */
     char method[16];
     char path[PATH_MAX_LEN];
+    const char *denied_rule;   /* a request rule refused it: its name, for the status line */
     char fwd[FWD_HEADERS_MAX]; /* the client headers that may pass, as lines */
     size_t fwd_len;
     bool has_anthropic_version;

@@ -172,6 +172,12 @@ struct inference_env {
      * reload); false ends the connection (no longer intercepted). May be NULL. */
     bool (*refresh)(void *ctx, struct inference_env *env);
     void *refresh_ctx;
+    /* before a request is served: does a request rule (a deny rule with
+     * methods or paths) deny it?  Then true, with the rule and what to show
+     * (its message, or the reason) in the API's error shape.  May be NULL. */
+    bool (*denied)(void *ctx, const char *method, const char *path, const char **rule,
+                   const char **message);
+    void *denied_ctx;
 };
 
 /* Serve the request whose head m was parsed from cl's buffer; true when the

@@ -109,18 +109,32 @@ int reply_end(struct reply *rp)
     return written(rp, stream_write_all(rp->s, "0\r\n\r\n", 5, now_ms() + rp->io_ms));
 }
 
+/* The status line's phrase (http/phrase.c) for an error in an API's shape. */
+static void fail_phrase(const struct exchange *x, const struct error_answer *a, const char *message,
+                        char *out, size_t cap)
+{
+    struct http_error e = {a->status, a->code};
+    struct http_error_info info = {.e = &e, .detail = message};
+    if (x->method[0] != '\0' && x->path[0] != '\0')
+        info.method = x->method, info.path = x->path;
+    if (x->denied_rule != NULL)
+        info.rule = x->denied_rule, info.message = message, info.by_deny_rule = true;
+    http_error_phrase(out, cap, &info);
+}
+
 bool exchange_answer_error(struct exchange *x, const struct error_answer *e, const char *message,
                            bool keep)
 {
-    char body[1024], out[1536];
+    char body[1024], out[1536], phrase[HTTP_PHRASE_MAX + 1];
     struct sbuf o;
     keep = keep && x->minor == 1 && !x->client_close;
     int blen =
         api_error_body(body, sizeof(body), x->style, e->api_code ? e->api_code : e->code, message);
+    fail_phrase(x, e, message, phrase, sizeof(phrase));
     sbuf_init(&o, out, sizeof(out));
     if (blen >= 0)
-        http_put_answer_with(&o, e->status, e->code, "application/json", e->headers, body,
-                             (size_t)blen, keep);
+        http_put_answer(&o, e->status, phrase, e->code, "application/json", e->headers, body,
+                        (size_t)blen, keep);
     if (blen < 0 || o.cut ||
         written(&x->rp, stream_write_all(x->rp.s, o.buf, o.len, now_ms() + x->rp.io_ms)) != 0)
         keep = false;

@@ -207,6 +207,12 @@ static bool recognise(struct exchange *x, const struct http_msg *m, bool *keep)
     x->method[m->method_len] = '\0';
     if (strncmp(x->path, "/v1/messages", 12) == 0 || http_header_find(m, "anthropic-version"))
         x->style = STYLE_ANTHROPIC;
+    const char *message = NULL;
+    if (x->env->denied != NULL &&
+        x->env->denied(x->env->denied_ctx, x->method, x->path, &x->denied_rule, &message)) {
+        *keep = exchange_fail(x, 403, "policy_denied", message, false);
+        return false;
+    }
     if (api_match(x->method, m->method_len, x->path, strlen(x->path), &x->proto) != 0) {
         *keep = exchange_fail(x, 403, "not_inference",
                               "egressd intercepts this host for inference API calls only", false);

@@ -51,6 +51,8 @@ enum proxy_key {
     PROXY_ADMIN,
     PROXY_SANDBOX_PID,
     PROXY_AUDIT,
+    PROXY_HINTS,
+    PROXY_DENIAL_RECORD,
     PROXY_KEYS
 };
 
@@ -141,6 +143,12 @@ static const struct key_def proxy_keys[PROXY_KEYS] = {
     [PROXY_SANDBOX_PID] =
         {.name = "sandbox_pid", .type = V_UINT, .off = P(sandbox_pid), .min = 1, .max = 4194304},
     [PROXY_AUDIT] = {.name = "audit", .type = V_BOOL, .off = P(audit)},
+    [PROXY_HINTS] = {.name = "hints", .type = V_BOOL, .off = P(hints)},
+    [PROXY_DENIAL_RECORD] = {.name = "denial_record",
+                             .type = V_UINT,
+                             .off = P(denial_record),
+                             .min = 0,
+                             .max = DENIAL_RECORD_MAX},
 };
 #undef P
 
@@ -229,6 +237,8 @@ static void set_defaults(struct policy *p)
     s->shutdown_timeout_ms = 30000;
     s->log_format = LOGF_JSON;
     s->log_level = LOGL_INFO;
+    s->hints = true;
+    s->denial_record = 1024;
 }
 
 /* ---- the loader -------------------------------------------------------- */

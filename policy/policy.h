@@ -26,8 +26,9 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define POLICY_HOST_MAX 253  /* longest DNS name, without the trailing dot */
-#define API_KEY_MAX     4096 /* a route's key, its NUL included */
+#define POLICY_HOST_MAX   253   /* longest DNS name, without the trailing dot */
+#define API_KEY_MAX       4096  /* a route's key, its NUL included */
+#define DENIAL_RECORD_MAX 65536 /* [proxy] denial_record */
 
 enum log_format { LOGF_JSON, LOGF_TEXT };
 enum log_level { LOGL_DEBUG, LOGL_INFO, LOGL_WARN, LOGL_ERROR };
@@ -43,9 +44,11 @@ struct proxy_settings {
     enum log_format log_format;
     enum log_level log_level;
     bool unsafe_allow_loopback;
-    unsigned sandbox_pid; /* 0: egressd shares the sandbox's network namespace */
-    bool audit;           /* every would-be denial is logged as audit and let through */
-    char admin[128];      /* "" when there is no admin endpoint; "unix:/path" for a socket file */
+    unsigned sandbox_pid;   /* 0: egressd shares the sandbox's network namespace */
+    bool audit;             /* every would-be denial is logged as audit and let through */
+    bool hints;             /* a denial's 403 proposes an [allow] section */
+    unsigned denial_record; /* denials kept in the record (least recently seen out first) */
+    char admin[128];        /* "" when there is no admin endpoint; "unix:/path" for a socket file */
     struct sockaddr_storage admin_addr;
     socklen_t admin_len;
 };
@@ -377,6 +380,78 @@ bool addr_embedded_v4(const struct sockaddr *sa, struct in_addr *out);
 void policy_explain(const struct policy *p, const struct host *h, uint16_t port,
                     const struct identity *id, const struct request_view *rq, char *buf,
                     size_t len);
+
+/* ---- hint.c, suggest.c: [allow] sections for what was denied ---------- */
+
+/* An [allow] section to propose: hosts as rules write them, ports, a
+ * program (NULL: any), and for requests access (a preset) or methods, and
+ * paths (none: any).  name is the wanted NAME: the writer makes it valid
+ * and unused by the policy's rules and by taken. */
+struct allow_proposal {
+    const char *name;
+    const char *const *hosts;
+    size_t n_hosts;
+    const uint16_t *ports;
+    size_t n_ports;
+    const char *binary;
+    const char *access;
+    const char *const *methods;
+    size_t n_methods;
+    const char *const *paths;
+    size_t n_paths;
+    const char *const *taken;
+    size_t n_taken;
+};
+#define POLICY_HINT_MAX 1024
+/* The section as INI text into buf; 0, or -1 when it does not fit. */
+int policy_allow_section(const struct policy *p, const struct allow_proposal *a, char *buf,
+                         size_t len);
+/* The rule name policy_allow_section gives a proposal. */
+void policy_rule_name_for(const struct policy *p, const struct allow_proposal *a, char *out,
+                          size_t cap);
+/* The smallest [allow] section that would admit what d denied: h:port,
+ * from the identified program (when one, resolved), and with rq (NULL: a
+ * connection) its method and path.  False, buf empty, when no allow rule
+ * would admit it (a deny rule refused it) or it was not denied. */
+bool policy_hint(const struct policy *p, const struct host *h, uint16_t port,
+                 const struct identity *id, const struct request_view *rq,
+                 const struct policy_decision *d, char *buf, size_t len);
+/* A path as the denial record keys it: its first three segments, then
+ * a double star (any path below) when more followed. */
+void policy_path_fold(const char *path, char *out, size_t cap);
+/* A path as a `paths` glob that the loader takes and that matches it. */
+void policy_path_glob(const char *path, char *out, size_t cap);
+/* Would the loader take m in `methods`? */
+bool policy_method_ok(const char *m);
+/* Is rule i a deny rule? */
+bool policy_rule_is_deny(const struct policy *p, int i);
+/* Does any rule name binaries (so that callers are worth identifying)? */
+bool policy_uses_identity(const struct policy *p);
+
+/* One entry of denials seen (the record, or a log), for --suggest. */
+struct denial_seen {
+    const char *host;
+    uint16_t port;
+    const char *binary;        /* NULL: not known */
+    const char *method, *path; /* NULL: a connection, not a request; path as folded */
+    const char *stage;         /* connect, ssrf, request, secret */
+    unsigned long long count;
+};
+/* One proposal of policy_suggest: an [allow] section with the note that
+ * says what it comes from, or (section NULL) a note on denials it does not
+ * propose a rule for. */
+typedef void (*suggest_fn)(void *ctx, const char *section, const char *note);
+/* Proposals for the denials seen under policy p (DESIGN: --suggest): one
+ * per host, or one per parent domain with three or more denied
+ * subdomains; ports merged, binary when one program, access or methods
+ * and paths for requests.  Denials a deny rule made, SSRF and secret
+ * refusals, and what p now allows, are noted, not proposed. */
+void policy_suggest(const struct policy *p, const struct denial_seen *seen, size_t n,
+                    suggest_fn emit, void *ctx);
+/* The registrable domain of a name, approximately (no public suffix list:
+ * the last two labels, or three under a two-letter country code's common
+ * second level such as co.uk); a pointer into name. */
+const char *policy_registrable(const char *name);
 
 /* ---- value parsers shared with tests ---------------------------------- */
 

@@ -12,7 +12,8 @@
 
 #include <stdatomic.h>
 
-#define RULE_NAME_MAX 64
+#define RULE_NAME_MAX  64
+#define PATH_STARS_MAX 16 /* in one `paths` glob */
 
 struct port_range {
     uint16_t lo, hi;

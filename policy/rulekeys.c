@@ -30,7 +30,6 @@ enum rule_key {
 };
 
 #define METHOD_MAX       32
-#define PATH_STARS_MAX   16
 #define RULE_MESSAGE_MAX 256
 
 enum inference_key {

@@ -1,7 +1,9 @@
 /*
- * admin.c - the admin endpoint: GET /metrics (Prometheus text) and
- * GET /healthz, on the `admin` address only (TCP, or a Unix socket that
- * the sandbox cannot reach: `admin = unix:/run/egressd/admin.sock`).
+ * admin.c - the admin endpoint: GET /metrics (Prometheus text),
+ * GET /healthz, the denial record (GET /denials, POST /denials/clear) and
+ * the sandbox's access requests (GET /requests), on the `admin` address
+ * only (TCP, or a Unix socket that the sandbox cannot reach:
+ * `admin = unix:/run/egressd/admin.sock`).
  *
  * One thread serves every admin connection with one poll loop, each
  * connection a small state machine (reading its head, writing its answer)
@@ -93,6 +95,30 @@ static char *metrics_answer(struct admin *a, size_t *out_len)
     return out;
 }
 
+/* A JSON document from the record's owner: denials (else access requests). */
+static char *json_answer(struct admin *a, bool denials, size_t *out_len)
+{
+    size_t len = 0;
+    char *json =
+        denials ? denials_json(a->rt->denials, &len) : access_log_json(a->rt->access, &len);
+    char *out = json ? answer(200, "OK", "application/json", json, len, out_len) : NULL;
+    free(json);
+    return out ? out
+               : answer(503, "Service Unavailable", "text/plain", "out of memory\n", 14, out_len);
+}
+
+static char *clear_answer(struct admin *a, size_t *out_len)
+{
+    char body[64];
+    int n = snprintf(body, sizeof(body), "{\"cleared\":%zu}\n", denials_clear(a->rt->denials));
+    return answer(200, "OK", "application/json", body, (size_t)n, out_len);
+}
+
+static bool target_is(const struct http_msg *m, const char *path)
+{
+    return m->target_len == strlen(path) && memcmp(m->target, path, m->target_len) == 0;
+}
+
 /* The answer to a whole head. */
 static char *respond(struct admin *a, struct admin_conn *c, size_t *out_len)
 {
@@ -100,17 +126,23 @@ static char *respond(struct admin *a, struct admin_conn *c, size_t *out_len)
     const char *why;
     if (http_parse_request(c->head, c->len, &m, &why) != HTTP_OK)
         return answer(400, "Bad Request", "text/plain", "bad request\n", 12, out_len);
-    bool get = m.method_len == 3 && memcmp(m.method, "GET", 3) == 0;
-    bool metrics = m.target_len == 8 && memcmp(m.target, "/metrics", 8) == 0;
-    bool health = m.target_len == 8 && memcmp(m.target, "/healthz", 8) == 0;
-    if (get && metrics)
+    bool get = http_method_is(&m, "GET"), post = http_method_is(&m, "POST");
+    if (get && target_is(&m, "/metrics"))
         return metrics_answer(a, out_len);
-    if (get && health) {
+    if (get && target_is(&m, "/healthz")) {
         bool up = !atomic_load(&a->rt->stopping);
         return answer(up ? 200 : 503, up ? "OK" : "Service Unavailable", "text/plain",
                       up ? "ok\n" : "stopping\n", up ? 3 : 9, out_len);
     }
-    return answer(404, "Not Found", "text/plain", "GET /metrics or /healthz\n", 25, out_len);
+    if (get && target_is(&m, "/denials"))
+        return json_answer(a, true, out_len);
+    if (post && target_is(&m, "/denials/clear"))
+        return clear_answer(a, out_len);
+    if (get && target_is(&m, "/requests"))
+        return json_answer(a, false, out_len);
+    static const char usage[] =
+        "GET /metrics, /healthz, /denials or /requests; POST /denials/clear\n";
+    return answer(404, "Not Found", "text/plain", usage, sizeof(usage) - 1, out_len);
 }
 
 static void conn_drop(struct admin_conn *c)

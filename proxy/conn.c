@@ -7,7 +7,9 @@
  * other end once a rule has needed it, and its address for the logs.  The
  * handlers decide through conn_decide, so that the identity is looked up
  * at most once per connection, and fail through conn_fail, so that every
- * refusal is logged once and answered in egressd's own shape.
+ * refusal is logged once and answered in egressd's own shape, and every
+ * denial (policy, address, secret) is noted in the denial record; a
+ * denial's answer carries a hint when an allow rule could admit it.
  */
 #include "proxy.h"
 
@@ -85,16 +87,29 @@ const struct identity *conn_identity(struct conn *c)
     return c->id;
 }
 
+/* The caller's pid and binary into f, once it was looked up. */
+static void fill_caller(const struct conn *c, struct log_fields *f)
+{
+    if (c->id != NULL && c->id->n > 0) {
+        f->pid = c->id->holder[0].pid;
+        f->binary = c->id->holder[0].chain[0];
+    }
+}
+
+void conn_identify(struct conn *c, struct log_fields *f)
+{
+    if (policy_uses_identity(c->pol))
+        conn_identity(c);
+    fill_caller(c, f);
+}
+
 void conn_decide(struct conn *c, const struct host *h, uint16_t port, struct policy_decision *d,
                  struct log_fields *f)
 {
     if (policy_wants_identity(c->pol, h, port))
         conn_identity(c);
     policy_decide_as(c->pol, h, port, c->id, d);
-    if (c->id != NULL && c->id->n > 0) {
-        f->pid = c->id->holder[0].pid;
-        f->binary = c->id->holder[0].chain[0];
-    }
+    fill_caller(c, f);
     metrics_connection(d->action);
 }
 
@@ -141,10 +156,40 @@ void conn_follow_reload(struct conn *c)
     c->generation = now;
 }
 
+/* The stage of a denial among the answers, or -1 when info is no denial. */
+static int denial_stage(const struct http_error_info *info)
+{
+    if (info->e == &ERR_POLICY_DENIED)
+        return info->method != NULL ? DENIAL_REQUEST : DENIAL_CONNECT;
+    if (info->e == &ERR_SSRF_DENIED)
+        return DENIAL_SSRF;
+    if (info->e == &ERR_SECRET_NOT_ALLOWED)
+        return DENIAL_SECRET;
+    return -1;
+}
+
+void conn_note_denial(struct conn *c, struct log_fields *l, const struct http_error_info *info,
+                      enum denial_stage stage)
+{
+    conn_identify(c, l);
+    l->denial = denial_stage_name(stage);
+    struct denial_note n = {.stage = stage,
+                            .host = l->host,
+                            .port = l->port > 0 ? (unsigned)l->port : 0,
+                            .binary = l->binary,
+                            .method = info->method,
+                            .path = info->path,
+                            .rule = info->rule ? info->rule : l->rule,
+                            .reason = info->detail ? info->detail : l->reason};
+    denials_note(c->rt->denials, &n);
+}
+
 void conn_fail_info(struct conn *c, const struct log_fields *f, const struct http_error_info *info)
 {
     const struct http_error *e = info->e;
     struct log_fields l = *f;
+    struct http_error_info said = *info;
+    int stage = denial_stage(info);
     l.src = c->src;
     l.status = e->status;
     l.reason = l.reason ? l.reason : e->code;
@@ -152,22 +197,50 @@ void conn_fail_info(struct conn *c, const struct log_fields *f, const struct htt
         l.action = "deny"; /* allowed by name, perhaps refused by address */
     l.detail = info->detail;
     l.duration_ms = now_ms() - c->t0;
+    if (stage >= 0)
+        conn_note_denial(c, &l, info, (enum denial_stage)stage);
     log_event(e->status >= 500 ? LOGL_WARN : LOGL_INFO, &l);
-    metrics_upstream_error(e->code); /* counts only the upstream kinds */
-    (void)http_send_error_info(c->in.s, info, now_ms() + ERROR_WRITE_MS);
+    metrics_upstream_error(e->code);                         /* counts only the upstream kinds */
+    if (said.host == NULL && f->host != NULL && f->port > 0) /* for the reason phrase */
+        said.host = f->host, said.port = (unsigned)f->port;
+    (void)http_send_error_info(c->in.s, &said, now_ms() + ERROR_WRITE_MS);
 }
 
 void conn_fail(struct conn *c, const struct log_fields *f, const struct http_error *e,
                const char *detail)
 {
-    struct http_error_info info = {.e = e, .detail = detail, .rule = f->rule};
+    /* a policy denial that comes here comes from the address check: a deny
+     * rule named an address the destination resolved to */
+    struct http_error_info info = {.e = e,
+                                   .detail = detail,
+                                   .rule = f->rule,
+                                   .by_deny_rule = e == &ERR_POLICY_DENIED && f->rule != NULL};
     conn_fail_info(c, f, &info);
 }
 
-void conn_deny(struct conn *c, const struct log_fields *f, const struct policy_decision *d)
+void conn_denial_info(struct conn *c, const struct policy *p, const struct host *h, uint16_t port,
+                      const struct request_view *rq, const struct policy_decision *d,
+                      struct http_error_info *info, char *hint, size_t cap)
 {
-    struct http_error_info info = {
-        .e = &ERR_POLICY_DENIED, .detail = d->reason, .rule = d->rule, .message = d->message};
+    struct log_fields unused = LOG_FIELDS_INIT;
+    *info = (struct http_error_info){.e = &ERR_POLICY_DENIED,
+                                     .detail = d->reason,
+                                     .rule = d->rule,
+                                     .message = d->message,
+                                     .by_deny_rule = policy_rule_is_deny(p, d->rule_index)};
+    if (!policy_settings(p)->hints || info->by_deny_rule)
+        return;
+    conn_identify(c, &unused); /* a hint names the program when identity is configured */
+    if (policy_hint(p, h, port, c->id, rq, d, hint, cap))
+        info->hint = hint;
+}
+
+void conn_deny(struct conn *c, const struct log_fields *f, const struct host *h, uint16_t port,
+               const struct policy_decision *d)
+{
+    char hint[POLICY_HINT_MAX];
+    struct http_error_info info;
+    conn_denial_info(c, c->pol, h, port, NULL, d, &info, hint, sizeof(hint));
     conn_fail_info(c, f, &info);
 }
 

@@ -49,6 +49,7 @@ struct forward {
     char method[32], path[PATH_VIEW], folded[PATH_VIEW];
     char detail[320];
     struct request_secrets secrets;
+    char hint[POLICY_HINT_MAX];
 };
 
 static int parse_url(const struct http_msg *m, struct target *t, const char **why)
@@ -226,10 +227,8 @@ static bool decide_request(struct forward *fw, const struct http_msg *m)
         fw->f.action = policy_decision_name(&fw->d);
         if (fw->d.action != ACTION_DENY)
             return true;
-        info = (struct http_error_info){.e = &ERR_POLICY_DENIED,
-                                        .detail = fw->d.reason,
-                                        .rule = fw->d.rule,
-                                        .message = fw->d.message};
+        conn_denial_info(fw->c, fw->c->pol, &fw->t.h, fw->t.port, &rq, &fw->d, &info, fw->hint,
+                         sizeof(fw->hint));
     }
     refuse_request(fw, m, &info);
     return false;
@@ -248,12 +247,16 @@ static bool decide(struct forward *fw, const struct http_msg *m, bool *keep)
     }
     fw->f.host = fw->t.h.name;
     fw->f.port = fw->t.port;
+    if (local_host(&fw->t.h)) { /* egressd itself answers: never dialled */
+        *keep = local_serve(c, m, fw->t.path, fw->t.path_len);
+        return false;
+    }
     conn_decide(c, &fw->t.h, fw->t.port, &fw->d, &fw->f);
     fw->f.rule = fw->d.rule;
     fw->f.reason = fw->d.reason;
     fw->f.action = policy_decision_name(&fw->d);
     if (fw->d.action == ACTION_DENY) {
-        conn_deny(c, &fw->f, &fw->d);
+        conn_deny(c, &fw->f, &fw->t.h, fw->t.port, &fw->d);
         return false;
     }
     if (fw->d.action == ACTION_INTERCEPT) { /* what curl and requests send for http:// base URLs */

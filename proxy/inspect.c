@@ -52,6 +52,7 @@ struct request {
     bool logged; /* egressd answered it itself, and said so */
     struct request_secrets secrets;
     char detail[320];
+    char hint[POLICY_HINT_MAX];
 };
 
 /* ---- the upstream ------------------------------------------------------------------- */
@@ -228,10 +229,8 @@ static bool decide(struct inspected *ix, struct request *rq, const struct http_m
         rq->f.reason = rq->d.reason;
         if (rq->d.action != ACTION_DENY)
             return true;
-        info = (struct http_error_info){.e = &ERR_POLICY_DENIED,
-                                        .detail = rq->d.reason,
-                                        .rule = rq->d.rule,
-                                        .message = rq->d.message};
+        conn_denial_info(ix->c, ix->cur->pol, ix->h, ix->port, &view, &rq->d, &info, rq->hint,
+                         sizeof(rq->hint));
     }
     *keep = refuse(ix, rq, m, &info);
     return false;

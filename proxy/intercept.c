@@ -7,7 +7,8 @@
  * consumed, so that whichever side reads next sees them whole: mbedTLS for
  * a ClientHello, the inference loop for a request line.  Bytes that came
  * with the CONNECT head were already read; they are classified first and
- * handed on with the stream.
+ * handed on with the stream.  Request rules still apply to each call: a
+ * deny rule with methods or paths refuses it in the API's error shape.
  */
 #include "proxy.h"
 
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #define PARTIAL_WAIT_MS 100 /* a prefix of TLS or HTTP: wait this long for the rest */
+#define PATH_VIEW       2048
 #define PEEK_BYTES      (PEEK_TOKEN_MAX + 1)
 
 /* An intercepted connection, as the inference module's callbacks see it. */
@@ -90,6 +92,35 @@ static const struct identity *caller_cb(void *ctx)
     return conn_identity(ix->c);
 }
 
+/* Request rules on an inference host: a deny rule with methods or paths
+ * refuses a call in the API's own error shape (an audited one passes). */
+static bool denied_cb(void *ctx, const char *method, const char *path, const char **rule,
+                      const char **message)
+{
+    struct intercepted *ix = ctx;
+    char view[PATH_VIEW], folded[PATH_VIEW];
+    const char *why;
+    struct policy_decision d;
+    if (http_path_view(path, strlen(path), view, sizeof(view), folded, sizeof(folded), &why) != 0)
+        return false; /* what cannot be viewed is no API call: refused as not_inference */
+    struct request_view rq = {method, view, folded};
+    policy_decide_request(ix->cur->pol, ix->h, ix->port, ix->c->id, &rq, &d);
+    if (d.action != ACTION_DENY)
+        return false;
+    struct log_fields f = LOG_FIELDS_INIT;
+    struct http_error_info info = {.e = &ERR_POLICY_DENIED,
+                                   .method = method,
+                                   .path = view,
+                                   .rule = d.rule,
+                                   .detail = d.reason};
+    f.host = ix->h->name;
+    f.port = ix->port;
+    conn_note_denial(ix->c, &f, &info, DENIAL_REQUEST);
+    *rule = d.rule;
+    *message = d.message ? d.message : d.reason;
+    return true;
+}
+
 static int dial_cb(void *ctx, const char *host, uint16_t port, char *err, size_t errlen)
 {
     struct intercepted *ix = ctx;
@@ -133,7 +164,9 @@ static void make_env(struct intercepted *ix, struct inference_env *env)
                                   .caller = caller_cb,
                                   .caller_ctx = ix,
                                   .refresh = refresh,
-                                  .refresh_ctx = ix};
+                                  .refresh_ctx = ix,
+                                  .denied = denied_cb,
+                                  .denied_ctx = ix};
 }
 
 /* Classify the first bytes: those read with the head, then peeked ones. */

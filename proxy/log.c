@@ -158,6 +158,7 @@ void log_event(enum log_level level, const struct log_fields *f)
     put_str(&l, "secrets", f->secrets);
     put_str(&l, "reason", f->reason);
     put_str(&l, "detail", f->detail);
+    put_str(&l, "denial", f->denial);
     put_num(&l, "pid", f->pid);
     put_str(&l, "binary", f->binary);
     put_str(&l, "route", f->route);

@@ -5,6 +5,8 @@
  *   egressd -t [-c FILE]                check the configuration
  *   egressd --explain HOST:PORT [-c F]  show the decision for a destination
  *   egressd --print-env [-c FILE]       environment for sandboxed processes
+ *   egressd --suggest [-c FILE] [--from LOG | --admin URL]
+ *                                       rules proposed for what was denied
  *   egressd -V | -h
  */
 #include "proxy.h"
@@ -27,6 +29,8 @@ static void usage(FILE *out)
                  "       egressd --explain HOST:PORT [--method M] [--path P] [--binary PATH]\n"
                  "                       [-c FILE]         show the policy decision\n"
                  "       egressd --print-env [-c FILE]     the environment of a sandboxed process\n"
+                 "       egressd --suggest [-c FILE] [--from LOG | --admin URL]\n"
+                 "                                         [allow] rules proposed for denials\n"
                  "       egressd -V | -h                   version | this help\n"
                  "FILE defaults to " DEFAULT_CONFIG "\n");
 }
@@ -42,8 +46,8 @@ static void report_to_stderr(void *ctx, const char *file, int line, const char *
 }
 
 struct options {
-    const char *config, *target, *binary, *method, *path;
-    bool check, env;
+    const char *config, *target, *binary, *method, *path, *from, *admin;
+    bool check, env, suggest;
 };
 
 /* The calling program --explain was given, as the kernel would report it
@@ -170,6 +174,8 @@ static int stop(struct runtime *rt, struct server *srv, struct admin *admin, str
     snapshot_unref(atomic_load(&rt->cfg.cur));
     trust_store_free(rt->trust);
     budget_registry_free(rt->budgets);
+    denials_free(rt->denials);
+    access_log_free(rt->access);
     free(rt);
     log_msg(LOGL_INFO, "server", "stopped");
     return 0;
@@ -195,7 +201,10 @@ static int run(struct policy *p, const char *path)
     rt->budgets = budget_registry_new();
     if (rt->budgets != NULL)
         budget_registry_sync(rt->budgets, p, now_ms());
-    struct pool *pool = rt->trust && rt->budgets ? pool_start(rt, &ps) : NULL;
+    rt->denials = denials_new(set->denial_record);
+    rt->access = access_log_new();
+    bool made = rt->trust && rt->budgets && rt->denials && rt->access;
+    struct pool *pool = made ? pool_start(rt, &ps) : NULL;
     struct server *srv = pool ? server_start(rt, pool, path) : NULL;
     if (srv == NULL) {
         log_msg(LOGL_ERROR, "server", "cannot start: %s",
@@ -217,11 +226,17 @@ static int run(struct policy *p, const char *path)
  * (version, help). */
 static int parse_options(int argc, char **argv, struct options *o)
 {
-    static const struct option longopts[] = {
-        {"explain", required_argument, NULL, 'e'}, {"print-env", no_argument, NULL, 'E'},
-        {"binary", required_argument, NULL, 'b'},  {"method", required_argument, NULL, 'm'},
-        {"path", required_argument, NULL, 'p'},    {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"explain", required_argument, NULL, 'e'},
+                                             {"print-env", no_argument, NULL, 'E'},
+                                             {"binary", required_argument, NULL, 'b'},
+                                             {"method", required_argument, NULL, 'm'},
+                                             {"path", required_argument, NULL, 'p'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {"version", no_argument, NULL, 'V'},
+                                             {"suggest", no_argument, NULL, 'S'},
+                                             {"from", required_argument, NULL, 'f'},
+                                             {"admin", required_argument, NULL, 'a'},
+                                             {NULL, 0, NULL, 0}};
     int c;
     *o = (struct options){.config = DEFAULT_CONFIG};
     while ((c = getopt_long(argc, argv, "c:thV", longopts, NULL)) != -1) {
@@ -247,6 +262,15 @@ static int parse_options(int argc, char **argv, struct options *o)
         case 'p':
             o->path = optarg;
             break;
+        case 'S':
+            o->suggest = true;
+            break;
+        case 'f':
+            o->from = optarg;
+            break;
+        case 'a':
+            o->admin = optarg;
+            break;
         case 'V':
             printf("egressd %s\n", EGRESSD_VERSION);
             return 1;
@@ -261,6 +285,10 @@ static int parse_options(int argc, char **argv, struct options *o)
     if (optind < argc) {
         fprintf(stderr, "egressd: unexpected argument '%s'\n", argv[optind]);
         usage(stderr);
+        return -1;
+    }
+    if ((o->from || o->admin) && (!o->suggest || (o->from && o->admin))) {
+        fprintf(stderr, "egressd: --from and --admin go with --suggest, one of them\n");
         return -1;
     }
     return 0;
@@ -282,7 +310,8 @@ int main(int argc, char **argv)
     struct policy *p = policy_load_file(o.config, report_to_stderr, &problems);
     if (p == NULL) {
         fprintf(stderr, "egressd: %s: %d problem%s%s\n", o.config, problems,
-                problems == 1 ? "" : "s", o.check || o.target || o.env ? "" : "; not started");
+                problems == 1 ? "" : "s",
+                o.check || o.target || o.env || o.suggest ? "" : "; not started");
         return 1;
     }
     if (o.check)
@@ -291,6 +320,8 @@ int main(int argc, char **argv)
         rc = explain(p, &o);
     else if (o.env)
         rc = print_env(p);
+    else if (o.suggest)
+        rc = suggest_run(p, o.config, o.from, o.admin);
     else
         return run(p, o.config); /* the server owns the policy from here */
     policy_unref(p);

@@ -29,6 +29,8 @@ static struct {
     atomic_ullong upstream_errors[N_ERROR_KINDS];
     atomic_ullong reloads_ok, reloads_failed;
     atomic_ullong refused[REFUSED_N];
+    atomic_ullong denials[DENIAL_STAGES];
+    atomic_ullong access_requests;
 } counters;
 
 /* Counters by a name (a route, a secret) and one more label, known only
@@ -88,6 +90,28 @@ void metrics_request(const struct policy_decision *d)
 {
     int i = d->audit ? 2 : d->action == ACTION_DENY ? 1 : 0;
     atomic_fetch_add_explicit(&counters.requests[i], 1, memory_order_relaxed);
+}
+
+/* Here, below the record: the metric's labels are these names. */
+const char *denial_stage_name(enum denial_stage s)
+{
+    static const char *const names[DENIAL_STAGES] = {
+        [DENIAL_CONNECT] = "connect",
+        [DENIAL_SSRF] = "ssrf",
+        [DENIAL_REQUEST] = "request",
+        [DENIAL_SECRET] = "secret",
+    };
+    return s < DENIAL_STAGES ? names[s] : "connect";
+}
+
+void metrics_denial(enum denial_stage stage)
+{
+    atomic_fetch_add_explicit(&counters.denials[stage], 1, memory_order_relaxed);
+}
+
+void metrics_access_request(void)
+{
+    atomic_fetch_add_explicit(&counters.access_requests, 1, memory_order_relaxed);
 }
 
 void metrics_upstream_error(const char *code)
@@ -192,6 +216,12 @@ static void render_counters(struct out *o)
     for (int i = 0; i < 3; i++)
         emit(o, "egressd_requests_total{action=\"%s\"} %llu\n", request_actions[i],
              atomic_load(&counters.requests[i]));
+    counter(o, "egressd_denials_total", "Denials, by stage (as the denial record counts them).");
+    for (int i = 0; i < DENIAL_STAGES; i++)
+        emit(o, "egressd_denials_total{stage=\"%s\"} %llu\n",
+             denial_stage_name((enum denial_stage)i), atomic_load(&counters.denials[i]));
+    counter(o, "egressd_access_requests_total", "Access requests the sandbox sent.");
+    emit(o, "egressd_access_requests_total %llu\n", atomic_load(&counters.access_requests));
     emit(o,
          "# HELP egressd_tunnels_active Tunnels relaying now.\n"
          "# TYPE egressd_tunnels_active gauge\negressd_tunnels_active %lld\n",

@@ -3,10 +3,12 @@
  *
  * The calls run one way, file by file:
  *   main -> server -> pool -> requests -> tunnel, forward, intercept
- *        -> conn -> dial, relay, log, metrics
- * and main -> admin -> pool (its gauges).  A connection carries a small
- * runtime (the configuration holder, the trust store, the stop flag), not
- * the server, so nothing below the server can call back into it.
+ *        -> local -> conn -> dial, relay, denials, log, metrics
+ * with local -> access; main -> admin -> pool (its gauges), denials,
+ * access; main -> suggest -> denials.  A connection carries a small
+ * runtime (the configuration holder, the trust store, the denial record
+ * and access requests, the stop flag), not the server, so nothing below
+ * the server can call back into it.
  *
  * Error conventions: handlers return a bool, true when the connection may
  * carry another request; pipeline steps return an enum named for them
@@ -53,6 +55,7 @@ static inline struct timespec deadline_in(unsigned ms)
  * left out. */
 struct log_fields {
     const char *event, *src, *host, *action, *rule, *reason, *detail, *method, *path;
+    const char *denial; /* a denial's stage, for the record and --suggest --from */
     const char *route, *protocol, *model, *binary, *next_route, *secrets;
     long port, status, pid, attempt, attempts;
     long long bytes_up, bytes_down, duration_ms, tokens_in, tokens_out;
@@ -117,8 +120,72 @@ struct runtime {
     struct snapshot_holder cfg;
     struct trust_store *trust;       /* trust on first use: kept across reloads */
     struct budget_registry *budgets; /* what [budget] sections used: kept across reloads */
+    struct denials *denials;         /* the denial record: kept across reloads */
+    struct access_log *access;       /* access requests: kept across reloads */
     atomic_bool stopping;
 };
+
+/* ---- denials.c: the denial record ------------------------------------------- */
+
+/* Where a denial happened: the destination (connect), its address (ssrf),
+ * a request inside an inspected connection (request), a secret sent where
+ * it may not go (secret). */
+enum denial_stage { DENIAL_CONNECT, DENIAL_SSRF, DENIAL_REQUEST, DENIAL_SECRET, DENIAL_STAGES };
+const char *denial_stage_name(enum denial_stage s); /* metrics.c: its labels */
+
+/* One denial; NULL strings are not known.  method and path (the decoded
+ * path; the record folds it) only for a request. */
+struct denial_note {
+    enum denial_stage stage;
+    const char *host;
+    unsigned port;
+    const char *binary, *method, *path, *rule, *reason;
+};
+struct denials;
+/* A record of at most cap entries (0: none kept, only counted). */
+struct denials *denials_new(unsigned cap);
+void denials_free(struct denials *d);
+/* The one entry point for a denial: counted (egressd_denials_total{stage})
+ * and recorded; d may be NULL (counted only).  Thread-safe. */
+void denials_note(struct denials *d, const struct denial_note *n);
+/* Recorded count times, seen from first_ms to last_ms (wall clock):
+ * for --suggest reading a log.  Not counted. */
+void denials_add(struct denials *d, const struct denial_note *n, unsigned long long count,
+                 int64_t first_ms, int64_t last_ms);
+/* After a reload: a new bound (the least recently seen go first). */
+void denials_resize(struct denials *d, unsigned cap);
+/* Empty it; how many entries there were. */
+size_t denials_clear(struct denials *d);
+/* Every entry, most recently seen first (under the record's lock: fn must
+ * not call back into it; its strings live until the record changes). */
+void denials_each(struct denials *d, void (*fn)(void *ctx, const struct denial_seen *s), void *ctx);
+/* The record as JSON (malloc'd, *len bytes); NULL when out of memory. */
+char *denials_json(struct denials *d, size_t *len);
+/* Milliseconds of the wall clock, and as "2026-01-02T03:04:05.678Z". */
+int64_t wall_ms(void);
+void format_wall_ms(int64_t ms, char *buf, size_t cap);
+
+/* ---- access.c: access requests (POST http://egressd.local/requests) -------- */
+
+#define ACCESS_BODY_MAX   4096
+#define ACCESS_REASON_MAX 512
+struct access_request {
+    char host[POLICY_HOST_MAX + 1];
+    uint16_t port;
+    char method[33], path[1024]; /* "" when not given */
+    char reason[ACCESS_REASON_MAX];
+};
+/* Read and check one (a JSON object); 0, or -1 with why in err. */
+int access_parse(const char *body, size_t len, struct access_request *r, char *err, size_t errlen);
+struct access_log;
+struct access_log *access_log_new(void);
+void access_log_free(struct access_log *a);
+/* Keep r, asked from src by pid (-1: not known) running binary (NULL);
+ * its id (0 when out of memory).  The oldest is dropped past the bound. */
+unsigned long long access_log_add(struct access_log *a, const struct access_request *r,
+                                  const char *src, long pid, const char *binary);
+/* The kept requests as JSON, newest first (malloc'd); NULL when out of memory. */
+char *access_log_json(struct access_log *a, size_t *len);
 
 /* ---- metrics.c -------------------------------------------------------------- */
 
@@ -139,6 +206,8 @@ void metrics_secret(const char *secret, const char *result);
 void metrics_tokens(const char *route, long long in, long long out);
 /* One attempt at a backend, by route and result (struct attempt_record). */
 void metrics_attempt(const char *route, const char *result);
+void metrics_denial(enum denial_stage stage);
+void metrics_access_request(void);
 /* What the owners of state report when /metrics is asked for. */
 struct metrics_gauges {
     unsigned queue, busy, total;
@@ -241,8 +310,23 @@ void conn_fail(struct conn *c, const struct log_fields *f, const struct http_err
 /* The same with all an answer can say (method, path, message; keep). */
 void conn_fail_info(struct conn *c, const struct log_fields *f, const struct http_error_info *info);
 /* A destination denied by policy: 403 policy_denied with the rule, its
- * reason and the rule's message; closes. */
-void conn_deny(struct conn *c, const struct log_fields *f, const struct policy_decision *d);
+ * reason, the rule's message and a hint; closes. */
+void conn_deny(struct conn *c, const struct log_fields *f, const struct host *h, uint16_t port,
+               const struct policy_decision *d);
+/* What a 403 for a denial d (made by p) says: detail, rule, message, whether a deny
+ * rule made it, and the hint (into hint, cap bytes; POLICY_HINT_MAX) when
+ * [proxy] hints is on.  rq: the request, or NULL for the destination. */
+void conn_denial_info(struct conn *c, const struct policy *p, const struct host *h, uint16_t port,
+                      const struct request_view *rq, const struct policy_decision *d,
+                      struct http_error_info *info, char *hint, size_t cap);
+/* When identity is configured (a rule names binaries): the caller looked
+ * up, once, and its pid and binary into f. */
+void conn_identify(struct conn *c, struct log_fields *f);
+/* A denial answered elsewhere (conn_fail_info notes its own): into the
+ * record and egressd_denials_total, from f's host, port and caller and
+ * info's method, path, rule and detail; f gets the stage for its log line. */
+void conn_note_denial(struct conn *c, struct log_fields *f, const struct http_error_info *info,
+                      enum denial_stage stage);
 /* Read and drop the body of a request egressd answers itself, so that the
  * connection can carry the next (bounded: a larger body is not read);
  * true when all of it was read. */
@@ -394,6 +478,11 @@ void intercept_tunnel(struct conn *c, const struct host *h, struct log_fields *f
  * the dial of its checked addresses (upstream_fd, taken over). */
 void inspect_tunnel(struct conn *c, const struct host *h, uint16_t port,
                     const struct policy_decision *d, struct log_fields *f, int upstream_fd);
+/* local.c: egressd.local, answered by egressd itself (never dialled):
+ * GET /denials and POST /requests. */
+#define LOCAL_HOST "egressd.local"
+bool local_host(const struct host *h);
+bool local_serve(struct conn *c, const struct http_msg *m, const char *path, size_t path_len);
 /* intercept.c: an absolute-form request to an inference host. */
 bool intercept_forward(struct conn *c, const struct http_msg *m, const struct host *h,
                        uint16_t port);
@@ -434,7 +523,14 @@ void server_run(struct server *s);
 /* Stop accepting and free the server (the pool is stopped by the caller). */
 void server_stop(struct server *s);
 
-/* ---- admin.c: GET /metrics and /healthz ---------------------------------------- */
+/* ---- suggest.c: egressd --suggest ----------------------------------------------- */
+
+/* Proposals for the denials in a JSON log (from; "-": standard input) or
+ * at a running egressd's admin endpoint (admin, else p's own), checked
+ * against the configuration file config; the exit status. */
+int suggest_run(const struct policy *p, const char *config, const char *from, const char *admin);
+
+/* ---- admin.c: GET /metrics, /healthz, /denials, /requests; POST /denials/clear -- */
 
 struct admin;
 struct admin *admin_start(struct runtime *rt, struct pool *pool, const struct proxy_settings *set);

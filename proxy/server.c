@@ -209,6 +209,7 @@ static void reload(struct server *s)
     snapshot_unref(now);
     struct pool_settings ps = {set->workers, set->max_workers, set->queue, set->queue_timeout_ms};
     pool_resize(s->pool, &ps);
+    denials_resize(s->rt->denials, set->denial_record);
     log_configure(set->log_format, set->log_level);
     budget_registry_sync(s->rt->budgets, p,
                          now_ms()); /* a budget keeping its name keeps its usage */

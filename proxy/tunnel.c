@@ -24,6 +24,10 @@ void tunnel_serve(struct conn *c, const struct http_msg *m)
         return conn_fail(c, &f, &ERR_BAD_REQUEST, why);
     f.host = h.name;
     f.port = port;
+    if (local_host(&h)) /* egressd itself: never a tunnel, whatever a rule says */
+        return conn_fail(c, &f, &ERR_BAD_REQUEST,
+                         LOCAL_HOST " answers plain http:// only (GET http://" LOCAL_HOST
+                                    "/denials)");
     if (m->framing != BODY_NONE && !(m->framing == BODY_LENGTH && m->content_length == 0))
         return conn_fail(c, &f, &ERR_BAD_REQUEST, "CONNECT request with a body");
 
@@ -32,7 +36,7 @@ void tunnel_serve(struct conn *c, const struct http_msg *m)
     f.rule = d.rule;
     f.reason = d.reason;
     if (d.action == ACTION_DENY)
-        return conn_deny(c, &f, &d);
+        return conn_deny(c, &f, &h, port, &d);
     if (d.action == ACTION_INTERCEPT) {
         bufconn_consume(&c->in, m->head_len);
         return intercept_tunnel(c, &h, &f);

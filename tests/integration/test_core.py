@@ -55,7 +55,8 @@ def test_denied_gets_json_403(start_egressd, origin):
     assert body["error"] == "policy_denied"
     assert "rule" not in body
     rc, out, err = curl("-i", "-x", e.url, f"http://127.0.0.1:{origin}/hello")
-    assert b"403 Forbidden" in out and b"policy_denied" in out
+    assert b"403 egressd policy: 127.0.0.1:%d is not allowed (" % origin in out, out
+    assert b"policy_denied" in out
     deny = e.events("connect", action="deny")
     assert deny and deny[0]["status"] == 403 and deny[0]["host"] == "127.0.0.1"
 

@@ -527,7 +527,9 @@ Test(errors, json_error_shape)
     close(sv[0]);
     read_all(sv[1], buf, sizeof(buf));
     close(sv[1]);
-    cr_assert(strncmp(buf, "HTTP/1.1 403 Forbidden\r\n", 24) == 0, "%s", buf);
+    cr_assert(strncmp(buf, "HTTP/1.1 403 egressd policy: the destination is not allowed (", 61) ==
+                  0,
+              "the reason phrase says what happened: %s", buf);
     cr_assert(strstr(buf, "Content-Type: application/json\r\n") != NULL);
     cr_assert(strstr(buf, "Connection: close\r\n") != NULL);
     cr_assert(strstr(buf, "X-Egressd-Error: policy_denied\r\n") != NULL);
