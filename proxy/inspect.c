@@ -69,7 +69,8 @@ static void upstream_close(struct inspected *ix)
 
 /* Dial the checked addresses (and TLS when the client spoke it); NULL, or
  * the error to answer with its detail. */
-static const struct http_error *upstream_open(struct inspected *ix, char *detail, size_t cap)
+static const struct http_error *upstream_open(struct inspected *ix, struct request *rq,
+                                              char *detail, size_t cap)
 {
     struct dial_result r = {.fd = ix->dialled};
     char err[256];
@@ -79,6 +80,7 @@ static const struct http_error *upstream_open(struct inspected *ix, char *detail
         dial(ix->c, ix->h, ix->port, &ix->d, &r);
     if (r.err != NULL) {
         snprintf(detail, cap, "%s", r.detail);
+        rq->f.rule = r.rule ? r.rule : rq->f.rule; /* a deny rule naming the address */
         return r.err;
     }
     struct tls_client *tc = ix->c->snap->ic ? ix->c->snap->ic->tls_client : NULL;
@@ -127,7 +129,7 @@ static void refuse_head(struct inspected *ix, struct request *rq, const struct h
                         const char *detail)
 {
     struct http_error_info info = {
-        .e = e, .detail = detail, .method = rq->f.method, .path = rq->f.path};
+        .e = e, .detail = detail, .rule = rq->f.rule, .method = rq->f.method, .path = rq->f.path};
     struct bufconn saved = ix->c->in;
     ix->c->in = ix->client;
     conn_fail_info(ix->c, &rq->f, &info);
@@ -244,7 +246,8 @@ static bool send_and_wait(struct inspected *ix, struct request *rq, const struct
     for (int attempt = 0;; attempt++) {
         bool reused = ix->upstream_fd >= 0, stale = false;
         char detail[320];
-        const struct http_error *err = reused ? NULL : upstream_open(ix, detail, sizeof(detail));
+        const struct http_error *err =
+            reused ? NULL : upstream_open(ix, rq, detail, sizeof(detail));
         if (err != NULL) {
             refuse_head(ix, rq, err, detail);
             return false;
