@@ -145,22 +145,34 @@ static bool in_target(const struct http_msg *m, const struct http_swap *s)
     return false;
 }
 
-uint64_t http_swaps_in_head(const struct http_msg *m, const struct http_swaps *sw)
+/* The placeholders inside the Basic credentials of every Authorization
+ * field (each is swapped when it holds one, so each is looked in). */
+static uint64_t in_basic(const struct http_msg *m, const struct http_swaps *sw)
 {
     char basic[BASIC_MAX];
-    size_t n_basic = 0;
-    const struct http_header *auth = http_header_find(m, "authorization");
-    if (auth == NULL ||
-        basic_credentials(auth->value, auth->value_len, basic, sizeof(basic), &n_basic) != 0)
-        n_basic = 0;
+    size_t n;
     uint64_t found = 0;
-    for (size_t j = 0; j < sw->n && j < HTTP_SWAPS_MAX; j++) {
-        const struct http_swap *s = &sw->v[j];
-        if (memmem(m->method, m->head_len, s->from, s->from_len) != NULL || in_target(m, s) ||
-            memmem(basic, n_basic, s->from, s->from_len) != NULL)
-            found |= 1ull << j;
+    for (size_t i = 0; i < m->n_headers; i++) {
+        const struct http_header *h = &m->headers[i];
+        if (!is_authorization(h) ||
+            basic_credentials(h->value, h->value_len, basic, sizeof(basic), &n) != 0)
+            continue;
+        for (size_t j = 0; j < sw->n && j < HTTP_SWAPS_MAX; j++)
+            if (memmem(basic, n, sw->v[j].from, sw->v[j].from_len) != NULL)
+                found |= 1ull << j;
     }
     explicit_bzero(basic, sizeof(basic));
+    return found;
+}
+
+uint64_t http_swaps_in_head(const struct http_msg *m, const struct http_swaps *sw)
+{
+    uint64_t found = in_basic(m, sw);
+    for (size_t j = 0; j < sw->n && j < HTTP_SWAPS_MAX; j++) {
+        const struct http_swap *s = &sw->v[j];
+        if (memmem(m->method, m->head_len, s->from, s->from_len) != NULL || in_target(m, s))
+            found |= 1ull << j;
+    }
     return found;
 }
 
