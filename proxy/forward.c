@@ -194,8 +194,7 @@ static void refuse_request(struct forward *fw, const struct http_msg *m,
     info->method = fw->f.method;
     info->path = fw->f.path;
     bufconn_consume(&fw->c->in, m->head_len);
-    info->keep = fw->keep_after_denial =
-        m->minor == 1 && !m->conn_close && conn_drain_body(fw->c, m->framing, m->content_length);
+    info->keep = fw->keep_after_denial = conn_drain_request(fw->c, m);
     conn_fail_info(fw->c, &fw->f, info);
     if (fw->inspected)
         metrics_request(&fw->d);

@@ -115,8 +115,7 @@ static bool refuse(struct inspected *ix, struct request *rq, const struct http_m
     bufconn_consume(&ix->client, m->head_len);
     struct bufconn saved = c->in;
     c->in = ix->client; /* the connection's own pieces read the client through c->in */
-    info->keep =
-        m->minor == 1 && !m->conn_close && conn_drain_body(c, m->framing, m->content_length);
+    info->keep = conn_drain_request(c, m);
     conn_fail_info(c, &rq->f, info);
     ix->client = c->in;
     c->in = saved;

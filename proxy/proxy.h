@@ -327,10 +327,12 @@ void conn_identify(struct conn *c, struct log_fields *f);
  * info's method, path, rule and detail; f gets the stage for its log line. */
 void conn_note_denial(struct conn *c, struct log_fields *f, const struct http_error_info *info,
                       enum denial_stage stage);
-/* Read and drop the body of a request egressd answers itself, so that the
- * connection can carry the next (bounded: a larger body is not read);
- * true when all of it was read. */
-bool conn_drain_body(struct conn *c, enum http_framing framing, uint64_t length);
+/* After egressd answered a request itself (its head consumed): may the
+ * connection carry the next one?  Only an HTTP/1.1 request not asking to
+ * close, whose body was read and dropped here (bounded: a larger body is
+ * not read), and not one waiting for 100 Continue: its client sends no
+ * body until told, so the answer goes at once and the connection ends. */
+bool conn_drain_request(struct conn *c, const struct http_msg *m);
 
 /* ---- dial.c: resolve, check every address, connect to a checked one --------- */
 
