@@ -193,7 +193,7 @@ const struct http_error *exchange_response(struct exchange *x, struct http_msg *
     int64_t deadline = now_ms() + x->io_ms;
     enum response_status st = bufconn_read_response(in, x->is_head, r, deadline, &x->why);
     *stale = st == RESPONSE_CLOSED;
-    if (st == RESPONSE_MALFORMED) {
+    if (st == RESPONSE_MALFORMED && !x->secrets_sent) { /* an echo would quote a value */
         describe_bytes(x->why, in->buf, in->len, x->detail, sizeof(x->detail));
         x->why = x->detail; /* what the upstream sent, for the log */
     }

@@ -312,6 +312,7 @@ static bool prepare(struct forward *fw, const struct http_msg *m, char *out, str
     if (e == NULL && o->cut)
         e = &ERR_HEADERS_TOO_LARGE, fw->ex.why = "request head too large to forward";
     secrets_used(rs, swapped, "substituted");
+    fw->ex.secrets_sent = swapped != 0;
     fw->f.secrets = rs->used[0] ? rs->used : NULL;
     if (e != NULL)
         conn_fail(c, &fw->f, e, fw->ex.why);

@@ -329,6 +329,7 @@ static bool prepare_request(struct inspected *ix, struct request *rq, const stru
     if (e == NULL && o->cut)
         e = &ERR_HEADERS_TOO_LARGE, rq->ex.why = "request head too large to forward";
     secrets_used(rs, swapped, "substituted");
+    rq->ex.secrets_sent = swapped != 0;
     rq->f.secrets = rs->used[0] ? rs->used : NULL;
     if (e != NULL)
         refuse_head(ix, rq, e, rq->ex.why);

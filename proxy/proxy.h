@@ -390,6 +390,7 @@ struct exchange {
     /* a body read whole to swap placeholders in it (exchange_take_body) */
     struct body_buffer body;
     bool body_taken;
+    bool secrets_sent; /* values went up: the upstream's bytes are never quoted */
 };
 /* From the request head m, before it is consumed. */
 void exchange_begin(struct exchange *x, struct bufconn *client, struct bufconn *upstream,
