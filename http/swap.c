@@ -95,7 +95,7 @@ static int b64_decode(const char *in, size_t len, char *out, size_t cap, size_t 
     return 0;
 }
 
-static void b64_encode(struct sbuf *b, const unsigned char *in, size_t len)
+void http_base64_encode(struct sbuf *b, const unsigned char *in, size_t len)
 {
     for (size_t i = 0; i < len; i += 3) {
         unsigned v = (unsigned)in[i] << 16 | (i + 1 < len ? (unsigned)in[i + 1] << 8 : 0) |
@@ -220,7 +220,7 @@ void http_put_value(struct sbuf *b, const struct http_header *h, const struct ht
         basic_credentials(h->value, h->value_len, basic, sizeof(basic), &n) == 0 &&
         swap_through(basic, n, sw, sbuf_put, &s, &swapped_bits) == 0 && swapped_bits != 0) {
         sbuf_str(b, "Basic ");
-        b64_encode(b, (const unsigned char *)s.buf, s.len);
+        http_base64_encode(b, (const unsigned char *)s.buf, s.len);
         if (s.cut)
             b->cut = true; /* never half a credential */
     } else {

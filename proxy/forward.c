@@ -216,8 +216,9 @@ static bool decide_request(struct forward *fw, const struct http_msg *m)
                        sizeof(fw->folded), &why) != 0) {
         info.detail = why;
     } else if (up != NULL && !fw->ex.websocket) {
-        info = (struct http_error_info){.e = &ERR_UNSUPPORTED_PROTOCOL,
-                                        .detail = "only WebSocket upgrades pass"};
+        info = (struct http_error_info){
+            .e = &ERR_UNSUPPORTED_PROTOCOL,
+            .detail = "only WebSocket upgrades (with a Sec-WebSocket-Key) pass"};
     } else {
         fw->f.path = fw->path;
         struct request_view rq = {fw->method, fw->path, fw->folded};

@@ -209,7 +209,7 @@ static const struct http_error *unsafe(struct inspected *ix, struct request *rq,
         return &ERR_MISDIRECTED;
     }
     if (http_header_find(m, "upgrade") != NULL && !rq->ex.websocket) {
-        *why = "only WebSocket upgrades pass";
+        *why = "only WebSocket upgrades (with a Sec-WebSocket-Key) pass";
         return &ERR_UNSUPPORTED_PROTOCOL;
     }
     return NULL;

@@ -379,7 +379,9 @@ struct exchange {
     /* the request, kept past its head */
     enum http_framing framing;
     uint64_t length;
-    bool has_length, expect_continue, is_head, client_close, websocket;
+    bool has_length, expect_continue, is_head, client_close;
+    bool websocket;                   /* Upgrade: websocket, with a key */
+    char ws_key[HTTP_WS_KEY_LEN + 1]; /* the 101 must answer it */
     int minor;
     /* the response */
     int status;

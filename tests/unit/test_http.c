@@ -961,3 +961,33 @@ Test(swap, bodies_bounded)
                  -1, "the bound holds however much the values grow the body");
     body_buffer_free(&out);
 }
+
+/* ---- WebSocket handshakes ---- */
+
+Test(websocket, a_101_must_answer_the_key)
+{
+    static const char req[] = "GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n"
+                              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    struct http_msg m, r;
+    const char *why;
+    char key[HTTP_WS_KEY_LEN + 1];
+    cr_assert_eq(http_parse_request(req, strlen(req), &m, &why), HTTP_OK, "%s", why);
+    cr_assert(http_websocket_key(&m, key));
+    static const char *const answers[] = {
+        /* RFC 6455 section 1.3's example */
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOp=\r\n\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n"
+        "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof(answers) / sizeof(answers[0]); i++) {
+        cr_assert_eq(http_parse_response(answers[i], strlen(answers[i]), false, &r, &why), HTTP_OK);
+        cr_assert_eq(http_websocket_accepted(key, &r), i == 0, "answer %zu", i);
+    }
+    static const char short_key[] = "GET / HTTP/1.1\r\nHost: a\r\nSec-WebSocket-Key: abc\r\n\r\n";
+    cr_assert_eq(http_parse_request(short_key, strlen(short_key), &m, &why), HTTP_OK);
+    cr_assert_not(http_websocket_key(&m, key), "16 random bytes or none");
+}
