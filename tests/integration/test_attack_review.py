@@ -138,7 +138,6 @@ def test_a_value_never_reaches_the_log_through_a_malformed_answer(start_egressd,
         echo.close()
 
 
-@pytest.mark.xfail(strict=True, reason="left for the lead: values go only over TLS, or a secret says plain = yes")
 def test_a_value_never_crosses_the_network_in_the_clear(start_egressd, tls_origin, origin, tmp_path):
     """A secret bound to a port (443 by default) is meant for HTTPS; plain
     HTTP to that port, through CONNECT or as an http:// URL, sent the value
@@ -167,7 +166,6 @@ print(t.recv(4096).split(b"\\r\\n")[0].decode())
 """
 
 
-@pytest.mark.xfail(strict=True, reason="left for the lead: a secret's binary should match the holder itself")
 def test_a_child_of_a_bound_program_is_not_that_program(start_egressd, tls_origin, tmp_path):
     """binary = /usr/bin/git admits git's ancestors' children: any program
     the sandbox starts through `git -c alias.x='!prog' x` gets the value."""
