@@ -183,6 +183,35 @@ def test_a_child_of_a_bound_program_is_not_that_program(start_egressd, tls_origi
     assert " 403 " in r.stdout, r.stdout
 
 
+class Tracing(RecordingHandler):
+    """An origin that answers TRACE as Apache httpd does by default
+    (TraceEnable On): the request head sent back as the body."""
+
+    def do_TRACE(self):
+        self._record()
+        echo = (self.requestline + "\r\n" + str(self.headers)).encode()
+        self._send(echo, "message/http")
+
+
+@pytest.mark.parametrize("method", [b"TRACE", b"TRACK", b"trace"])
+def test_a_value_never_goes_into_a_request_the_origin_sends_back(start_egressd, tmp_path, method):
+    """TRACE (and IIS's TRACK) asks the origin to echo the request: the
+    sandbox would read the value in the answer."""
+    o = TlsOrigin(tmp_path, base=Tracing)
+    try:
+        e = start_egressd(config(tmp_path, o, allow(o.port), secret(tmp_path, o.port)))
+        e.bundle = str(tmp_path / "bundle.pem")
+        s = tls_tunnel(e, o.port)
+        code, _, body = ask(s, head(method, b"/", o.port, b"Authorization: Bearer " + PH.encode()))
+        assert REAL.encode() not in body
+        assert code == 403 and json.loads(body)["error"] == "secret_not_allowed", body
+        code, _, body = ask(s, head(b"GET", b"/user", o.port, b"Authorization: Bearer " + PH.encode()))
+        assert code == 200, "the connection goes on, and a GET gets the value"
+    finally:
+        o.close()
+    assert [r["method"] for r in o.records] == ["GET"]
+
+
 # ---- what holds ---------------------------------------------------------------------------------
 
 def test_deny_rule_spellings_that_hold(start_egressd, tls_origin, tmp_path):

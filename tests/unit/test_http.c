@@ -937,6 +937,20 @@ Test(swap, targets_fields_and_basic_rewritten)
     put_head("GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Basic not*base64\r\n\r\n", 3, out,
              sizeof(out));
     cr_assert_str_eq(out, "/\nAuthorization: Basic not*base64\r\n", "not Basic: left as it is");
+    /* Basic "ux:" PH1 without its padding, as Node and Java read it */
+    static const char unpadded[] = "GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Basic "
+                                   "dXg6ZWdyZXNzZC1zZWNyZXQtb25lLTAwMDAwMA\r\n\r\n";
+    cr_assert_eq(found_in(unpadded), 1, "found without its padding");
+    put_head(unpadded, 1, out, sizeof(out));
+    cr_assert_str_eq(out, "/\nAuthorization: Basic dXg6UkVBTC9vbmU=\r\n");
+    put_head(
+        "GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Basic dXg6ZWdyZXNzZC1zZWNyZXQtb25lLTAwMDAwMA="
+        "\r\n\r\n",
+        1, out, sizeof(out));
+    cr_assert_str_eq(out, "/\nAuthorization: Basic dXg6UkVBTC9vbmU=\r\n", "half its padding");
+    put_head("GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Basic dXg6Z\r\n\r\n", 1, out,
+             sizeof(out));
+    cr_assert_str_eq(out, "/\nAuthorization: Basic dXg6Z\r\n", "no base64 leaves one char over");
 }
 
 Test(swap, bodies_bounded)
