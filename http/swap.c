@@ -72,17 +72,22 @@ static int b64_value(char c)
     return p ? (int)(p - b64) : -1;
 }
 
-/* Strict base64 with padding, as RFC 7617 writes it; -1 for anything else. */
+/* Base64 as RFC 7617 writes it, its padding optional as Node and Java
+ * read it (a placeholder in unpadded credentials is found and swapped
+ * too); -1 for anything else. */
 static int b64_decode(const char *in, size_t len, char *out, size_t cap, size_t *n)
 {
-    if (len == 0 || len % 4 != 0 || len / 4 * 3 > cap)
+    size_t padded = (len + 3) / 4 * 4;
+    if (len == 0 || len % 4 == 1 || padded / 4 * 3 > cap)
         return -1;
     size_t o = 0;
-    for (size_t i = 0; i < len; i += 4) {
-        bool last = i + 4 == len;
+    for (size_t i = 0; i < padded; i += 4) {
+        bool last = i + 4 == padded;
         int v[4];
-        for (int k = 0; k < 4; k++)
-            v[k] = last && k >= 2 && in[i + k] == '=' ? -2 : b64_value(in[i + k]);
+        for (int k = 0; k < 4; k++) {
+            char c = i + k < len ? in[i + k] : '=';
+            v[k] = last && k >= 2 && c == '=' ? -2 : b64_value(c);
+        }
         if (v[0] < 0 || v[1] < 0 || v[2] == -1 || v[3] == -1 || (v[2] == -2 && v[3] != -2))
             return -1;
         out[o++] = (char)(v[0] << 2 | v[1] >> 4);
