@@ -16,16 +16,8 @@ import pytest
 from conftest import TcpServer, TlsOrigin, RecordingHandler, connect_via, make_test_ca, read_head
 from test_inspect import config as inspect_config
 from test_inspect import rules as inspect_rules
-from test_inspect import ask, tls_tunnel
+from test_inspect import ask, inspected, tls_tunnel  # noqa: F401 (inspected: a fixture)
 from test_secrets import PH, REAL, GIT, allow, assert_never_leaked, config, curl, secret
-
-
-@pytest.fixture
-def inspected(start_egressd, tls_origin, tmp_path):
-    e = start_egressd(inspect_config(tmp_path, tls_origin, inspect_rules(tls_origin.port)))
-    e.bundle = str(tmp_path / "bundle.pem")
-    e.origin = tls_origin
-    return e
 
 
 def head(method, path, port, *fields):
