@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import TcpServer, TlsOrigin, RecordingHandler, connect_via, make_test_ca, read_head
+from conftest import TcpServer, TlsOrigin, RecordingHandler, connect_via, make_test_ca, proxy_config, read_head
 from test_inspect import config as inspect_config
 from test_inspect import rules as inspect_rules
 from test_inspect import ask, inspected, tls_tunnel  # noqa: F401 (inspected: a fixture)
@@ -202,6 +202,20 @@ def test_a_value_never_goes_into_a_request_the_origin_sends_back(start_egressd, 
     finally:
         o.close()
     assert [r["method"] for r in o.records] == ["GET"]
+
+
+def test_a_name_that_does_not_resolve_is_a_502_not_a_crash(start_egressd):
+    """dial() left its result's rule unset when DNS failed, and the tunnel
+    logged whatever the stack held there: a crash (or stack bytes in the
+    log) for one CONNECT to an allowed name that does not resolve."""
+    e = start_egressd(proxy_config(rules="[allow gone]\nhost = gone.invalid, *.gone.invalid\nport = 443, 80\n"))
+    for target in ("gone.invalid:443", "x.gone.invalid:443"):
+        s, status, _ = connect_via(e.port, target)
+        assert " 502 " in status, status
+    s = e.connect()
+    code, _, body = ask(s, b"GET http://gone.invalid/ HTTP/1.1\r\nHost: gone.invalid\r\n\r\n")
+    assert code == 502 and json.loads(body)["error"] == "dns_failure"
+    assert e.events("connect", count=2, status=502)
 
 
 # ---- what holds ---------------------------------------------------------------------------------
