@@ -94,5 +94,6 @@ const struct http_error *secrets_take_body(const struct request_secrets *rs, str
     }
     if (rc == CLIENT_TOO_LARGE && x->why == NULL)
         x->why = "a body secrets are swapped into is larger than 256 KiB";
-    return exchange_client_error(rc, &ERR_OVERLOADED);
+    const struct http_error *e = exchange_client_error(rc, &ERR_OVERLOADED);
+    return e != NULL ? e : &ERR_BAD_REQUEST; /* a client gone mid-body: nothing goes up */
 }
