@@ -259,9 +259,9 @@ void http_put_fields(struct sbuf *b, const struct http_msg *m, const struct http
  * Content-Length when the message had one): for requests, whose only
  * transfer coding is chunked; a response's goes by http_put_end_to_end. */
 void http_put_framing(struct sbuf *b, enum http_framing framing, uint64_t length, bool has_length);
-/* in with the used swaps done, into out, at most max bytes; *swapped has
- * the bits of the swaps made.  -1 when out would pass max (or out of
- * memory). */
+/* in with the used swaps done, into out (empty: it gets one buffer of the
+ * final size), at most max bytes; *swapped has the bits of the swaps made.
+ * -1 when out would pass max (or out of memory). */
 int http_swap_bytes(const char *in, size_t len, const struct http_swaps *sw,
                     struct body_buffer *out, size_t max, uint64_t *swapped);
 

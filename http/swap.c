@@ -15,6 +15,7 @@
  */
 #include "http.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -250,10 +251,27 @@ static int bounded_put(void *ctx, const char *p, size_t n)
     return body_buffer_put(b->out, p, n);
 }
 
+static int count_put(void *ctx, const char *p, size_t n)
+{
+    (void)p;
+    *(size_t *)ctx += n;
+    return 0;
+}
+
 int http_swap_bytes(const char *in, size_t len, const struct http_swaps *sw,
                     struct body_buffer *out, size_t max, uint64_t *swapped)
 {
     struct bounded b = {out, max};
+    size_t need = 0;
+    *swapped = 0;
+    (void)swap_through(in, len, sw, count_put, &need, swapped);
+    if (need > max)
+        return -1;
+    /* one buffer of the final size: growing one would leave copies of the
+     * values in freed memory, where no wipe reaches them */
+    if ((out->p = malloc(need + 1)) == NULL)
+        return -1;
+    out->cap = need + 1, out->len = 0;
     *swapped = 0;
     return swap_through(in, len, sw, bounded_put, &b, swapped);
 }

@@ -143,8 +143,10 @@ const struct http_error *exchange_client_error(enum send_result rc, const struct
     return err ? err : &ERR_UPSTREAM_ERROR;
 }
 
-void exchange_end(struct exchange *x)
+void exchange_end(struct exchange *x, char *head, size_t head_cap)
 {
+    if (x->secrets_sent && head != NULL)
+        explicit_bzero(head, head_cap);
     if (x->body.p != NULL)
         explicit_bzero(x->body.p, x->body.cap); /* it holds secrets */
     body_buffer_free(&x->body);

@@ -299,6 +299,7 @@ static bool prepare(struct forward *fw, const struct http_msg *m, char *out, str
     struct outgoing_head oh = {&fw->t.h, fw->t.port, 80, fw->t.path, fw->t.path_len, &rs->sw};
     if (!check_secrets(fw, m, keep))
         return false;
+    fw->ex.secrets_sent = rs->sw.use != 0; /* from here on the head holds them */
     sbuf_init(o, out, OUT_HEAD_MAX);
     exchange_put_head(o, m, &oh);
     if (o->cut) {
@@ -313,7 +314,7 @@ static bool prepare(struct forward *fw, const struct http_msg *m, char *out, str
     if (e == NULL && o->cut)
         e = &ERR_HEADERS_TOO_LARGE, fw->ex.why = "request head too large to forward";
     secrets_used(rs, swapped, "substituted");
-    fw->ex.secrets_sent = swapped != 0;
+    fw->ex.secrets_sent |= swapped != 0;
     fw->f.secrets = rs->used[0] ? rs->used : NULL;
     if (e != NULL)
         conn_fail(c, &fw->f, e, fw->ex.why);
@@ -358,7 +359,7 @@ bool forward_serve(struct conn *c, const struct http_msg *m)
     }
 done:
     if (fw != NULL)
-        exchange_end(&fw->ex);
+        exchange_end(&fw->ex, out, OUT_HEAD_MAX);
     free(out);
     free(fw);
     return keep;

@@ -313,6 +313,7 @@ static bool prepare_request(struct inspected *ix, struct request *rq, const stru
                                m->target, m->target_len, &rs->sw};
     if (!check_secrets(ix, rq, m, keep))
         return false;
+    rq->ex.secrets_sent = rs->sw.use != 0; /* from here on the head holds them */
     sbuf_init(o, ix->out, OUT_HEAD_MAX);
     exchange_put_head(o, m, &oh);
     if (o->cut) {
@@ -329,7 +330,7 @@ static bool prepare_request(struct inspected *ix, struct request *rq, const stru
     if (e == NULL && o->cut)
         e = &ERR_HEADERS_TOO_LARGE, rq->ex.why = "request head too large to forward";
     secrets_used(rs, swapped, "substituted");
-    rq->ex.secrets_sent = swapped != 0;
+    rq->ex.secrets_sent |= swapped != 0;
     rq->f.secrets = rs->used[0] ? rs->used : NULL;
     if (e != NULL)
         refuse_head(ix, rq, e, rq->ex.why);
@@ -396,7 +397,7 @@ static bool serve_request(struct inspected *ix)
         if (decide(ix, rq, &m, &keep))
             keep = relay_request(ix, rq, &m);
         log_request(ix, rq);
-        exchange_end(&rq->ex);
+        exchange_end(&rq->ex, ix->out, OUT_HEAD_MAX);
     }
     free(rq);
     return keep;

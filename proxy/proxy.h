@@ -392,7 +392,7 @@ struct exchange {
     /* a body read whole to swap placeholders in it (exchange_take_body) */
     struct body_buffer body;
     bool body_taken;
-    bool secrets_sent; /* values went up: the upstream's bytes are never quoted */
+    bool secrets_sent; /* values in the head or body: upstream bytes never quoted, buffers wiped */
 };
 /* From the request head m, before it is consumed. */
 void exchange_begin(struct exchange *x, struct bufconn *client, struct bufconn *upstream,
@@ -420,8 +420,10 @@ enum send_result exchange_take_body(struct exchange *x, const struct http_swaps 
 /* The head (built by the caller) and the body upstream; reused: the
  * upstream connection was kept from an earlier request. */
 enum send_result exchange_send(struct exchange *x, const char *head, size_t len, bool reused);
-/* What the exchange holds past its request (a body taken whole). */
-void exchange_end(struct exchange *x);
+/* What the exchange holds past its request (a body taken whole), and the
+ * caller's head buffer (head_cap bytes; NULL: none) wiped when values went
+ * into either. */
+void exchange_end(struct exchange *x, char *head, size_t head_cap);
 /* The answer to a send that failed: the client's faults (400, 408, 413),
  * else err or 502; NULL when the client is gone (nobody to answer). */
 const struct http_error *exchange_client_error(enum send_result rc, const struct http_error *err);

@@ -962,6 +962,8 @@ Test(swap, bodies_bounded)
     cr_assert_eq(http_swap_bytes(in, sizeof(in) - 1, &sw, &out, 1 << 20, &swapped), 0);
     cr_assert_str_eq(out.p, "{\"a\":\"REAL/one\",\"b\":\"real-twoREAL/one\"}");
     cr_assert_eq(swapped, 3);
+    cr_assert_eq(out.cap, out.len + 1,
+                 "one buffer of the final size: no copy left in freed memory");
     body_buffer_free(&out);
     sw.use = 0;
     cr_assert_eq(http_swap_bytes(in, sizeof(in) - 1, &sw, &out, 1 << 20, &swapped), 0);
