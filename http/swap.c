@@ -8,7 +8,9 @@
  * use bits); finding them is done on the whole head, so that a
  * placeholder headed where its secret may not go is seen wherever it is.
  * Placeholders hold no '%', '"', '\' or space and none holds another
- * (policy checks both), so one left-to-right pass finds each exactly once.
+ * (policy checks both), so one left-to-right pass finds each exactly once;
+ * nor '/', '?', '#' or ';', so that swapping one out of a target never
+ * changes the target's shape.
  * Values go into a target percent-encoded (a '/' in a value must not make
  * a new path segment), and into fields as they are (policy refused values
  * with control characters, so a value cannot start a new line).
