@@ -903,6 +903,16 @@ Test(swap, placeholders_found_anywhere_in_a_head)
         "GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer x\r\nAuthorization: Basic %s\r\n\r\n",
         b64);
     cr_assert_eq(found_in(head), 2, "inside the Basic credentials of a second Authorization field");
+    /* credentials padded past 3 KiB: still read, as any that fit in a head */
+    static char padded[HTTP_HEAD_MAX], longhead[HTTP_HEAD_MAX];
+    int n = snprintf(padded, sizeof(padded), "u:" PH2 "%04000d", 0);
+    struct sbuf lb;
+    sbuf_init(&lb, longhead, sizeof(longhead));
+    sbuf_str(&lb, "GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Basic ");
+    http_base64_encode(&lb, (const unsigned char *)padded, (size_t)n);
+    sbuf_str(&lb, "\r\n\r\n");
+    cr_assert_not(lb.cut);
+    cr_assert_eq(found_in(longhead), 2, "inside Basic credentials of %d bytes", n);
 }
 
 static void put_head(const char *head, uint64_t use, char *out, size_t cap)
