@@ -21,7 +21,9 @@
 #include <string.h>
 #include <strings.h>
 
-#define BASIC_MAX 3072 /* decoded user:password; a head is 64 KiB at most */
+/* Decoded user:password: any that fit in a request head, so that padding
+ * credentials never hides a placeholder in them. */
+#define BASIC_MAX (HTTP_HEAD_MAX / 4 * 3)
 
 typedef int (*put_fn)(void *ctx, const char *p, size_t n);
 
@@ -160,16 +162,20 @@ static uint64_t in_basic(const struct http_msg *m, const struct http_swaps *sw)
     char basic[BASIC_MAX];
     size_t n;
     uint64_t found = 0;
+    bool used = false; /* wiped only when credentials may have been decoded into it */
     for (size_t i = 0; i < m->n_headers; i++) {
         const struct http_header *h = &m->headers[i];
-        if (!is_authorization(h) ||
-            basic_credentials(h->value, h->value_len, basic, sizeof(basic), &n) != 0)
+        if (!is_authorization(h))
+            continue;
+        used = true;
+        if (basic_credentials(h->value, h->value_len, basic, sizeof(basic), &n) != 0)
             continue;
         for (size_t j = 0; j < sw->n && j < HTTP_SWAPS_MAX; j++)
             if (memmem(basic, n, sw->v[j].from, sw->v[j].from_len) != NULL)
                 found |= 1ull << j;
     }
-    explicit_bzero(basic, sizeof(basic));
+    if (used)
+        explicit_bzero(basic, sizeof(basic));
     return found;
 }
 
@@ -217,25 +223,35 @@ void http_put_target(struct sbuf *b, const char *target, size_t len, const struc
     sbuf_add(b, target + run, len - run);
 }
 
-void http_put_value(struct sbuf *b, const struct http_header *h, const struct http_swaps *sw)
+/* Basic credentials with the used swaps done, encoded again into b; false
+ * when h holds none or no swap was made (b untouched).  The buffers are
+ * wiped only here, where credentials were decoded into them. */
+static bool put_basic(struct sbuf *b, const struct http_header *h, const struct http_swaps *sw)
 {
-    char basic[BASIC_MAX], swapped[3 * BASIC_MAX]; /* room for values up to 6 KiB */
+    char basic[BASIC_MAX], swapped[3 * BASIC_MAX]; /* more values than fit: 431 */
     size_t n;
-    uint64_t swapped_bits = 0;
+    uint64_t bits = 0;
     struct sbuf s;
     sbuf_init(&s, swapped, sizeof(swapped));
-    if (sw != NULL && sw->use != 0 && is_authorization(h) &&
-        basic_credentials(h->value, h->value_len, basic, sizeof(basic), &n) == 0 &&
-        swap_through(basic, n, sw, sbuf_put, &s, &swapped_bits) == 0 && swapped_bits != 0) {
+    if (basic_credentials(h->value, h->value_len, basic, sizeof(basic), &n) != 0)
+        return false;
+    bool done = swap_through(basic, n, sw, sbuf_put, &s, &bits) == 0 && bits != 0;
+    if (done) {
         sbuf_str(b, "Basic ");
         http_base64_encode(b, (const unsigned char *)s.buf, s.len);
         if (s.cut)
             b->cut = true; /* never half a credential */
-    } else {
-        (void)swap_through(h->value, h->value_len, sw, sbuf_put, b, &swapped_bits);
     }
-    explicit_bzero(basic, sizeof(basic));
-    explicit_bzero(swapped, sizeof(swapped));
+    explicit_bzero(basic, n);
+    explicit_bzero(swapped, s.len);
+    return done;
+}
+
+void http_put_value(struct sbuf *b, const struct http_header *h, const struct http_swaps *sw)
+{
+    uint64_t swapped_bits = 0;
+    if (sw == NULL || sw->use == 0 || !is_authorization(h) || !put_basic(b, h, sw))
+        (void)swap_through(h->value, h->value_len, sw, sbuf_put, b, &swapped_bits);
 }
 
 /* ---- bodies ----------------------------------------------------------------------- */
