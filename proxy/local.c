@@ -149,7 +149,7 @@ bool local_serve(struct conn *c, const struct http_msg *m, const char *path, siz
     bufconn_consume(&c->in, m->head_len); /* m's pointers die here, but for its framing */
     if (request)
         return serve_request(c, &f, m, keep);
-    keep = conn_drain_request(c, m); /* its own rule: HTTP/1.1, no close, no 100 wait */
+    keep = conn_drain_request(c, m);
     if (denials)
         return serve_denials(c, keep);
     return refuse(c, &f, &ERR_NOT_FOUND,
