@@ -259,11 +259,26 @@ void http_put_fields(struct sbuf *b, const struct http_msg *m, const struct http
  * Content-Length when the message had one): for requests, whose only
  * transfer coding is chunked; a response's goes by http_put_end_to_end. */
 void http_put_framing(struct sbuf *b, enum http_framing framing, uint64_t length, bool has_length);
-/* in with the used swaps done, into out, at most max bytes; *swapped has
- * the bits of the swaps made.  -1 when out would pass max (or out of
- * memory). */
+/* in with the used swaps done, into out (empty: it gets one buffer of the
+ * final size), at most max bytes; *swapped has the bits of the swaps made.
+ * -1 when out would pass max (or out of memory). */
 int http_swap_bytes(const char *in, size_t len, const struct http_swaps *sw,
                     struct body_buffer *out, size_t max, uint64_t *swapped);
+
+/* Standard base64 with padding (RFC 4648), as Basic credentials and
+ * WebSocket accepts write it. */
+void http_base64_encode(struct sbuf *b, const unsigned char *in, size_t len);
+
+/* ---- websocket.c: the handshake that may open a raw relay ---- */
+
+#define HTTP_WS_KEY_LEN 24 /* base64 of the 16 random bytes RFC 6455 asks for */
+
+/* The request's Sec-WebSocket-Key into key (HTTP_WS_KEY_LEN + 1 bytes);
+ * false when it has none of the right length. */
+bool http_websocket_key(const struct http_msg *m, char *key);
+/* Is the 101 r the answer to the handshake that sent key: Upgrade names
+ * websocket and Sec-WebSocket-Accept is the key's (RFC 6455 4.2.2)? */
+bool http_websocket_accepted(const char *key, const struct http_msg *r);
 
 /* ---- json.c ---- */
 

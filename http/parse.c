@@ -385,9 +385,17 @@ int http_path_view(const char *target, size_t len, char *out, size_t cap, char *
     return 0;
 }
 
-/* Is seg (the bytes between two slashes) "." or ".."? */
+/* Is seg (the bytes between two slashes) "." or ".." once its ;params
+ * are cut, as Tomcat and Jetty cut them (';' written or as %3B) before
+ * resolving dot segments: "/a/..;/b" is "/b" to them. */
 static bool dot_segment(const char *seg, size_t n)
 {
+    for (size_t i = 0; i < n; i++)
+        if (seg[i] == ';' ||
+            (seg[i] == '%' && i + 2 < n && seg[i + 1] == '3' && (seg[i + 2] | 0x20) == 'b')) {
+            n = i;
+            break;
+        }
     return (n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.');
 }
 

@@ -8,17 +8,22 @@
  * use bits); finding them is done on the whole head, so that a
  * placeholder headed where its secret may not go is seen wherever it is.
  * Placeholders hold no '%', '"', '\' or space and none holds another
- * (policy checks both), so one left-to-right pass finds each exactly once.
+ * (policy checks both), so one left-to-right pass finds each exactly once;
+ * nor '/', '?', '#' or ';', so that swapping one out of a target never
+ * changes the target's shape.
  * Values go into a target percent-encoded (a '/' in a value must not make
  * a new path segment), and into fields as they are (policy refused values
  * with control characters, so a value cannot start a new line).
  */
 #include "http.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#define BASIC_MAX 3072 /* decoded user:password; a head is 64 KiB at most */
+/* Decoded user:password: any that fit in a request head, so that padding
+ * credentials never hides a placeholder in them. */
+#define BASIC_MAX (HTTP_HEAD_MAX / 4 * 3)
 
 typedef int (*put_fn)(void *ctx, const char *p, size_t n);
 
@@ -72,17 +77,22 @@ static int b64_value(char c)
     return p ? (int)(p - b64) : -1;
 }
 
-/* Strict base64 with padding, as RFC 7617 writes it; -1 for anything else. */
+/* Base64 as RFC 7617 writes it, its padding optional as Node and Java
+ * read it (a placeholder in unpadded credentials is found and swapped
+ * too); -1 for anything else. */
 static int b64_decode(const char *in, size_t len, char *out, size_t cap, size_t *n)
 {
-    if (len == 0 || len % 4 != 0 || len / 4 * 3 > cap)
+    size_t padded = (len + 3) / 4 * 4;
+    if (len == 0 || len % 4 == 1 || padded / 4 * 3 > cap)
         return -1;
     size_t o = 0;
-    for (size_t i = 0; i < len; i += 4) {
-        bool last = i + 4 == len;
+    for (size_t i = 0; i < padded; i += 4) {
+        bool last = i + 4 == padded;
         int v[4];
-        for (int k = 0; k < 4; k++)
-            v[k] = last && k >= 2 && in[i + k] == '=' ? -2 : b64_value(in[i + k]);
+        for (int k = 0; k < 4; k++) {
+            char c = i + k < len ? in[i + k] : '=';
+            v[k] = last && k >= 2 && c == '=' ? -2 : b64_value(c);
+        }
         if (v[0] < 0 || v[1] < 0 || v[2] == -1 || v[3] == -1 || (v[2] == -2 && v[3] != -2))
             return -1;
         out[o++] = (char)(v[0] << 2 | v[1] >> 4);
@@ -95,7 +105,7 @@ static int b64_decode(const char *in, size_t len, char *out, size_t cap, size_t 
     return 0;
 }
 
-static void b64_encode(struct sbuf *b, const unsigned char *in, size_t len)
+void http_base64_encode(struct sbuf *b, const unsigned char *in, size_t len)
 {
     for (size_t i = 0; i < len; i += 3) {
         unsigned v = (unsigned)in[i] << 16 | (i + 1 < len ? (unsigned)in[i + 1] << 8 : 0) |
@@ -145,22 +155,38 @@ static bool in_target(const struct http_msg *m, const struct http_swap *s)
     return false;
 }
 
-uint64_t http_swaps_in_head(const struct http_msg *m, const struct http_swaps *sw)
+/* The placeholders inside the Basic credentials of every Authorization
+ * field (each is swapped when it holds one, so each is looked in). */
+static uint64_t in_basic(const struct http_msg *m, const struct http_swaps *sw)
 {
     char basic[BASIC_MAX];
-    size_t n_basic = 0;
-    const struct http_header *auth = http_header_find(m, "authorization");
-    if (auth == NULL ||
-        basic_credentials(auth->value, auth->value_len, basic, sizeof(basic), &n_basic) != 0)
-        n_basic = 0;
+    size_t n;
     uint64_t found = 0;
+    bool used = false; /* wiped only when credentials may have been decoded into it */
+    for (size_t i = 0; i < m->n_headers; i++) {
+        const struct http_header *h = &m->headers[i];
+        if (!is_authorization(h))
+            continue;
+        used = true;
+        if (basic_credentials(h->value, h->value_len, basic, sizeof(basic), &n) != 0)
+            continue;
+        for (size_t j = 0; j < sw->n && j < HTTP_SWAPS_MAX; j++)
+            if (memmem(basic, n, sw->v[j].from, sw->v[j].from_len) != NULL)
+                found |= 1ull << j;
+    }
+    if (used)
+        explicit_bzero(basic, sizeof(basic));
+    return found;
+}
+
+uint64_t http_swaps_in_head(const struct http_msg *m, const struct http_swaps *sw)
+{
+    uint64_t found = in_basic(m, sw);
     for (size_t j = 0; j < sw->n && j < HTTP_SWAPS_MAX; j++) {
         const struct http_swap *s = &sw->v[j];
-        if (memmem(m->method, m->head_len, s->from, s->from_len) != NULL || in_target(m, s) ||
-            memmem(basic, n_basic, s->from, s->from_len) != NULL)
+        if (memmem(m->method, m->head_len, s->from, s->from_len) != NULL || in_target(m, s))
             found |= 1ull << j;
     }
-    explicit_bzero(basic, sizeof(basic));
     return found;
 }
 
@@ -197,25 +223,35 @@ void http_put_target(struct sbuf *b, const char *target, size_t len, const struc
     sbuf_add(b, target + run, len - run);
 }
 
-void http_put_value(struct sbuf *b, const struct http_header *h, const struct http_swaps *sw)
+/* Basic credentials with the used swaps done, encoded again into b; false
+ * when h holds none or no swap was made (b untouched).  The buffers are
+ * wiped only here, where credentials were decoded into them. */
+static bool put_basic(struct sbuf *b, const struct http_header *h, const struct http_swaps *sw)
 {
-    char basic[BASIC_MAX], swapped[3 * BASIC_MAX]; /* room for values up to 6 KiB */
+    char basic[BASIC_MAX], swapped[3 * BASIC_MAX]; /* more values than fit: 431 */
     size_t n;
-    uint64_t swapped_bits = 0;
+    uint64_t bits = 0;
     struct sbuf s;
     sbuf_init(&s, swapped, sizeof(swapped));
-    if (sw != NULL && sw->use != 0 && is_authorization(h) &&
-        basic_credentials(h->value, h->value_len, basic, sizeof(basic), &n) == 0 &&
-        swap_through(basic, n, sw, sbuf_put, &s, &swapped_bits) == 0 && swapped_bits != 0) {
+    if (basic_credentials(h->value, h->value_len, basic, sizeof(basic), &n) != 0)
+        return false;
+    bool done = swap_through(basic, n, sw, sbuf_put, &s, &bits) == 0 && bits != 0;
+    if (done) {
         sbuf_str(b, "Basic ");
-        b64_encode(b, (const unsigned char *)s.buf, s.len);
+        http_base64_encode(b, (const unsigned char *)s.buf, s.len);
         if (s.cut)
             b->cut = true; /* never half a credential */
-    } else {
-        (void)swap_through(h->value, h->value_len, sw, sbuf_put, b, &swapped_bits);
     }
-    explicit_bzero(basic, sizeof(basic));
-    explicit_bzero(swapped, sizeof(swapped));
+    explicit_bzero(basic, n);
+    explicit_bzero(swapped, s.len);
+    return done;
+}
+
+void http_put_value(struct sbuf *b, const struct http_header *h, const struct http_swaps *sw)
+{
+    uint64_t swapped_bits = 0;
+    if (sw == NULL || sw->use == 0 || !is_authorization(h) || !put_basic(b, h, sw))
+        (void)swap_through(h->value, h->value_len, sw, sbuf_put, b, &swapped_bits);
 }
 
 /* ---- bodies ----------------------------------------------------------------------- */
@@ -233,10 +269,27 @@ static int bounded_put(void *ctx, const char *p, size_t n)
     return body_buffer_put(b->out, p, n);
 }
 
+static int count_put(void *ctx, const char *p, size_t n)
+{
+    (void)p;
+    *(size_t *)ctx += n;
+    return 0;
+}
+
 int http_swap_bytes(const char *in, size_t len, const struct http_swaps *sw,
                     struct body_buffer *out, size_t max, uint64_t *swapped)
 {
     struct bounded b = {out, max};
+    size_t need = 0;
+    *swapped = 0;
+    (void)swap_through(in, len, sw, count_put, &need, swapped);
+    if (need > max)
+        return -1;
+    /* one buffer of the final size: growing one would leave copies of the
+     * values in freed memory, where no wipe reaches them */
+    if ((out->p = malloc(need + 1)) == NULL)
+        return -1;
+    out->cap = need + 1, out->len = 0;
     *swapped = 0;
     return swap_through(in, len, sw, bounded_put, &b, swapped);
 }

@@ -12,9 +12,9 @@
  * `binary` matches only when the calling programs do (every holder of the
  * socket for allow rules, any for deny rules, and doubt denies).  Deny
  * rules compare methods and paths without case and on the folded path, so
- * that a spelling an origin reads alike cannot slip past them; allow rules
- * compare exactly.  Audit, the rule's or the policy's, lets a would-be
- * denial through and says so.  The address check then runs on every
+ * that a spelling an origin reads alike (a last slash too) cannot slip
+ * past them; allow rules compare exactly.  Audit, the rule's or the
+ * policy's, lets a would-be denial through and says so.  The address check then runs on every
  * resolved address of an allowed destination, with the rule that allowed
  * it, and a deny rule naming an IP literal covers names resolving to it.
  */
@@ -112,13 +112,22 @@ static bool method_listed(const struct rule *r, const char *method, bool fold)
     return false;
 }
 
+/* A deny rule's reading: the folded path, and the same without its last
+ * slash, which most routers (Express, Rails, Spring before 6) take for the
+ * path without it: "/admin/" must not dodge "/admin". */
+static bool folded_listed(const char *pattern, const char *folded)
+{
+    size_t n = strlen(folded);
+    return path_glob_match_fold(pattern, folded, n) ||
+           (n > 1 && folded[n - 1] == '/' && path_glob_match_fold(pattern, folded, n - 1));
+}
+
 static bool path_listed(const struct rule *r, const struct request_view *rq, bool fold)
 {
     if (r->n_paths == 0)
         return true;
     for (size_t i = 0; i < r->n_paths; i++)
-        if (fold ? path_glob_match_fold(r->paths[i], rq->folded)
-                 : path_glob_match(r->paths[i], rq->path))
+        if (fold ? folded_listed(r->paths[i], rq->folded) : path_glob_match(r->paths[i], rq->path))
             return true;
     return false;
 }

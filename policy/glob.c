@@ -45,7 +45,7 @@ static uint8_t fold_byte(uint8_t c, bool fold)
 /* A simulation of the pattern's automaton, one character at a time: time
  * bounded by pattern length times path length, whatever the stars (the
  * recursive matcher it replaces backtracked exponentially). */
-static bool glob_match(const char *p, const char *s, bool fold)
+static bool glob_match(const char *p, const char *s, size_t n, bool fold)
 {
     uint8_t kind[GLOB_PATTERN_MAX], cur[GLOB_PATTERN_MAX + 1] = {1};
     uint8_t lit[GLOB_PATTERN_MAX]; /* unsigned: compared with unsigned bytes of the path */
@@ -60,18 +60,18 @@ static bool glob_match(const char *p, const char *s, bool fold)
     }
     if (!glob_step(kind, lit, m, cur, 0))
         return false;
-    for (; *s != '\0'; s++)
-        if (!glob_step(kind, lit, m, cur, fold_byte((uint8_t)*s, fold)))
+    for (size_t i = 0; i < n; i++)
+        if (!glob_step(kind, lit, m, cur, fold_byte((uint8_t)s[i], fold)))
             return false;
     return cur[m];
 }
 
 bool path_glob_match(const char *pattern, const char *path)
 {
-    return glob_match(pattern, path, false);
+    return glob_match(pattern, path, strlen(path), false);
 }
 
-bool path_glob_match_fold(const char *pattern, const char *path)
+bool path_glob_match_fold(const char *pattern, const char *path, size_t len)
 {
-    return glob_match(pattern, path, true);
+    return glob_match(pattern, path, len, true);
 }

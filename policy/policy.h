@@ -335,8 +335,9 @@ void identity_free(struct identity *id);
  * linear in the path for a given pattern (at most GLOB_PATTERN_MAX). */
 #define GLOB_PATTERN_MAX 1024
 bool path_glob_match(const char *pattern, const char *path);
-/* The same, ASCII letters compared without case (for deny rules). */
-bool path_glob_match_fold(const char *pattern, const char *path);
+/* The same over path's first len bytes, ASCII letters compared without
+ * case (for deny rules). */
+bool path_glob_match_fold(const char *pattern, const char *path, size_t len);
 /* One line of /proc/net/tcp or tcp6: the socket's local and remote
  * addresses (IPv4-mapped IPv6 normalised to IPv4), uid and inode.  0, or -1
  * for a header or malformed line. */

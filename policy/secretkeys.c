@@ -81,15 +81,22 @@ static void set_value_file(struct loader *L, struct section *S, const struct key
 
 /* Printable ASCII without space, '%', '"' or '\': characters that read
  * the same in a header, a URL and a JSON string, so that one search finds
- * the placeholder wherever a client put it. */
+ * the placeholder wherever a client put it.  Nor '/', '?', '#' or ';',
+ * which give a target its shape: swapping a placeholder out of a target
+ * takes them with it, and "/ok/ph?x/../../no", decided as the path /ok/ph,
+ * would go up as "/ok/VALUE/../../no". */
 static const char *placeholder_problem(const char *v)
 {
     size_t n = strlen(v);
     if (n < PLACEHOLDER_MIN || n >= PLACEHOLDER_MAX)
         return "it must be 16 to 255 characters long";
-    for (; *v; v++)
+    for (; *v; v++) {
         if (*v <= ' ' || *v > '~' || *v == '%' || *v == '"' || *v == '\\')
             return "printable ASCII without space, '%', '\"' or '\\' only";
+        if (strchr("/?#;", *v) != NULL)
+            return "no '/', '?', '#' or ';': they would change a URL's shape when it is swapped "
+                   "out";
+    }
     return NULL;
 }
 

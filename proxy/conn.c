@@ -250,7 +250,7 @@ static int discard(void *ctx, const char *p, size_t n)
     return 0;
 }
 
-bool conn_drain_body(struct conn *c, enum http_framing framing, uint64_t length)
+bool conn_drain_request(struct conn *c, const struct http_msg *m)
 {
     const char *why;
     uint64_t moved;
@@ -259,6 +259,8 @@ bool conn_drain_body(struct conn *c, enum http_framing framing, uint64_t length)
                               .deadline = now_ms() + c->set->header_timeout_ms,
                               .decode = true};
     struct body_sink sink = {discard, NULL};
-    return framing != BODY_UNTIL_CLOSE &&
-           http_pump_body(&c->in, framing, length, &lim, &sink, &moved, &why) == PUMP_DONE;
+    if (m->minor != 1 || m->conn_close || m->expect_continue || m->framing == BODY_UNTIL_CLOSE)
+        return false;
+    return http_pump_body(&c->in, m->framing, m->content_length, &lim, &sink, &moved, &why) ==
+           PUMP_DONE;
 }

@@ -12,7 +12,8 @@
  * `Expect: 100-continue` is egressd's to answer (it streams the body as it
  * comes, so it never waits on the origin's 100); 1xx answers from the
  * origin are informational and go no further; a 101 is only accepted for a
- * WebSocket upgrade the client asked for, and then the caller relays raw.
+ * WebSocket upgrade the client asked for, when it answers the client's
+ * key (http/websocket.c), and then the caller relays raw.
  */
 #include "proxy.h"
 
@@ -33,9 +34,9 @@ void exchange_begin(struct exchange *x, struct bufconn *client, struct bufconn *
                            .expect_continue = m->expect_continue,
                            .is_head = http_method_is(m, "HEAD"),
                            .client_close = m->conn_close,
-                           .websocket =
-                               up != NULL && http_list_has(up->value, up->value_len, "websocket"),
                            .minor = m->minor};
+    x->websocket = up != NULL && http_list_has(up->value, up->value_len, "websocket") &&
+                   http_websocket_key(m, x->ws_key);
 }
 
 /* The client's failures while its body moves come before any response. */
@@ -142,8 +143,10 @@ const struct http_error *exchange_client_error(enum send_result rc, const struct
     return err ? err : &ERR_UPSTREAM_ERROR;
 }
 
-void exchange_end(struct exchange *x)
+void exchange_end(struct exchange *x, char *head, size_t head_cap)
 {
+    if (x->secrets_sent && head != NULL)
+        explicit_bzero(head, head_cap);
     if (x->body.p != NULL)
         explicit_bzero(x->body.p, x->body.cap); /* it holds secrets */
     body_buffer_free(&x->body);
@@ -193,12 +196,14 @@ const struct http_error *exchange_response(struct exchange *x, struct http_msg *
     int64_t deadline = now_ms() + x->io_ms;
     enum response_status st = bufconn_read_response(in, x->is_head, r, deadline, &x->why);
     *stale = st == RESPONSE_CLOSED;
-    if (st == RESPONSE_MALFORMED) {
+    if (st == RESPONSE_MALFORMED && !x->secrets_sent) { /* an echo would quote a value */
         describe_bytes(x->why, in->buf, in->len, x->detail, sizeof(x->detail));
         x->why = x->detail; /* what the upstream sent, for the log */
     }
-    if (st == RESPONSE_OK && r->status == 101 && !x->websocket) {
-        x->why = "upstream switched protocols unasked";
+    if (st == RESPONSE_OK && r->status == 101 &&
+        !(x->websocket && http_websocket_accepted(x->ws_key, r))) {
+        x->why = x->websocket ? "upstream's 101 does not answer the WebSocket handshake"
+                              : "upstream switched protocols unasked";
         return &ERR_UPSTREAM_ERROR;
     }
     return st == RESPONSE_OK        ? NULL

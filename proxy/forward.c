@@ -194,8 +194,7 @@ static void refuse_request(struct forward *fw, const struct http_msg *m,
     info->method = fw->f.method;
     info->path = fw->f.path;
     bufconn_consume(&fw->c->in, m->head_len);
-    info->keep = fw->keep_after_denial =
-        m->minor == 1 && !m->conn_close && conn_drain_body(fw->c, m->framing, m->content_length);
+    info->keep = fw->keep_after_denial = conn_drain_request(fw->c, m);
     conn_fail_info(fw->c, &fw->f, info);
     if (fw->inspected)
         metrics_request(&fw->d);
@@ -217,8 +216,9 @@ static bool decide_request(struct forward *fw, const struct http_msg *m)
                        sizeof(fw->folded), &why) != 0) {
         info.detail = why;
     } else if (up != NULL && !fw->ex.websocket) {
-        info = (struct http_error_info){.e = &ERR_UNSUPPORTED_PROTOCOL,
-                                        .detail = "only WebSocket upgrades pass"};
+        info = (struct http_error_info){
+            .e = &ERR_UNSUPPORTED_PROTOCOL,
+            .detail = "only WebSocket upgrades (with a Sec-WebSocket-Key) pass"};
     } else {
         fw->f.path = fw->path;
         struct request_view rq = {fw->method, fw->path, fw->folded};
@@ -299,6 +299,7 @@ static bool prepare(struct forward *fw, const struct http_msg *m, char *out, str
     struct outgoing_head oh = {&fw->t.h, fw->t.port, 80, fw->t.path, fw->t.path_len, &rs->sw};
     if (!check_secrets(fw, m, keep))
         return false;
+    fw->ex.secrets_sent = rs->sw.use != 0; /* from here on the head holds them */
     sbuf_init(o, out, OUT_HEAD_MAX);
     exchange_put_head(o, m, &oh);
     if (o->cut) {
@@ -313,6 +314,7 @@ static bool prepare(struct forward *fw, const struct http_msg *m, char *out, str
     if (e == NULL && o->cut)
         e = &ERR_HEADERS_TOO_LARGE, fw->ex.why = "request head too large to forward";
     secrets_used(rs, swapped, "substituted");
+    fw->ex.secrets_sent |= swapped != 0;
     fw->f.secrets = rs->used[0] ? rs->used : NULL;
     if (e != NULL)
         conn_fail(c, &fw->f, e, fw->ex.why);
@@ -357,7 +359,7 @@ bool forward_serve(struct conn *c, const struct http_msg *m)
     }
 done:
     if (fw != NULL)
-        exchange_end(&fw->ex);
+        exchange_end(&fw->ex, out, OUT_HEAD_MAX);
     free(out);
     free(fw);
     return keep;

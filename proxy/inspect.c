@@ -115,8 +115,7 @@ static bool refuse(struct inspected *ix, struct request *rq, const struct http_m
     bufconn_consume(&ix->client, m->head_len);
     struct bufconn saved = c->in;
     c->in = ix->client; /* the connection's own pieces read the client through c->in */
-    info->keep =
-        m->minor == 1 && !m->conn_close && conn_drain_body(c, m->framing, m->content_length);
+    info->keep = conn_drain_request(c, m);
     conn_fail_info(c, &rq->f, info);
     ix->client = c->in;
     c->in = saved;
@@ -210,7 +209,7 @@ static const struct http_error *unsafe(struct inspected *ix, struct request *rq,
         return &ERR_MISDIRECTED;
     }
     if (http_header_find(m, "upgrade") != NULL && !rq->ex.websocket) {
-        *why = "only WebSocket upgrades pass";
+        *why = "only WebSocket upgrades (with a Sec-WebSocket-Key) pass";
         return &ERR_UNSUPPORTED_PROTOCOL;
     }
     return NULL;
@@ -314,6 +313,7 @@ static bool prepare_request(struct inspected *ix, struct request *rq, const stru
                                m->target, m->target_len, &rs->sw};
     if (!check_secrets(ix, rq, m, keep))
         return false;
+    rq->ex.secrets_sent = rs->sw.use != 0; /* from here on the head holds them */
     sbuf_init(o, ix->out, OUT_HEAD_MAX);
     exchange_put_head(o, m, &oh);
     if (o->cut) {
@@ -330,6 +330,7 @@ static bool prepare_request(struct inspected *ix, struct request *rq, const stru
     if (e == NULL && o->cut)
         e = &ERR_HEADERS_TOO_LARGE, rq->ex.why = "request head too large to forward";
     secrets_used(rs, swapped, "substituted");
+    rq->ex.secrets_sent |= swapped != 0;
     rq->f.secrets = rs->used[0] ? rs->used : NULL;
     if (e != NULL)
         refuse_head(ix, rq, e, rq->ex.why);
@@ -396,7 +397,7 @@ static bool serve_request(struct inspected *ix)
         if (decide(ix, rq, &m, &keep))
             keep = relay_request(ix, rq, &m);
         log_request(ix, rq);
-        exchange_end(&rq->ex);
+        exchange_end(&rq->ex, ix->out, OUT_HEAD_MAX);
     }
     free(rq);
     return keep;

@@ -149,7 +149,7 @@ bool local_serve(struct conn *c, const struct http_msg *m, const char *path, siz
     bufconn_consume(&c->in, m->head_len); /* m's pointers die here, but for its framing */
     if (request)
         return serve_request(c, &f, m, keep);
-    keep = keep && conn_drain_body(c, m->framing, m->content_length);
+    keep = conn_drain_request(c, m);
     if (denials)
         return serve_denials(c, keep);
     return refuse(c, &f, &ERR_NOT_FOUND,

@@ -327,10 +327,12 @@ void conn_identify(struct conn *c, struct log_fields *f);
  * info's method, path, rule and detail; f gets the stage for its log line. */
 void conn_note_denial(struct conn *c, struct log_fields *f, const struct http_error_info *info,
                       enum denial_stage stage);
-/* Read and drop the body of a request egressd answers itself, so that the
- * connection can carry the next (bounded: a larger body is not read);
- * true when all of it was read. */
-bool conn_drain_body(struct conn *c, enum http_framing framing, uint64_t length);
+/* After egressd answered a request itself (its head consumed): may the
+ * connection carry the next one?  Only an HTTP/1.1 request not asking to
+ * close, whose body was read and dropped here (bounded: a larger body is
+ * not read), and not one waiting for 100 Continue: its client sends no
+ * body until told, so the answer goes at once and the connection ends. */
+bool conn_drain_request(struct conn *c, const struct http_msg *m);
 
 /* ---- dial.c: resolve, check every address, connect to a checked one --------- */
 
@@ -377,7 +379,9 @@ struct exchange {
     /* the request, kept past its head */
     enum http_framing framing;
     uint64_t length;
-    bool has_length, expect_continue, is_head, client_close, websocket;
+    bool has_length, expect_continue, is_head, client_close;
+    bool websocket;                   /* Upgrade: websocket, with a key */
+    char ws_key[HTTP_WS_KEY_LEN + 1]; /* the 101 must answer it */
     int minor;
     /* the response */
     int status;
@@ -388,6 +392,7 @@ struct exchange {
     /* a body read whole to swap placeholders in it (exchange_take_body) */
     struct body_buffer body;
     bool body_taken;
+    bool secrets_sent; /* values in the head or body: upstream bytes never quoted, buffers wiped */
 };
 /* From the request head m, before it is consumed. */
 void exchange_begin(struct exchange *x, struct bufconn *client, struct bufconn *upstream,
@@ -415,8 +420,10 @@ enum send_result exchange_take_body(struct exchange *x, const struct http_swaps 
 /* The head (built by the caller) and the body upstream; reused: the
  * upstream connection was kept from an earlier request. */
 enum send_result exchange_send(struct exchange *x, const char *head, size_t len, bool reused);
-/* What the exchange holds past its request (a body taken whole). */
-void exchange_end(struct exchange *x);
+/* What the exchange holds past its request (a body taken whole), and the
+ * caller's head buffer (head_cap bytes; NULL: none) wiped when values went
+ * into either. */
+void exchange_end(struct exchange *x, char *head, size_t head_cap);
 /* The answer to a send that failed: the client's faults (400, 408, 413),
  * else err or 502; NULL when the client is gone (nobody to answer). */
 const struct http_error *exchange_client_error(enum send_result rc, const struct http_error *err);

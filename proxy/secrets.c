@@ -8,15 +8,25 @@
  * a body is never looked for unless a secret bound here swaps in bodies,
  * so that an agent quoting a placeholder to a model is never refused.
  * Values go only into requests egressd sends over TLS: plain HTTP, even
- * to a bound host and port, would hand them to anyone on the path.
+ * to a bound host and port, would hand them to anyone on the path; and
+ * never into a TRACE, which the origin sends back to the sandbox.
  * Matching and swapping are http/swap.c's; binding is the policy's.
  */
 #include "proxy.h"
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #define SECRET_BODY_MAX (256 * 1024) /* DESIGN section 11: larger bodies get 413 */
+
+/* TRACE (and IIS's TRACK) asks the origin to send the request back, and
+ * Apache httpd answers it by default: a value in it reaches the sandbox. */
+static bool echoed(const struct http_msg *m)
+{
+    return m->method_len == 5 &&
+           (strncasecmp(m->method, "TRACE", 5) == 0 || strncasecmp(m->method, "TRACK", 5) == 0);
+}
 
 void secrets_find(struct request_secrets *rs, const struct policy *p, const struct http_msg *m,
                   const struct host *h, uint16_t port, const struct identity *id, bool cleartext)
@@ -35,6 +45,8 @@ void secrets_find(struct request_secrets *rs, const struct policy *p, const stru
         const char *why = policy_secret_refusal(p, i, h, port, id);
         if (why == NULL && cleartext) /* anyone on the path would read it */
             why = "the request would carry it unencrypted (secrets go only into HTTPS requests)";
+        if (why == NULL && echoed(m))
+            why = "the origin sends a TRACE back to the client, value and all";
         if (why == NULL && sv.in_body)
             rs->body |= 1ull << i;
         if (why != NULL)
@@ -82,5 +94,6 @@ const struct http_error *secrets_take_body(const struct request_secrets *rs, str
     }
     if (rc == CLIENT_TOO_LARGE && x->why == NULL)
         x->why = "a body secrets are swapped into is larger than 256 KiB";
-    return exchange_client_error(rc, &ERR_OVERLOADED);
+    const struct http_error *e = exchange_client_error(rc, &ERR_OVERLOADED);
+    return e != NULL ? e : &ERR_BAD_REQUEST; /* a client gone mid-body: nothing goes up */
 }

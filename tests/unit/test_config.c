@@ -802,6 +802,19 @@ Test(config, secrets_load_and_refuse_with_their_lines)
     expect_error("[secret a]\nvalue_env = EGRESSD_TEST_SECRET\nhosts = x.com\n"
                  "placeholder = has space 0000000000\n",
                  4, "without space");
+    /* a placeholder swapped out of a target takes its characters with it:
+     * with a question mark in it, "/ok/ph?x=0/../../no" passes a rule for
+     * the paths under /ok and goes up as "/ok/VALUE/../../no" */
+    static const char *const structural[] = {"ghp?egressd=placeholder0", "ghp/egressd/placeholder0",
+                                             "ghp#egressd-placeholder0",
+                                             "ghp;egressd-placeholder0"};
+    for (size_t i = 0; i < sizeof(structural) / sizeof(structural[0]); i++) {
+        char text[256];
+        snprintf(text, sizeof(text),
+                 "[secret a]\nvalue_env = EGRESSD_TEST_SECRET\nhosts = x.com\nplaceholder = %s\n",
+                 structural[i]);
+        expect_error(text, 4, "'/', '?', '#' or ';'");
+    }
     expect_error("[secret a]\nvalue_env = EGRESSD_TEST_SECRET\nhosts = x.com\n"
                  "placeholder = 0000000000000000\n"
                  "[secret b]\nvalue_env = EGRESSD_TEST_SECRET\nhosts = x.com\n"

@@ -287,11 +287,15 @@ Test(http, path_safety)
                                        "/a?x=../..%2F",
                                        "/.well-known/x",
                                        "/a/...",
-                                       "/%41"};
-    static const char *const bad[] = {"",        "v1/models", "/v1/models/..", "/v1/models/.",
-                                      "/a/../b", "/a/./b",    "/a/%2Fb",       "/a/%2fb",
-                                      "/%2e%2e", "/%2E",      "/a%5cb",        "/a\\b",
-                                      "/a%00b",  "/a#frag",   "/..",           "/a/b/.."};
+                                       "/%41",
+                                       "/a/;/b",
+                                       "/a/x;../b",
+                                       "/a/..x;/b"};
+    static const char *const bad[] = {
+        "", "v1/models", "/v1/models/..", "/v1/models/.", "/a/../b", "/a/./b", "/a/%2Fb", "/a/%2fb",
+        "/%2e%2e", "/%2E", "/a%5cb", "/a\\b", "/a%00b", "/a#frag", "/..", "/a/b/..",
+        /* Tomcat and Jetty cut ;params before resolving dots */
+        "/a/..;/b", "/a/..;x=1/b", "/a/.;/b", "/a/b/..;", "/a/..%3Bx/b", "/a/..%3b/b"};
     const char *why;
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
         cr_assert_eq(http_path_check(good[i], strlen(good[i]), &why), 0, "%s: %s", good[i], why);
@@ -894,6 +898,21 @@ Test(swap, placeholders_found_anywhere_in_a_head)
     snprintf(head, sizeof(head), "GET / HTTP/1.1\r\nHost: a\r\nAuthorization: basic %s\r\n\r\n",
              b64);
     cr_assert_eq(found_in(head), 2, "inside Basic credentials");
+    snprintf(
+        head, sizeof(head),
+        "GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer x\r\nAuthorization: Basic %s\r\n\r\n",
+        b64);
+    cr_assert_eq(found_in(head), 2, "inside the Basic credentials of a second Authorization field");
+    /* credentials padded past 3 KiB: still read, as any that fit in a head */
+    static char padded[HTTP_HEAD_MAX], longhead[HTTP_HEAD_MAX];
+    int n = snprintf(padded, sizeof(padded), "u:" PH2 "%04000d", 0);
+    struct sbuf lb;
+    sbuf_init(&lb, longhead, sizeof(longhead));
+    sbuf_str(&lb, "GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Basic ");
+    http_base64_encode(&lb, (const unsigned char *)padded, (size_t)n);
+    sbuf_str(&lb, "\r\n\r\n");
+    cr_assert_not(lb.cut);
+    cr_assert_eq(found_in(longhead), 2, "inside Basic credentials of %d bytes", n);
 }
 
 static void put_head(const char *head, uint64_t use, char *out, size_t cap)
@@ -928,6 +947,20 @@ Test(swap, targets_fields_and_basic_rewritten)
     put_head("GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Basic not*base64\r\n\r\n", 3, out,
              sizeof(out));
     cr_assert_str_eq(out, "/\nAuthorization: Basic not*base64\r\n", "not Basic: left as it is");
+    /* Basic "ux:" PH1 without its padding, as Node and Java read it */
+    static const char unpadded[] = "GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Basic "
+                                   "dXg6ZWdyZXNzZC1zZWNyZXQtb25lLTAwMDAwMA\r\n\r\n";
+    cr_assert_eq(found_in(unpadded), 1, "found without its padding");
+    put_head(unpadded, 1, out, sizeof(out));
+    cr_assert_str_eq(out, "/\nAuthorization: Basic dXg6UkVBTC9vbmU=\r\n");
+    put_head(
+        "GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Basic dXg6ZWdyZXNzZC1zZWNyZXQtb25lLTAwMDAwMA="
+        "\r\n\r\n",
+        1, out, sizeof(out));
+    cr_assert_str_eq(out, "/\nAuthorization: Basic dXg6UkVBTC9vbmU=\r\n", "half its padding");
+    put_head("GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Basic dXg6Z\r\n\r\n", 1, out,
+             sizeof(out));
+    cr_assert_str_eq(out, "/\nAuthorization: Basic dXg6Z\r\n", "no base64 leaves one char over");
 }
 
 Test(swap, bodies_bounded)
@@ -939,6 +972,8 @@ Test(swap, bodies_bounded)
     cr_assert_eq(http_swap_bytes(in, sizeof(in) - 1, &sw, &out, 1 << 20, &swapped), 0);
     cr_assert_str_eq(out.p, "{\"a\":\"REAL/one\",\"b\":\"real-twoREAL/one\"}");
     cr_assert_eq(swapped, 3);
+    cr_assert_eq(out.cap, out.len + 1,
+                 "one buffer of the final size: no copy left in freed memory");
     body_buffer_free(&out);
     sw.use = 0;
     cr_assert_eq(http_swap_bytes(in, sizeof(in) - 1, &sw, &out, 1 << 20, &swapped), 0);
@@ -951,4 +986,34 @@ Test(swap, bodies_bounded)
     cr_assert_eq(http_swap_bytes("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 32, &g, &out, 60, &swapped),
                  -1, "the bound holds however much the values grow the body");
     body_buffer_free(&out);
+}
+
+/* ---- WebSocket handshakes ---- */
+
+Test(websocket, a_101_must_answer_the_key)
+{
+    static const char req[] = "GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n"
+                              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    struct http_msg m, r;
+    const char *why;
+    char key[HTTP_WS_KEY_LEN + 1];
+    cr_assert_eq(http_parse_request(req, strlen(req), &m, &why), HTTP_OK, "%s", why);
+    cr_assert(http_websocket_key(&m, key));
+    static const char *const answers[] = {
+        /* RFC 6455 section 1.3's example */
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOp=\r\n\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n"
+        "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof(answers) / sizeof(answers[0]); i++) {
+        cr_assert_eq(http_parse_response(answers[i], strlen(answers[i]), false, &r, &why), HTTP_OK);
+        cr_assert_eq(http_websocket_accepted(key, &r), i == 0, "answer %zu", i);
+    }
+    static const char short_key[] = "GET / HTTP/1.1\r\nHost: a\r\nSec-WebSocket-Key: abc\r\n\r\n";
+    cr_assert_eq(http_parse_request(short_key, strlen(short_key), &m, &why), HTTP_OK);
+    cr_assert_not(http_websocket_key(&m, key), "16 random bytes or none");
 }

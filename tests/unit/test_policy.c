@@ -762,6 +762,22 @@ Test(request, deny_rules_read_paths_as_origins_might)
     policy_unref(p);
 }
 
+Test(request, a_trailing_slash_does_not_dodge_a_deny_rule)
+{
+    struct policy *p = load("[deny d]\nhost = h.test\npaths = /admin, /repos/*/x\n"
+                            "[allow a]\nhost = h.test\n");
+    static const char *const spellings[] = {"/admin/", "/ADMIN//", "/admin/;v=1", "/repos/r/x/"};
+    for (size_t i = 0; i < sizeof(spellings) / sizeof(spellings[0]); i++) {
+        struct policy_decision d = decide_request(p, "h.test", 443, "GET", spellings[i]);
+        cr_assert_eq(d.action, ACTION_DENY, "%s: most routers read it without its last slash",
+                     spellings[i]);
+    }
+    cr_assert_eq(decide_request(p, "h.test", 443, "GET", "/").action, ACTION_ALLOW);
+    cr_assert_eq(decide_request(p, "h.test", 443, "GET", "/admin/y").action, ACTION_ALLOW);
+    cr_assert_eq(decide_request(p, "h.test", 443, "GET", "/repos/r/x/y").action, ACTION_ALLOW);
+    policy_unref(p);
+}
+
 Test(request, order_deny_inference_allow_audit)
 {
     struct policy *p = load("[inference]\nhost = api.openai.com\n[route m]\nendpoint = mock://x\n"
