@@ -91,6 +91,10 @@ bool http_name_is(const struct http_header *h, const char *name);
 /* Does a comma-separated header value (like Connection) list this token? */
 bool http_list_has(const char *value, size_t len, const char *token);
 bool http_method_is(const struct http_msg *m, const char *method);
+/* The method a method override field names (X-HTTP-Method-Override,
+ * X-HTTP-Method, X-Method-Override), trimmed into out; NULL when there is
+ * none; "?" (no method at all) when there are two or it does not fit. */
+const char *http_method_override(const struct http_msg *m, char *out, size_t cap);
 /* Is the path of an origin-form target (the query not included) one that
  * every server reads the same way?  0, or -1 with *why: not starting with
  * '/', a dot segment, an encoded '/', '\\', '.' or NUL (any case), a

@@ -278,6 +278,41 @@ bool http_method_is(const struct http_msg *m, const char *method)
     return strlen(method) == m->method_len && memcmp(m->method, method, m->method_len) == 0;
 }
 
+/* Is the field one of the method override spellings frameworks honour? */
+static bool is_override_field(const struct http_header *h)
+{
+    static const char *const fields[] = {"x-http-method-override", "x-http-method",
+                                         "x-method-override"};
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+        if (http_name_is(h, fields[i]))
+            return true;
+    return false;
+}
+
+const char *http_method_override(const struct http_msg *m, char *out, size_t cap)
+{
+    const char *found = NULL;
+    for (size_t i = 0; i < m->n_headers; i++) {
+        const struct http_header *h = &m->headers[i];
+        if (!is_override_field(h))
+            continue;
+        size_t n = h->value_len;
+        while (n > 0 && (h->value[n - 1] == ' ' || h->value[n - 1] == '\t'))
+            n--;
+        if (n == 0)
+            continue; /* an empty override overrides nothing anywhere */
+        /* Two overrides, or one too long to hold, cannot be read one way:
+         * "?" is no method, so no allow rule lists it. */
+        if (found != NULL || n >= cap) {
+            return "?";
+        }
+        memcpy(out, h->value, n);
+        out[n] = '\0';
+        found = out;
+    }
+    return found;
+}
+
 bool http_name_is(const struct http_header *h, const char *name)
 {
     return strlen(name) == h->name_len && strncasecmp(h->name, name, h->name_len) == 0;

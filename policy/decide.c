@@ -132,12 +132,24 @@ static bool path_listed(const struct rule *r, const struct request_view *rq, boo
     return false;
 }
 
+/* With a method override field, frameworks that honour it run another
+ * method than the request line's, and others do not: both count.  A deny
+ * rule takes either, an allow rule needs both listed. */
+static bool methods_match(const struct rule *r, const struct request_view *rq, bool fold)
+{
+    bool line = method_listed(r, rq->method, fold);
+    if (rq->override == NULL)
+        return line;
+    bool over = method_listed(r, rq->override, fold);
+    return fold ? line || over : line && over;
+}
+
 /* Does the request fall under the rule's request keys (none: every request)? */
 static bool request_matches(const struct rule *r, const struct request_view *rq)
 {
     bool fold = r->kind == RULE_DENY;
     return rq == NULL || !r->request_keys ||
-           (method_listed(r, rq->method, fold) && path_listed(r, rq, fold));
+           (methods_match(r, rq, fold) && path_listed(r, rq, fold));
 }
 
 /* ---- the decision ----------------------------------------------------------------- */

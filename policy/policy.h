@@ -251,6 +251,7 @@ struct request_view {
     const char *method;
     const char *path;
     const char *folded;
+    const char *override; /* a method override field's value (X-HTTP-Method-Override...), or NULL */
 };
 /* DESIGN section 10's order: a deny rule matching host, port, binary,
  * method and path denies; inference hosts stay inference; the first allow

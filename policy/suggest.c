@@ -121,7 +121,7 @@ static void request_of(const struct denial_seen *s, char *path, char *folded, si
     for (size_t i = 0; (folded[i] = path[i]) != '\0'; i++)
         if (folded[i] >= 'A' && folded[i] <= 'Z')
             folded[i] = (char)(folded[i] | 0x20);
-    *rq = (struct request_view){s->method, path, folded};
+    *rq = (struct request_view){s->method, path, folded, NULL};
 }
 
 /* What the policy says now; NULL when a rule should be proposed, else

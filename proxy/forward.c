@@ -46,6 +46,7 @@ struct forward {
     struct log_fields f;
     struct exchange ex;
     bool inspected, keep_after_denial;
+    enum policy_action dest_action; /* the destination's decision, before any request's */
     char method[32], path[PATH_VIEW], folded[PATH_VIEW];
     char detail[320];
     struct request_secrets secrets;
@@ -174,7 +175,10 @@ static bool answer(struct forward *fw, struct http_msg *r, char *out)
     fw->f.status = fw->ex.status; /* the origin's, or egressd's 502 */
     if (fw->ex.status == 101) {   /* a WebSocket: both ways, raw, to the end */
         struct relay_stats st;
-        exchange_upgraded(&fw->ex, fw->c->pipes, NULL, &st);
+        struct conn_recheck rc = {
+            fw->c, &fw->t.h, fw->t.port, fw->c->upstream->fd, fw->c->generation, fw->dest_action};
+        struct relay_check check = {conn_still_allowed, &rc};
+        exchange_upgraded(&fw->ex, fw->c->pipes, &check, &st);
         fw->ex.up_bytes += st.up;
         fw->ex.down_bytes += st.down;
         fw->ex.why = st.end;
@@ -221,7 +225,9 @@ static bool decide_request(struct forward *fw, const struct http_msg *m)
             .detail = "only WebSocket upgrades (with a Sec-WebSocket-Key) pass"};
     } else {
         fw->f.path = fw->path;
-        struct request_view rq = {fw->method, fw->path, fw->folded};
+        char over[32];
+        struct request_view rq = {fw->method, fw->path, fw->folded,
+                                  http_method_override(m, over, sizeof(over))};
         policy_decide_request(fw->c->pol, &fw->t.h, fw->t.port, fw->c->id, &rq, &fw->d);
         fw->f.rule = fw->d.rule, fw->f.reason = fw->d.reason;
         fw->f.action = policy_decision_name(&fw->d);
@@ -264,6 +270,7 @@ static bool decide(struct forward *fw, const struct http_msg *m, bool *keep)
         return false;
     }
     fw->inspected = fw->d.action == ACTION_INSPECT;
+    fw->dest_action = fw->d.action; /* what a WebSocket's relay checks again after reloads */
     if (!fw->inspected || decide_request(fw, m))
         return true;
     *keep = fw->keep_after_denial;

@@ -223,7 +223,9 @@ static bool decide(struct inspected *ix, struct request *rq, const struct http_m
     const struct http_error *e = unsafe(ix, rq, m, &why);
     struct http_error_info info = {.e = e, .detail = why};
     if (e == NULL) {
-        struct request_view view = {rq->method, rq->path, rq->folded};
+        char over[32];
+        struct request_view view = {rq->method, rq->path, rq->folded,
+                                    http_method_override(m, over, sizeof(over))};
         policy_decide_request(ix->cur->pol, ix->h, ix->port, ix->c->id, &view, &rq->d);
         rq->f.action = policy_decision_name(&rq->d);
         rq->f.rule = rq->d.rule;

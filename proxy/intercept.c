@@ -103,7 +103,9 @@ static bool denied_cb(void *ctx, const char *method, const char *path, const cha
     struct policy_decision d;
     if (http_path_view(path, strlen(path), view, sizeof(view), folded, sizeof(folded), &why) != 0)
         return false; /* what cannot be viewed is no API call: refused as not_inference */
-    struct request_view rq = {method, view, folded};
+    /* No override field: an inference call is routed by its path, and what
+     * it carries goes to the operator's backend, not to the host ruled on. */
+    struct request_view rq = {method, view, folded, NULL};
     policy_decide_request(ix->cur->pol, ix->h, ix->port, ix->c->id, &rq, &d);
     if (d.action != ACTION_DENY)
         return false;

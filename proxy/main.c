@@ -78,7 +78,7 @@ static int explained_request(const struct options *o, struct request_view *rq, c
         fprintf(stderr, "egressd: --path %s: %s\n", target, why);
         return -1;
     }
-    *rq = (struct request_view){o->method ? o->method : "GET", path, folded};
+    *rq = (struct request_view){o->method ? o->method : "GET", path, folded, NULL};
     return 0;
 }
 

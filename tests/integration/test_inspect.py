@@ -315,6 +315,25 @@ def test_the_same_rules_on_absolute_form_requests(start_egressd, origin):
     assert [l["status"] for l in lines if l["action"] == "allow"] == [200]
 
 
+def test_a_method_override_field_counts_as_a_second_method(inspected, start_egressd, origin):
+    port = inspected.origin.port
+    base = f"https://localhost:{port}/repos/acme/tool"
+    code, body = curl(inspected, base, "-X", "GET", "-H", "X-HTTP-Method-Override: DELETE")
+    assert code == 403 and json.loads(body)["rule"] == "origin-read", "read-only lists GET, not DELETE"
+    code, _ = curl(inspected, base, "-H", "X-HTTP-Method: GET", "-H", "X-HTTP-Method-Override: GET")
+    assert code == 403, "two overrides cannot be read one way"
+    assert curl(inspected, base, "-H", "X-HTTP-Method-Override: GET")[0] == 200
+    assert [r["method"] for r in inspected.origin.records] == ["GET"]
+    e = start_egressd(proxy_config(rules=f"[deny no-delete]\nhost = 127.0.0.1\nport = {origin}\n"
+                                         f"methods = DELETE\n[allow o]\nhost = 127.0.0.1\nport = {origin}\n"))
+    proxies = {"http": e.url}
+    r = requests.post(f"http://127.0.0.1:{origin}/hello", data=b"x", proxies=proxies, timeout=10,
+                      headers={"X-HTTP-Method-Override": "delete"})
+    assert r.status_code == 403 and r.json()["rule"] == "no-delete"
+    assert requests.post(f"http://127.0.0.1:{origin}/hello", data=b"x", proxies=proxies,
+                         timeout=10).status_code == 200
+
+
 def test_deny_rules_on_requests_and_on_destinations(start_egressd, tls_origin, tmp_path, origin):
     text = (f"[deny no-secrets]\nhost = localhost\nport = {tls_origin.port}\npaths = /repos/**/secrets/**\n"
             "message = secrets stay with the operator\n"

@@ -197,7 +197,7 @@ Test(hint, a_request_with_its_method_path_and_program)
 {
     struct policy *p = load(policy_text);
     struct host h = host_of("api.github.com");
-    struct request_view rq = {"POST", "/repos/other/tool/issues", "/repos/other/tool/issues"};
+    struct request_view rq = {"POST", "/repos/other/tool/issues", "/repos/other/tool/issues", NULL};
     struct policy_decision d;
     char hint[POLICY_HINT_MAX];
     struct identity *id = identity_new();
@@ -225,7 +225,7 @@ Test(hint, paths_the_loader_would_refuse_become_stars)
     cr_assert_str_eq(out, "/");
     struct policy *p = load(policy_text);
     struct host h = host_of("api.github.com");
-    struct request_view rq = {"get", "/a b/c", "/a b/c"};
+    struct request_view rq = {"get", "/a b/c", "/a b/c", NULL};
     struct policy_decision d;
     char hint[POLICY_HINT_MAX];
     policy_decide_request(p, &h, 443, NULL, &rq, &d);

@@ -1017,3 +1017,28 @@ Test(websocket, a_101_must_answer_the_key)
     cr_assert_eq(http_parse_request(short_key, strlen(short_key), &m, &why), HTTP_OK);
     cr_assert_not(http_websocket_key(&m, key), "16 random bytes or none");
 }
+
+Test(http, method_override_fields)
+{
+    struct http_msg m;
+    const char *why;
+    char out[32];
+    static const char a[] = "POST / HTTP/1.1\r\nHost: a\r\nX-HTTP-Method-Override: DELETE \r\n\r\n";
+    cr_assert_eq(http_parse_request(a, sizeof(a) - 1, &m, &why), HTTP_OK);
+    cr_assert_str_eq(http_method_override(&m, out, sizeof(out)), "DELETE");
+    static const char b[] = "POST / HTTP/1.1\r\nHost: a\r\nx-method-override: PUT\r\n\r\n";
+    cr_assert_eq(http_parse_request(b, sizeof(b) - 1, &m, &why), HTTP_OK);
+    cr_assert_str_eq(http_method_override(&m, out, sizeof(out)), "PUT");
+    static const char c[] = "POST / HTTP/1.1\r\nHost: a\r\n\r\n";
+    cr_assert_eq(http_parse_request(c, sizeof(c) - 1, &m, &why), HTTP_OK);
+    cr_assert_null(http_method_override(&m, out, sizeof(out)));
+    /* Two overrides, or one too long, are read as no method at all. */
+    static const char d[] = "POST / HTTP/1.1\r\nHost: a\r\nX-HTTP-Method: GET\r\n"
+                            "X-HTTP-Method-Override: DELETE\r\n\r\n";
+    cr_assert_eq(http_parse_request(d, sizeof(d) - 1, &m, &why), HTTP_OK);
+    cr_assert_str_eq(http_method_override(&m, out, sizeof(out)), "?");
+    static const char e[] = "POST / HTTP/1.1\r\nHost: a\r\nX-HTTP-Method-Override: "
+                            "GETGETGETGETGETGETGETGETGETGETGETGET\r\n\r\n";
+    cr_assert_eq(http_parse_request(e, sizeof(e) - 1, &m, &why), HTTP_OK);
+    cr_assert_str_eq(http_method_override(&m, out, sizeof(out)), "?");
+}

@@ -677,7 +677,7 @@ static struct policy_decision decide_request(struct policy *p, const char *host,
     cr_assert_eq(
         http_path_view(path, strlen(path), decoded, sizeof(decoded), folded, sizeof(folded), &why),
         0, "%s", path);
-    struct request_view rq = {method, decoded, folded};
+    struct request_view rq = {method, decoded, folded, NULL};
     policy_decide_request(p, &h, port, NULL, &rq, &d);
     return d;
 }
@@ -936,5 +936,31 @@ Test(secrets, bound_to_hosts_ports_and_programs)
     cr_assert_null(strstr(buf, "=v"), "never the value");
     identity_free(git);
     identity_free(py);
+    policy_unref(p);
+}
+
+Test(request, a_method_override_counts_as_a_second_method)
+{
+    struct policy *p = load("[deny no-delete]\nhost = a.com\nmethods = DELETE\n"
+                            "[allow rw]\nhost = a.com\naccess = read-write\n");
+    struct host h;
+    const char *why;
+    host_parse("a.com", 5, &h, &why);
+    struct policy_decision d;
+    struct request_view plain = {"POST", "/x", "/x", NULL};
+    policy_decide_request(p, &h, 443, NULL, &plain, &d);
+    cr_assert_eq(d.action, ACTION_ALLOW);
+    struct request_view over = {"POST", "/x", "/x", "delete"};
+    policy_decide_request(p, &h, 443, NULL, &over, &d);
+    cr_assert_eq(d.action, ACTION_DENY, "a deny rule takes the override, in any case");
+    cr_assert_str_eq(d.rule, "no-delete");
+    policy_unref(p);
+    p = load("[allow rw]\nhost = a.com\naccess = read-write\n");
+    struct request_view purge = {"POST", "/x", "/x", "PURGE"};
+    policy_decide_request(p, &h, 443, NULL, &purge, &d);
+    cr_assert_eq(d.action, ACTION_DENY, "an allow rule must list both methods");
+    struct request_view put = {"POST", "/x", "/x", "PUT"};
+    policy_decide_request(p, &h, 443, NULL, &put, &d);
+    cr_assert_eq(d.action, ACTION_ALLOW);
     policy_unref(p);
 }
