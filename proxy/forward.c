@@ -285,10 +285,7 @@ static bool check_secrets(struct forward *fw, const struct http_msg *m, bool *ke
     secrets_find(rs, fw->c->pol, m, &fw->t.h, fw->t.port, fw->c->id, true);
     if (rs->refused < 0)
         return true;
-    secrets_refusal(rs, &fw->t.h, fw->t.port, fw->detail, sizeof(fw->detail));
-    secrets_used(rs, 1ull << rs->refused, "refused");
-    fw->f.secrets = rs->used;
-    fw->f.action = "deny", fw->f.reason = NULL;
+    secrets_refuse(rs, &fw->t.h, fw->t.port, fw->detail, sizeof(fw->detail), &fw->f);
     fw->d.action = ACTION_DENY, fw->d.audit = false;
     struct http_error_info info = {.e = &ERR_SECRET_NOT_ALLOWED, .detail = fw->detail};
     refuse_request(fw, m, &info);
@@ -314,15 +311,8 @@ static bool prepare(struct forward *fw, const struct http_msg *m, char *out, str
         return false;
     }
     bufconn_consume(&c->in, m->head_len); /* m's pointers die here */
-    uint64_t swapped = rs->sw.use;
     const struct http_error *e =
-        secrets_take_body(rs, &fw->ex, now_ms() + c->set->header_timeout_ms, &swapped);
-    exchange_end_head(&fw->ex, o);
-    if (e == NULL && o->cut)
-        e = &ERR_HEADERS_TOO_LARGE, fw->ex.why = "request head too large to forward";
-    secrets_used(rs, swapped, "substituted");
-    fw->ex.secrets_sent |= swapped != 0;
-    fw->f.secrets = rs->used[0] ? rs->used : NULL;
+        secrets_finish_head(rs, &fw->ex, o, now_ms() + c->set->header_timeout_ms, &fw->f);
     if (e != NULL)
         conn_fail(c, &fw->f, e, fw->ex.why);
     return e == NULL;

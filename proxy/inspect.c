@@ -295,10 +295,7 @@ static bool check_secrets(struct inspected *ix, struct request *rq, const struct
     secrets_find(rs, ix->cur->pol, m, ix->h, ix->port, ix->c->id, !ix->tls);
     if (rs->refused < 0)
         return true;
-    secrets_refusal(rs, ix->h, ix->port, rq->detail, sizeof(rq->detail));
-    secrets_used(rs, 1ull << rs->refused, "refused");
-    rq->f.secrets = rs->used;
-    rq->f.action = "deny", rq->f.reason = NULL;
+    secrets_refuse(rs, ix->h, ix->port, rq->detail, sizeof(rq->detail), &rq->f);
     rq->d.action = ACTION_DENY, rq->d.audit = false;
     struct http_error_info info = {.e = &ERR_SECRET_NOT_ALLOWED, .detail = rq->detail};
     *keep = refuse(ix, rq, m, &info);
@@ -325,15 +322,8 @@ static bool prepare_request(struct inspected *ix, struct request *rq, const stru
         return false;
     }
     bufconn_consume(&ix->client, m->head_len); /* m's pointers die here */
-    uint64_t swapped = rs->sw.use;
     const struct http_error *e =
-        secrets_take_body(rs, &rq->ex, now_ms() + ix->c->set->header_timeout_ms, &swapped);
-    exchange_end_head(&rq->ex, o);
-    if (e == NULL && o->cut)
-        e = &ERR_HEADERS_TOO_LARGE, rq->ex.why = "request head too large to forward";
-    secrets_used(rs, swapped, "substituted");
-    rq->ex.secrets_sent |= swapped != 0;
-    rq->f.secrets = rs->used[0] ? rs->used : NULL;
+        secrets_finish_head(rs, &rq->ex, o, now_ms() + ix->c->set->header_timeout_ms, &rq->f);
     if (e != NULL)
         refuse_head(ix, rq, e, rq->ex.why);
     *keep = false;

@@ -33,15 +33,22 @@ struct intercepted {
     bool ended; /* a reload ended the interception */
 };
 
-static void log_inference(void *ctx, const struct inference_record *r)
+/* The fields every line about an intercepted call starts from. */
+static struct log_fields intercept_fields(const struct intercepted *ix, const char *event)
 {
-    struct intercepted *ix = ctx;
     struct log_fields f = LOG_FIELDS_INIT;
-    f.event = "inference";
+    f.event = event;
     f.src = ix->c->src;
     f.action = "intercept";
     f.host = ix->h->name;
     f.port = ix->port;
+    return f;
+}
+
+static void log_inference(void *ctx, const struct inference_record *r)
+{
+    struct intercepted *ix = ctx;
+    struct log_fields f = intercept_fields(ix, "inference");
     f.route = r->route;
     f.protocol = r->protocol;
     f.model = r->model[0] ? r->model : NULL;
@@ -69,12 +76,7 @@ static void log_attempt(void *ctx, const struct attempt_record *a)
     metrics_attempt(a->route, a->result);
     if (strcmp(a->result, "answered") == 0)
         return;
-    struct log_fields f = LOG_FIELDS_INIT;
-    f.event = "inference_attempt";
-    f.src = ix->c->src;
-    f.action = "intercept";
-    f.host = ix->h->name;
-    f.port = ix->port;
+    struct log_fields f = intercept_fields(ix, "inference_attempt");
     f.route = a->route;
     f.protocol = a->protocol;
     f.model = a->model;

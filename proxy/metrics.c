@@ -176,16 +176,24 @@ static void counter(struct out *o, const char *name, const char *help)
     emit(o, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
 }
 
+/* A counter with a row per name and label of t: metric{key="name",lkey="label"}. */
+static void render_labelled(struct out *o, struct label_table *t, const char *metric,
+                            const char *help, const char *key, const char *lkey)
+{
+    counter(o, metric, help);
+    pthread_mutex_lock(&t->mu);
+    for (size_t i = 0; i < t->n; i++)
+        emit(o, "%s{%s=\"%s\",%s=\"%s\"} %llu\n", metric, key, t->rows[i].name, lkey,
+             t->rows[i].label, t->rows[i].count[0]);
+    pthread_mutex_unlock(&t->mu);
+}
+
 /* Intercepted requests by route and status, the tokens their answers
  * reported, and the attempts made at backends. */
 static void render_inference(struct out *o)
 {
-    counter(o, "egressd_inference_requests_total", "Intercepted requests, by route and status.");
-    pthread_mutex_lock(&by_status.mu);
-    for (size_t i = 0; i < by_status.n; i++)
-        emit(o, "egressd_inference_requests_total{route=\"%s\",status=\"%s\"} %llu\n",
-             by_status.rows[i].name, by_status.rows[i].label, by_status.rows[i].count[0]);
-    pthread_mutex_unlock(&by_status.mu);
+    render_labelled(o, &by_status, "egressd_inference_requests_total",
+                    "Intercepted requests, by route and status.", "route", "status");
     counter(o, "egressd_inference_tokens_total",
             "Tokens the backends reported, by the route that answered and direction.");
     pthread_mutex_lock(&by_tokens.mu);
@@ -196,12 +204,8 @@ static void render_inference(struct out *o)
              by_tokens.rows[i].name, by_tokens.rows[i].count[0], by_tokens.rows[i].name,
              by_tokens.rows[i].count[1]);
     pthread_mutex_unlock(&by_tokens.mu);
-    counter(o, "egressd_inference_attempts_total", "Calls made to backends, by route and result.");
-    pthread_mutex_lock(&by_attempt.mu);
-    for (size_t i = 0; i < by_attempt.n; i++)
-        emit(o, "egressd_inference_attempts_total{route=\"%s\",result=\"%s\"} %llu\n",
-             by_attempt.rows[i].name, by_attempt.rows[i].label, by_attempt.rows[i].count[0]);
-    pthread_mutex_unlock(&by_attempt.mu);
+    render_labelled(o, &by_attempt, "egressd_inference_attempts_total",
+                    "Calls made to backends, by route and result.", "route", "result");
 }
 
 /* What egressd counted: decisions, traffic, errors, requests, reloads. */
@@ -236,13 +240,9 @@ static void render_counters(struct out *o)
         emit(o, "egressd_upstream_errors_total{kind=\"%s\"} %llu\n", error_kinds[i],
              atomic_load(&counters.upstream_errors[i]));
     render_inference(o);
-    counter(o, "egressd_secret_uses_total",
-            "Placeholders swapped for their secret, or refused, by secret and result.");
-    pthread_mutex_lock(&by_secret.mu);
-    for (size_t i = 0; i < by_secret.n; i++)
-        emit(o, "egressd_secret_uses_total{secret=\"%s\",result=\"%s\"} %llu\n",
-             by_secret.rows[i].name, by_secret.rows[i].label, by_secret.rows[i].count[0]);
-    pthread_mutex_unlock(&by_secret.mu);
+    render_labelled(o, &by_secret, "egressd_secret_uses_total",
+                    "Placeholders swapped for their secret, or refused, by secret and result.",
+                    "secret", "result");
     static const char *const refused[REFUSED_N] = {"queue_full", "busy", "descriptors", "stopping"};
     counter(o, "egressd_refused_total", "Connections answered 503 before a worker took them.");
     for (int i = 0; i < REFUSED_N; i++)

@@ -453,18 +453,17 @@ struct request_secrets {
  * cleartext). */
 void secrets_find(struct request_secrets *rs, const struct policy *p, const struct http_msg *m,
                   const struct host *h, uint16_t port, const struct identity *id, bool cleartext);
-/* Why rs->refused's placeholder may not go there, for the 403's detail. */
-void secrets_refusal(const struct request_secrets *rs, const struct host *h, uint16_t port,
-                     char *out, size_t cap);
-/* Count the secrets whose bits are in mask under result ("substituted",
- * "refused") and name them in rs->used. */
-void secrets_used(struct request_secrets *rs, uint64_t mask, const char *result);
-/* When a secret bound here swaps into bodies and the request has one: the
- * body taken whole into x (at most 256 KiB, by deadline), the swaps made
- * added to *swapped.  NULL, or the error to answer (x->why says more); the
- * connection ends after it. */
-const struct http_error *secrets_take_body(const struct request_secrets *rs, struct exchange *x,
-                                           int64_t deadline, uint64_t *swapped);
+/* rs->refused's placeholder may not go to h:port: why in out (the 403's
+ * detail), the secret counted as refused and f made a denial naming it. */
+void secrets_refuse(struct request_secrets *rs, const struct host *h, uint16_t port, char *out,
+                    size_t cap, struct log_fields *f);
+/* With the request head put into o and m consumed: a body that secrets
+ * bound here swap into taken whole into x (at most 256 KiB, by deadline),
+ * the head ended, the swaps counted and named in f.  NULL, or the error to
+ * answer (x->why says more); the connection ends after it. */
+const struct http_error *secrets_finish_head(struct request_secrets *rs, struct exchange *x,
+                                             struct sbuf *o, int64_t deadline,
+                                             struct log_fields *f);
 
 /* ---- the handlers: true when the client connection may carry another ------- */
 

@@ -60,28 +60,36 @@ void secrets_find(struct request_secrets *rs, const struct policy *p, const stru
             rs->refused = (int)i;
 }
 
-void secrets_refusal(const struct request_secrets *rs, const struct host *h, uint16_t port,
-                     char *out, size_t cap)
-{
-    int i = rs->refused;
-    snprintf(out, cap, "the placeholder of secret '%s' may not go to %s:%u: %s", rs->names[i],
-             h->name, port, rs->why[i]);
-}
-
-void secrets_used(struct request_secrets *rs, uint64_t swapped, const char *result)
+/* Count the secrets whose bits are in mask under result ("substituted",
+ * "refused") and name them in rs->used. */
+static void count_used(struct request_secrets *rs, uint64_t mask, const char *result)
 {
     struct sbuf b;
     sbuf_init(&b, rs->used, sizeof(rs->used));
     for (size_t i = 0; i < rs->sw.n; i++) {
-        if (!(swapped >> i & 1))
+        if (!(mask >> i & 1))
             continue;
         sbuf_printf(&b, "%s%s", b.len ? "," : "", rs->names[i]);
         metrics_secret(rs->names[i], result);
     }
 }
 
-const struct http_error *secrets_take_body(const struct request_secrets *rs, struct exchange *x,
-                                           int64_t deadline, uint64_t *swapped)
+void secrets_refuse(struct request_secrets *rs, const struct host *h, uint16_t port, char *out,
+                    size_t cap, struct log_fields *f)
+{
+    int i = rs->refused;
+    snprintf(out, cap, "the placeholder of secret '%s' may not go to %s:%u: %s", rs->names[i],
+             h->name, port, rs->why[i]);
+    count_used(rs, 1ull << i, "refused");
+    f->secrets = rs->used;
+    f->action = "deny", f->reason = NULL;
+}
+
+/* When a secret bound here swaps into bodies and the request has one: the
+ * body taken whole into x (at most 256 KiB, by deadline), the swaps made
+ * added to *swapped.  NULL, or the error to answer (x->why says more). */
+static const struct http_error *take_body(const struct request_secrets *rs, struct exchange *x,
+                                          int64_t deadline, uint64_t *swapped)
 {
     if (rs->body == 0 || x->framing == BODY_NONE)
         return NULL;
@@ -96,4 +104,18 @@ const struct http_error *secrets_take_body(const struct request_secrets *rs, str
         x->why = "a body secrets are swapped into is larger than 256 KiB";
     const struct http_error *e = exchange_client_error(rc, &ERR_OVERLOADED);
     return e != NULL ? e : &ERR_BAD_REQUEST; /* a client gone mid-body: nothing goes up */
+}
+
+const struct http_error *secrets_finish_head(struct request_secrets *rs, struct exchange *x,
+                                             struct sbuf *o, int64_t deadline, struct log_fields *f)
+{
+    uint64_t swapped = rs->sw.use;
+    const struct http_error *e = take_body(rs, x, deadline, &swapped);
+    exchange_end_head(x, o);
+    if (e == NULL && o->cut)
+        e = &ERR_HEADERS_TOO_LARGE, x->why = "request head too large to forward";
+    count_used(rs, swapped, "substituted");
+    x->secrets_sent |= swapped != 0;
+    f->secrets = rs->used[0] ? rs->used : NULL;
+    return e;
 }
