@@ -8,8 +8,11 @@
  * direction first carries data), so a busy worker's next tunnel costs no
  * pipe syscalls; a tunnel that goes quiet for a second gives them back, so
  * that thousands of idle tunnels hold two descriptors each, not six.  When
- * no pipe can be had (descriptors exhausted) bytes are copied through a
- * small buffer instead: a tunnel never dies for want of a pipe.
+ * no pipe can be had, or descriptors are crowded (three quarters of the
+ * limit in use: they are kept for sockets, two a tunnel, rather than pipes,
+ * four), bytes are copied through a small buffer instead, for the rest of
+ * that tunnel: a tunnel never dies, and a new one is never refused, for
+ * want of a pipe.
  * When one side stops sending (EOF), the other side's write half is shut
  * once everything before the EOF has been delivered, and the tunnel lives
  * on until both directions have ended: half-closed clients get their whole
@@ -23,6 +26,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define SPLICE_CHUNK  (1 << 20)
@@ -38,15 +42,36 @@ struct direction {
     size_t in_pipe; /* bytes read from src, not yet written to dst */
     char *spill;    /* without a pipe: a buffer, allocated the first time it is needed */
     size_t spill_off, spill_len;
+    bool copying; /* no pipe for this tunnel: it copies through spill */
     bool eof, shut;
     uint64_t bytes;
 };
 
-static int open_pipe(struct direction *d)
+/* Linux hands out the lowest free descriptor, so a pipe numbered in the
+ * last quarter of the limit says that three quarters are in use. */
+static bool crowded(int fd)
+{
+    struct rlimit rl;
+    return getrlimit(RLIMIT_NOFILE, &rl) != 0 ||
+           (rl.rlim_cur != RLIM_INFINITY && (rlim_t)fd >= rl.rlim_cur / 4 * 3);
+}
+
+/* The worker's pipe for this direction, made if need be; false: copy. */
+static bool have_pipe(struct direction *d)
 {
     if (d->pipe[0] >= 0)
-        return 0;
-    return pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC);
+        return true;
+    if (d->copying)
+        return false;
+    if (pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) == 0 && !crowded(d->pipe[1]))
+        return true;
+    if (d->pipe[0] >= 0) {
+        close(d->pipe[0]);
+        close(d->pipe[1]);
+        d->pipe[0] = d->pipe[1] = -1;
+    }
+    d->copying = true;
+    return false;
 }
 
 /* Bytes read from src and not yet written to dst, in the pipe or spill. */
@@ -60,12 +85,12 @@ static size_t held(const struct direction *d)
 static ssize_t take_in(struct direction *d)
 {
     ssize_t n;
-    if (open_pipe(d) == 0) {
+    if (d->spill_len > 0) {
+        return 0; /* copying: one buffer at a time */
+    } else if (have_pipe(d)) {
         n = splice(d->src, NULL, d->pipe[1], NULL, SPLICE_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0)
             d->in_pipe += (size_t)n;
-    } else if (d->spill_len > 0) {
-        return 0; /* copying: one buffer at a time */
     } else if (d->spill == NULL && (d->spill = malloc(SPILL_SIZE)) == NULL) {
         return -1; /* neither a pipe nor memory: this tunnel cannot go on */
     } else {

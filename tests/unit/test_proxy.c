@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 /* A connected loopback TCP pair. */
@@ -34,6 +35,7 @@ static void tcp_pair(int fds[2])
 struct relay_job {
     int a, b;
     struct relay_stats st;
+    bool kept_pipes; /* the worker's pipes were still there when the tunnel ended */
 };
 
 static void *relay_thread(void *arg)
@@ -43,6 +45,7 @@ static void *relay_thread(void *arg)
     fcntl(j->b, F_SETFL, O_NONBLOCK);
     struct relay_pipes rp = RELAY_PIPES_INIT;
     relay(j->a, j->b, 5000, NULL, &rp, &j->st);
+    j->kept_pipes = rp.fd[0][0] >= 0 || rp.fd[1][0] >= 0;
     relay_pipes_close(&rp);
     close(j->a);
     close(j->b);
@@ -54,7 +57,7 @@ Test(relay, half_close_delivers_everything)
     int client[2], origin[2];
     tcp_pair(client); /* client[0]: the client, client[1]: egressd's side */
     tcp_pair(origin); /* origin[0]: egressd's side, origin[1]: the origin */
-    struct relay_job j = {client[1], origin[0], {0}};
+    struct relay_job j = {client[1], origin[0], {0}, false};
     pthread_t t;
     pthread_create(&t, NULL, relay_thread, &j);
 
@@ -82,6 +85,75 @@ Test(relay, half_close_delivers_everything)
     close(client[0]);
     cr_assert_eq(j.st.up, 7);
     cr_assert_eq(j.st.down, sizeof(big));
+    cr_assert(j.kept_pipes, "uncrowded: the worker keeps its pipes for the next tunnel");
+}
+
+/* Both ways at once, a pattern that shows any byte out of place. */
+static void *write_pattern(void *arg)
+{
+    int fd = *(int *)arg;
+    static char out[300 * 1024];
+    for (size_t i = 0; i < sizeof(out); i++)
+        out[i] = (char)(i % 251);
+    for (size_t off = 0; off < sizeof(out);) {
+        ssize_t n = write(fd, out + off, sizeof(out) - off);
+        if (n <= 0)
+            break;
+        off += (size_t)n;
+    }
+    shutdown(fd, SHUT_WR);
+    return NULL;
+}
+
+static size_t read_pattern(int fd)
+{
+    char buf[16 * 1024];
+    size_t got = 0;
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof(buf))) > 0)
+        for (ssize_t i = 0; i < n; i++, got++)
+            cr_assert_eq((unsigned char)buf[i], got % 251, "byte %zu out of place", got);
+    return got;
+}
+
+Test(relay, crowded_descriptors_copy_instead_of_splicing)
+{
+    int client[2], origin[2];
+    tcp_pair(client);
+    tcp_pair(origin);
+    /* Descriptors filled up to the last quarter of a limit that still
+     * leaves room: a pipe made now lands there, is given back as crowded,
+     * and both directions copy. */
+    int fill[256];
+    size_t nfill = 0;
+    fill[nfill++] = open("/dev/null", O_RDONLY);
+    cr_assert(fill[0] >= 0);
+    rlim_t limit = (rlim_t)fill[0] + 64;
+    while ((rlim_t)fill[nfill - 1] + 1 < limit / 4 * 3) {
+        fill[nfill] = dup(fill[0]);
+        cr_assert(fill[nfill++] >= 0);
+    }
+    struct rlimit rl;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    rl.rlim_cur = limit;
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    struct relay_job j = {client[1], origin[0], {0}, false};
+    pthread_t t, up, down;
+    pthread_create(&t, NULL, relay_thread, &j);
+    pthread_create(&up, NULL, write_pattern, &client[0]);
+    pthread_create(&down, NULL, write_pattern, &origin[1]);
+    cr_assert_eq(read_pattern(origin[1]), 300 * 1024);
+    cr_assert_eq(read_pattern(client[0]), 300 * 1024);
+    pthread_join(up, NULL);
+    pthread_join(down, NULL);
+    pthread_join(t, NULL);
+    cr_assert_eq(j.st.up, 300 * 1024);
+    cr_assert_eq(j.st.down, 300 * 1024);
+    cr_assert_not(j.kept_pipes, "crowded: the tunnel copied, no pipe was kept");
+    close(client[0]);
+    close(origin[1]);
+    for (size_t i = 0; i < nfill; i++)
+        close(fill[i]);
 }
 
 Test(relay, idle_timeout_ends_it)
