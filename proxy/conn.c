@@ -26,9 +26,11 @@ struct conn *conn_open(struct runtime *rt, int fd, const struct sockaddr_storage
                        struct relay_pipes *pipes)
 {
     struct conn *c = malloc(sizeof(*c));
+    char *buf = malloc(HTTP_HEAD_MAX);
     struct stream *s = stream_plain(fd);
-    if (c == NULL || s == NULL) {
+    if (c == NULL || buf == NULL || s == NULL) {
         free(c);
+        free(buf);
         stream_free(s);
         close(fd);
         log_msg(LOGL_ERROR, "connect", "out of memory for a new connection");
@@ -41,7 +43,8 @@ struct conn *conn_open(struct runtime *rt, int fd, const struct sockaddr_storage
     c->pol = c->snap->pol;
     c->set = policy_settings(c->pol);
     c->fd = fd;
-    bufconn_init(&c->in, s, c->buf, sizeof(c->buf));
+    c->buf = buf;
+    bufconn_init(&c->in, s, buf, HTTP_HEAD_MAX);
     c->t0 = now_ms();
     c->upstream = NULL;
     c->id = NULL;
@@ -76,7 +79,15 @@ void conn_close(struct conn *c, const char *reason)
         linger_close(c->fd);
     snapshot_unref(c->snap);
     identity_free(c->id);
+    free(c->buf);
     free(c);
+}
+
+void conn_drop_buffer(struct conn *c)
+{
+    free(c->buf);
+    c->buf = NULL;
+    bufconn_init(&c->in, c->in.s, NULL, 0);
 }
 
 const struct identity *conn_identity(struct conn *c)

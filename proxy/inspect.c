@@ -423,7 +423,7 @@ void inspect_tunnel(struct conn *c, const struct host *h, uint16_t port,
     ix.default_port = ix.tls ? 443 : 80;
     ix.client = c->in; /* plain: the client's stream and what came with the head */
     if (tls != NULL)
-        bufconn_init(&ix.client, tls, c->buf, sizeof(c->buf));
+        bufconn_init(&ix.client, tls, c->buf, HTTP_HEAD_MAX);
     while (serve_request(&ix))
         ;
     upstream_close(&ix);

@@ -176,8 +176,8 @@ static void make_env(struct intercepted *ix, struct inference_env *env)
 /* Classify the first bytes: those read with the head, then peeked ones. */
 static enum peek_kind peek_first(struct conn *c, int64_t deadline, const char **why)
 {
-    unsigned char look[sizeof(c->buf) + PEEK_BYTES];
-    size_t have = c->in.len < sizeof(c->buf) ? c->in.len : sizeof(c->buf);
+    unsigned char look[HTTP_HEAD_MAX + PEEK_BYTES];
+    size_t have = c->in.len < HTTP_HEAD_MAX ? c->in.len : HTTP_HEAD_MAX;
     memcpy(look, c->in.buf, have);
     enum peek_kind k = http_peek_classify(look, have);
     int64_t partial_deadline = 0;
@@ -252,7 +252,7 @@ void intercept_tunnel(struct conn *c, const struct host *h, struct log_fields *f
         return;
     struct bufconn cl = c->in; /* plain: the client's stream and what came with the head */
     if (tls != NULL)           /* TLS: the handshake took what came with the head */
-        bufconn_init(&cl, tls, c->buf, sizeof(c->buf));
+        bufconn_init(&cl, tls, c->buf, HTTP_HEAD_MAX);
     struct inference_env env;
     struct intercepted ix = {c, h, (uint16_t)f->port, c->snap, c->generation, false};
     make_env(&ix, &env);

@@ -267,12 +267,12 @@ struct conn {
     const struct proxy_settings *set;
     int fd;
     struct bufconn in; /* the client: its stream, and bytes read and not yet used */
-    char buf[HTTP_HEAD_MAX];
     char src[INET6_ADDRSTRLEN + 8];
     int64_t t0;
     struct upstream *upstream; /* forward.c: the kept upstream connection */
     struct identity *id;       /* looked up once, when a rule needs it */
     bool closed_cleanly;       /* tunnel.c: both directions ended with EOF */
+    char *buf;                 /* HTTP_HEAD_MAX bytes for heads; a tunnel gives it back */
 };
 
 /* A connection for fd (NULL when out of memory: fd is closed). */
@@ -280,6 +280,9 @@ struct conn *conn_open(struct runtime *rt, int fd, const struct sockaddr_storage
                        struct relay_pipes *pipes);
 /* The end: upstreams closed, the socket drained and closed, all freed. */
 void conn_close(struct conn *c, const char *reason);
+/* A tunnel past its head needs no head buffer: freed for the next
+ * connection, so ten thousand held tunnels do not each keep one. */
+void conn_drop_buffer(struct conn *c);
 /* The program on the other end: looked up once per connection, on the
  * first need (NULL when out of memory; check ->unresolved). */
 const struct identity *conn_identity(struct conn *c);

@@ -69,6 +69,7 @@ void tunnel_serve(struct conn *c, const struct http_msg *m)
     f.src = c->src;
     f.status = 200;
     log_event(LOGL_INFO, &f);
+    conn_drop_buffer(c); /* the early bytes went up: from here on bytes are relayed */
 
     struct relay_stats st;
     struct conn_recheck rc = {c, &h, port, r.fd, c->generation, ACTION_ALLOW};
