@@ -260,9 +260,11 @@ void dial(const struct conn *c, const struct host *h, uint16_t port,
         return;
     if (errno == ETIMEDOUT)
         return fail(r, &ERR_UPSTREAM_TIMEOUT, "connect to %s timed out%s", h->name, "");
-    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+    if (errno == EMFILE || errno == ENFILE) /* ours, not the destination's fault */
+        return fail(r, &ERR_OVERLOADED, "out of file descriptors to connect to %s%s", h->name, "");
+    if (errno == ENOBUFS || errno == ENOMEM)
         return fail(r, &ERR_OVERLOADED, "egressd cannot open a connection to %s now: %s", h->name,
-                    strerror(errno)); /* ours, not the destination's fault */
+                    strerror(errno));
     fail(r, &ERR_UPSTREAM_UNREACHABLE, "connect to %s: %s", h->name, strerror(errno));
 }
 
