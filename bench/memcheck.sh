@@ -50,12 +50,15 @@ chmod +x "$OUT/egressd"
 # (tunnels, forward, every error answer, queue and pool, fd exhaustion),
 # interception (TLS, streaming, backends), operations (reloads, metrics,
 # sd_notify, SIGTERM drain, pool shrink), process identity, allowed_ips in
-# a network namespace.  Left out: install, lockdown and the SDKs (they
+# a network namespace, inspected requests and WebSocket, secrets, denials,
+# retries, fallbacks and budgets.  Left out: install, lockdown and the SDKs (they
 # test the system around egressd: packaging, nftables, node).
 if [ $# -eq 0 ]; then
     set -- tests/integration/test_core.py tests/integration/test_inference.py \
         tests/integration/test_operations.py tests/integration/test_identity.py \
-        tests/integration/test_netns.py
+        tests/integration/test_netns.py tests/integration/test_inspect.py \
+        tests/integration/test_secrets.py tests/integration/test_denials.py \
+        tests/integration/test_inference_depth.py
 fi
 
 cd "$TOP" || exit 2
