@@ -40,7 +40,7 @@ cat >"$OUT/egressd" <<EOF
 #!/bin/sh
 # written by bench/memcheck.sh: egressd under valgrind, one log per process
 name=\$(printf '%s' "\${PYTEST_CURRENT_TEST:-outside-pytest}" |
-    sed 's/ ([a-z]*)\$//; s/.*:://; s/[^A-Za-z0-9_.=-]/_/g')
+    sed 's/ ([a-z]*)\$//; s/.*:://; s/[^A-Za-z0-9_.=-]/_/g' | cut -c1-120)
 exec valgrind --tool=memcheck --leak-check=full --errors-for-leak-kinds=definite \\
     --error-exitcode=99 --num-callers=30 --log-file="$OUT/logs/\$name.%p.log" "$BIN" "\$@"
 EOF

@@ -7,7 +7,10 @@
  * worker thread and serve its tunnels one after the other (made when a
  * direction first carries data), so a busy worker's next tunnel costs no
  * pipe syscalls; a tunnel that goes quiet for a second gives them back, so
- * that thousands of idle tunnels hold two descriptors each, not six.  When
+ * that thousands of idle tunnels hold two descriptors each, not six.  A
+ * direction copies its first PIPE_AFTER bytes through a small buffer and
+ * takes a pipe only when more come: most tunnels carry a few requests, and
+ * a burst of thousands of them then costs no pipes.  When
  * no pipe can be had, or descriptors are crowded (three quarters of the
  * limit in use: they are kept for sockets, two a tunnel, rather than pipes,
  * four), bytes are copied through a small buffer instead, for the rest of
@@ -33,14 +36,15 @@
 #define RECHECK_MS    1000 /* a reload that forbids a tunnel closes it within this */
 #define PUMP_ROUNDS   16
 #define PUMP_MORE_MIN (16 * 1024)
-#define SPILL_SIZE    (8 * 1024) /* the copying fallback's buffer, per direction */
+#define SPILL_SIZE    (8 * 1024)  /* the copying fallback's buffer, per direction */
+#define PIPE_AFTER    (64 * 1024) /* bytes a direction copies before it takes a pipe */
 
 struct direction {
     int src, dst;
     struct direction *other;
     int *pipe;      /* the worker's pipe for this direction: kept between tunnels */
     size_t in_pipe; /* bytes read from src, not yet written to dst */
-    char *spill;    /* without a pipe: a buffer, allocated the first time it is needed */
+    char *spill;    /* without a pipe: a buffer, held only while it holds bytes */
     size_t spill_off, spill_len;
     bool copying; /* no pipe for this tunnel: it copies through spill */
     bool eof, shut;
@@ -61,7 +65,7 @@ static bool have_pipe(struct direction *d)
 {
     if (d->pipe[0] >= 0)
         return true;
-    if (d->copying)
+    if (d->copying || d->bytes < PIPE_AFTER)
         return false;
     if (pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) == 0 && !crowded(d->pipe[1]))
         return true;
@@ -80,6 +84,14 @@ static size_t held(const struct direction *d)
     return d->in_pipe + d->spill_len;
 }
 
+/* Only bytes in flight hold a copying buffer: ten thousand idle tunnels
+ * hold none. */
+static void release_spill(struct direction *d)
+{
+    free(d->spill);
+    d->spill = NULL;
+}
+
 /* Read from src into the pipe, or into spill when no pipe can be had; the
  * count (0 when nothing came), or -1 on a reset. */
 static ssize_t take_in(struct direction *d)
@@ -95,8 +107,13 @@ static ssize_t take_in(struct direction *d)
         return -1; /* neither a pipe nor memory: this tunnel cannot go on */
     } else {
         n = recv(d->src, d->spill, SPILL_SIZE, MSG_DONTWAIT);
-        if (n > 0)
+        if (n > 0) {
             d->spill_off = 0, d->spill_len = (size_t)n;
+        } else {
+            int e = errno;
+            release_spill(d); /* nothing came: no buffer is held for it */
+            errno = e;
+        }
     }
     if (n == 0)
         d->eof = true;
@@ -115,6 +132,8 @@ static int give_out(struct direction *d, bool *moved)
         n = send(d->dst, d->spill + d->spill_off, d->spill_len, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (n > 0)
             d->spill_off += (size_t)n, d->spill_len -= (size_t)n;
+        if (d->spill_len == 0)
+            release_spill(d);
     }
     if (n > 0) {
         d->bytes += (uint64_t)n;
