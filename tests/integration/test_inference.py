@@ -275,7 +275,10 @@ def test_leaf_passes_strict_verification(proxy, tmp_path):
 
 
 def test_ip_literal_host_gets_ip_san(start_egressd, backend, tmp_path):
-    cfg = inference_config(tmp_path, backend.port).replace("host = inference.local,", "host = 10.9.8.7, inference.local,")
+    # 18 handshakes at once on 4 base workers: the pool grows while they
+    # mint, and on a slow machine (valgrind, a loaded CI) a socket may wait
+    # longer than the default 1 s for a worker; minting is what is tested.
+    cfg = inference_config(tmp_path, backend.port, extra="queue_timeout = 10s").replace("host = inference.local,", "host = 10.9.8.7, inference.local,")
     e = start_egressd(cfg, env=INFERENCE_ENV)
     e.bundle = str(tmp_path / "bundle.pem")
     code, out = curl(e, "https://10.9.8.7/v1/models")
@@ -415,7 +418,10 @@ def test_pipelined_requests(proxy, backend):
 
 def test_many_hosts_minted_in_parallel(start_egressd, backend, tmp_path):
     hosts = [f"h{i}.inference.test" for i in range(6)]
-    cfg = inference_config(tmp_path, backend.port).replace(
+    # 18 handshakes at once on 4 base workers: the pool grows while they
+    # mint, and on a slow machine (valgrind, a loaded CI) a socket may wait
+    # longer than the default 1 s for a worker; minting is what is tested.
+    cfg = inference_config(tmp_path, backend.port, extra="queue_timeout = 10s").replace(
         "host = inference.local,", "host = " + ", ".join(hosts) + ", inference.local,")
     e = start_egressd(cfg, env=INFERENCE_ENV)
     e.bundle = str(tmp_path / "bundle.pem")
