@@ -71,6 +71,20 @@ def wait_port(port, timeout=15):
     raise SystemExit(f"nothing listens on {port}")
 
 
+def stop_all(w):
+    """Every process started here stopped (SIGTERM, then SIGKILL after 10 s), w removed."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=10)
+    shutil.rmtree(w, ignore_errors=True)
+
+
 def start(cmd, nofile=None, **kw):
     """Start a process of the bench, stopped at the end whatever happens;
     nofile: its RLIMIT_NOFILE (soft and hard), for the hold mode."""
@@ -315,15 +329,20 @@ def side_by_side(runs, rounds):
     return {p: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for p, rs in got.items()}
 
 
-def rss_kb(pids):
+def status_sum(pids, field):
+    """The sum of a numeric /proc/PID/status field over pids (gone ones count 0)."""
     total = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/status") as f:
-                total += int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+                total += int(re.search(field + r":\s+(\d+)", f.read()).group(1))
         except (OSError, AttributeError):
             pass
     return total
+
+
+def rss_kb(pids):
+    return status_sum(pids, "VmRSS")
 
 
 def tree(pid):
@@ -439,16 +458,7 @@ def main():
         if not args.hold and not args.slow:
             report(w, ports, eg, tp, sq, args)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=10)
-        shutil.rmtree(w, ignore_errors=True)
+        stop_all(w)
 
 
 def check_inspection(w, ports, peers):
@@ -694,14 +704,7 @@ def fd_count(pids):
 
 
 def threads(pids):
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                total += int(re.search(r"Threads:\s+(\d+)", f.read()).group(1))
-        except (OSError, AttributeError):
-            pass
-    return total
+    return status_sum(pids, "Threads")
 
 
 def kernel_stack_kb():

@@ -25,7 +25,6 @@ usage: bench/soak.py [--minutes M] [--warmup S] [--sample S] [--reload S]
 import argparse
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -136,16 +135,7 @@ def main():
     try:
         return soak(w, args)
     finally:
-        for p in bench.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in bench.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=10)
-        shutil.rmtree(w, ignore_errors=True)
+        bench.stop_all(w)
 
 
 def soak(w, args):
