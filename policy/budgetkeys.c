@@ -130,17 +130,11 @@ _Static_assert(BUDGET_KEYS <= SECTION_KEYS_MAX, "a section's keys fit its line_o
 static bool open_budget(struct loader *L, struct section *S)
 {
     struct policy *p = L->p;
-    if (p->n_budgets >= POLICY_BUDGETS_MAX) {
-        line_problem(L, "too many budgets (at most %d)", POLICY_BUDGETS_MAX);
+    struct budget *grown = section_grow(L, S, p->budgets, &p->n_budgets, POLICY_BUDGETS_MAX,
+                                        sizeof(*grown), "budgets");
+    if (grown == NULL)
         return false;
-    }
-    struct budget *grown = array_grow(p->budgets, p->n_budgets, sizeof(*grown));
-    if (grown == NULL) {
-        line_problem(L, "out of memory");
-        return false;
-    }
     p->budgets = grown;
-    S->index = p->n_budgets++;
     struct budget *b = &grown[S->index];
     snprintf(b->name, sizeof(b->name), "%s", S->name);
     b->line = S->line;

@@ -168,9 +168,13 @@ struct loader {
 void load_problem(struct loader *L, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void line_problem(struct loader *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* values.c: grow an array of n elements by one zeroed element; NULL when
- * out of memory. */
-void *array_grow(void *arr, size_t n, size_t size);
+/* values.c: the array of what sections of S's kind opened (*n of them,
+ * at most max), grown by one zeroed element for S: S->index is that
+ * element's and *n counts it.  NULL, said on the line, when it is full
+ * (`too many <what>`) or out of memory; arr is then unchanged. */
+struct section;
+void *section_grow(struct loader *L, struct section *S, void *arr, size_t *n, size_t max,
+                   size_t size, const char *what);
 
 /* How a key's value is read.  keys.c parses the typed ones into the
  * section's object, at the key's offset; V_CUSTOM keys bring a parse

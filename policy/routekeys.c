@@ -284,17 +284,11 @@ _Static_assert(ROUTE_KEYS <= SECTION_KEYS_MAX, "a section's keys fit its line_of
 static bool open_route(struct loader *L, struct section *S)
 {
     struct policy *p = L->p;
-    if (p->n_routes >= POLICY_ROUTES_MAX) {
-        line_problem(L, "too many routes (at most %d)", POLICY_ROUTES_MAX);
+    struct route *grown =
+        section_grow(L, S, p->routes, &p->n_routes, POLICY_ROUTES_MAX, sizeof(*grown), "routes");
+    if (grown == NULL)
         return false;
-    }
-    struct route *grown = array_grow(p->routes, p->n_routes, sizeof(*grown));
-    if (grown == NULL) {
-        line_problem(L, "out of memory");
-        return false;
-    }
     p->routes = grown;
-    S->index = p->n_routes++;
     struct route *r = &grown[S->index];
     snprintf(r->name, sizeof(r->name), "%s", S->name);
     r->line = S->line;

@@ -328,17 +328,11 @@ _Static_assert(RULE_KEYS <= SECTION_KEYS_MAX && INFERENCE_KEYS <= SECTION_KEYS_M
 static bool open_rule(struct loader *L, struct section *S, enum rule_kind kind)
 {
     struct policy *p = L->p;
-    if (p->n_rules >= MAX_RULES) {
-        line_problem(L, "too many rules (at most %d)", MAX_RULES);
+    struct rule *grown =
+        section_grow(L, S, p->rules, &p->n_rules, MAX_RULES, sizeof(*grown), "rules");
+    if (grown == NULL)
         return false;
-    }
-    struct rule *grown = array_grow(p->rules, p->n_rules, sizeof(*grown));
-    if (grown == NULL) {
-        line_problem(L, "out of memory");
-        return false;
-    }
     p->rules = grown;
-    S->index = p->n_rules++;
     struct rule *r = &grown[S->index];
     r->kind = kind;
     r->line = S->line;

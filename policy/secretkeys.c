@@ -185,17 +185,11 @@ _Static_assert(SECRET_KEYS <= SECTION_KEYS_MAX, "a section's keys fit its line_o
 static bool open_secret(struct loader *L, struct section *S)
 {
     struct policy *p = L->p;
-    if (p->n_secrets >= SECRETS_MAX) {
-        line_problem(L, "too many secrets (at most %d)", SECRETS_MAX);
+    struct secret *grown =
+        section_grow(L, S, p->secrets, &p->n_secrets, SECRETS_MAX, sizeof(*grown), "secrets");
+    if (grown == NULL)
         return false;
-    }
-    struct secret *grown = array_grow(p->secrets, p->n_secrets, sizeof(*grown));
-    if (grown == NULL) {
-        line_problem(L, "out of memory");
-        return false;
-    }
     p->secrets = grown;
-    S->index = p->n_secrets++;
     struct secret *s = &grown[S->index];
     s->line = S->line;
     snprintf(s->name, sizeof(s->name), "%s", S->name);

@@ -367,11 +367,20 @@ int parse_endpoint(const char *s, struct route *r, const char **why)
     return -1;
 }
 
-void *array_grow(void *arr, size_t n, size_t size)
+void *section_grow(struct loader *L, struct section *S, void *arr, size_t *n, size_t max,
+                   size_t size, const char *what)
 {
-    char *grown = realloc(arr, (n + 1) * size);
-    if (grown != NULL)
-        memset(grown + n * size, 0, size);
+    if (*n >= max) {
+        line_problem(L, "too many %s (at most %zu)", what, max);
+        return NULL;
+    }
+    char *grown = realloc(arr, (*n + 1) * size);
+    if (grown == NULL) {
+        line_problem(L, "out of memory");
+        return NULL;
+    }
+    memset(grown + *n * size, 0, size);
+    S->index = (*n)++;
     return grown;
 }
 
