@@ -183,68 +183,71 @@ static void put_all(int fd, const char *s)
     cr_assert_eq(write(fd, s, strlen(s)), (ssize_t)strlen(s));
 }
 
+/* A client that sent head (parsed into m) and body, and an exchange begun
+ * on its connection. */
+struct client_exchange {
+    int fds[2];
+    char buf[4096];
+    struct bufconn in;
+    struct http_msg m;
+    struct exchange x;
+};
+
+static void exchange_from(struct client_exchange *c, const char *head, const char *body)
+{
+    const char *why;
+    tcp_pair(c->fds);
+    put_all(c->fds[0], body);
+    bufconn_init(&c->in, stream_plain(c->fds[1]), c->buf, sizeof(c->buf));
+    cr_assert_eq(http_parse_request(head, strlen(head), &c->m, &why), HTTP_OK);
+    exchange_begin(&c->x, &c->in, NULL, &c->m, 2000);
+}
+
+static void exchange_done(struct client_exchange *c, char *out, size_t cap)
+{
+    exchange_end(&c->x, out, cap);
+    stream_free(c->in.s);
+    close(c->fds[0]);
+    close(c->fds[1]);
+}
+
 Test(exchange, a_chunked_body_taken_whole_gets_a_content_length)
 {
-    int fds[2];
-    tcp_pair(fds);
-    static const char head[] = "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
-                               "X-A: 1\r\n\r\n";
-    put_all(fds[0], "4\r\ntok:\r\n12\r\negressd-secret-abc\r\n0\r\n\r\n");
-    char buf[4096], out[1024];
-    struct bufconn in;
-    bufconn_init(&in, stream_plain(fds[1]), buf, sizeof(buf));
-    struct http_msg m;
-    const char *why;
-    cr_assert_eq(http_parse_request(head, sizeof(head) - 1, &m, &why), HTTP_OK);
-    struct exchange x;
-    exchange_begin(&x, &in, NULL, &m, 2000);
+    struct client_exchange c;
+    exchange_from(&c, "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n",
+                  "4\r\ntok:\r\n12\r\negressd-secret-abc\r\n0\r\n\r\n");
+    char out[1024];
     static const struct http_swap sw1[] = {{"egressd-secret-abc", "VALUE", 18, 5}};
     struct http_swaps sw = {sw1, 1, 1};
     struct host h;
+    const char *why;
     host_parse("h", 1, &h, &why);
-    struct outgoing_head oh = {&h, 80, 80, m.target, m.target_len, &sw};
+    struct outgoing_head oh = {&h, 80, 80, c.m.target, c.m.target_len, &sw};
     struct sbuf o;
     sbuf_init(&o, out, sizeof(out));
-    exchange_put_head(&o, &m, &oh);
+    exchange_put_head(&o, &c.m, &oh);
     uint64_t swapped;
-    cr_assert_eq(exchange_take_body(&x, &sw, 1024, now_ms() + 2000, &swapped), SENT);
-    exchange_end_head(&x, &o);
+    cr_assert_eq(exchange_take_body(&c.x, &sw, 1024, now_ms() + 2000, &swapped), SENT);
+    exchange_end_head(&c.x, &o);
     cr_assert_eq(swapped, 1);
-    cr_assert_str_eq(x.body.p, "tok:VALUE");
+    cr_assert_str_eq(c.x.body.p, "tok:VALUE");
     cr_assert(strstr(out, "Content-Length: 9\r\n") != NULL, "%s", out);
     cr_assert_null(strstr(out, "chunked"), "%s", out);
-    x.secrets_sent = true; /* as prepare sets it */
-    exchange_end(&x, out, sizeof(out));
+    c.x.secrets_sent = true; /* as prepare sets it */
+    exchange_done(&c, out, sizeof(out));
     for (size_t i = 0; i < sizeof(out); i++)
         cr_assert_eq(out[i], 0, "the head that held a value is wiped");
-    stream_free(in.s);
-    close(fds[0]);
-    close(fds[1]);
 }
 
 Test(exchange, a_body_over_the_bound_is_too_large)
 {
-    int fds[2];
-    tcp_pair(fds);
-    static const char head[] = "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 2000\r\n\r\n";
-    char big[2001];
+    static char big[2001];
     memset(big, 'a', 2000);
-    big[2000] = '\0';
-    put_all(fds[0], big);
-    char buf[4096];
-    struct bufconn in;
-    bufconn_init(&in, stream_plain(fds[1]), buf, sizeof(buf));
-    struct http_msg m;
-    const char *why;
-    cr_assert_eq(http_parse_request(head, sizeof(head) - 1, &m, &why), HTTP_OK);
-    struct exchange x;
-    exchange_begin(&x, &in, NULL, &m, 2000);
+    struct client_exchange c;
+    exchange_from(&c, "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 2000\r\n\r\n", big);
     struct http_swaps sw = {NULL, 0, 0};
     uint64_t swapped;
-    cr_assert_eq(exchange_take_body(&x, &sw, 1024, now_ms() + 2000, &swapped), CLIENT_TOO_LARGE);
+    cr_assert_eq(exchange_take_body(&c.x, &sw, 1024, now_ms() + 2000, &swapped), CLIENT_TOO_LARGE);
     cr_assert_eq(exchange_client_error(CLIENT_TOO_LARGE, NULL)->status, 413);
-    exchange_end(&x, NULL, 0);
-    stream_free(in.s);
-    close(fds[0]);
-    close(fds[1]);
+    exchange_done(&c, NULL, 0);
 }
