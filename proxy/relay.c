@@ -46,7 +46,7 @@ struct direction {
     size_t in_pipe; /* bytes read from src, not yet written to dst */
     char *spill;    /* without a pipe: a buffer, held only while it holds bytes */
     size_t spill_off, spill_len;
-    bool copying; /* no pipe for this tunnel: it copies through spill */
+    bool copying; /* a pipe was refused (crowded, or none to be had): copy to the end */
     bool eof, shut;
     uint64_t bytes;
 };
